@@ -1,0 +1,1 @@
+"""Compute side of the ISA service: the selection engine and (later) Celery tasks."""

@@ -1,0 +1,114 @@
+"""The ``Encoder`` interface and the de-duplicating ``embed_texts`` stage."""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+#: progress callback: (done, total) in texts
+ProgressFn = Callable[[int, int], None]
+
+
+class Encoder(ABC):
+    """Turns texts into a float32 matrix, one row per text.
+
+    ``name`` identifies the model *and* every setting that changes its output
+    (precision, truncation, pooling), so it is safe as part of a cache key.
+    """
+
+    name: str
+    dim: int
+
+    @abstractmethod
+    def encode(self, texts: Sequence[str], *, progress: ProgressFn | None = None) -> np.ndarray:
+        """Embed ``texts`` in order; returns an ``(len(texts), dim)`` float32 array."""
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        """Tokens the encoder actually reads (after truncation); for throughput reports."""
+        raise NotImplementedError
+
+
+def text_key(text: str) -> bytes:
+    """Content address of a text (16 bytes of BLAKE2b)."""
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+
+
+class EmbeddingCache(ABC):
+    """Where already-computed embeddings live, keyed by (encoder name, text key)."""
+
+    @abstractmethod
+    def get_many(self, encoder: str, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]: ...
+
+    @abstractmethod
+    def put_many(self, encoder: str, items: dict[bytes, np.ndarray]) -> None: ...
+
+
+class MemoryEmbeddingCache(EmbeddingCache):
+    """A process-local cache: a second selection over the same texts embeds nothing."""
+
+    def __init__(self) -> None:
+        self._data: dict[tuple[str, bytes], np.ndarray] = {}
+
+    def get_many(self, encoder: str, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        return {k: self._data[(encoder, k)] for k in keys if (encoder, k) in self._data}
+
+    def put_many(self, encoder: str, items: dict[bytes, np.ndarray]) -> None:
+        for k, v in items.items():
+            self._data[(encoder, k)] = v
+
+
+@dataclass(slots=True)
+class EmbedStats:
+    texts: int  # texts asked for
+    unique: int  # distinct texts among them
+    cached: int  # distinct texts found in the cache
+    embedded: int  # distinct texts the encoder ran on
+
+    def to_dict(self) -> dict[str, int]:
+        return {"texts": self.texts, "unique": self.unique, "cached": self.cached,
+                "embedded": self.embedded}
+
+
+def embed_texts(
+    texts: Sequence[str],
+    encoder: Encoder,
+    *,
+    cache: EmbeddingCache | None = None,
+    progress: ProgressFn | None = None,
+) -> tuple[np.ndarray, EmbedStats]:
+    """Embed ``texts``, running the encoder once per distinct text not in ``cache``.
+
+    Distinct texts are encoded longest first in a content-defined order, so batches —
+    and therefore the exact floating-point results — do not depend on the order of
+    ``texts``.
+    """
+    keys = [text_key(t) for t in texts]
+    index: dict[bytes, int] = {}
+    first: list[int] = []
+    for i, k in enumerate(keys):
+        if k not in index:
+            index[k] = len(first)
+            first.append(i)
+    unique_keys = [keys[i] for i in first]
+    found = cache.get_many(encoder.name, unique_keys) if cache is not None else {}
+    todo = [j for j, k in enumerate(unique_keys) if k not in found]
+    todo.sort(key=lambda j: (-len(texts[first[j]]), unique_keys[j]))
+
+    dim = encoder.dim
+    unique = np.empty((len(unique_keys), dim), dtype=np.float32)
+    for j, k in enumerate(unique_keys):
+        if k in found:
+            unique[j] = found[k]
+    if todo:
+        vecs = encoder.encode([texts[first[j]] for j in todo], progress=progress)
+        unique[todo] = vecs
+        if cache is not None:
+            cache.put_many(encoder.name, {unique_keys[j]: unique[j] for j in todo})
+    elif progress is not None:
+        progress(0, 0)
+    out = unique[[index[k] for k in keys]] if keys else np.empty((0, dim), np.float32)
+    return out, EmbedStats(len(texts), len(unique_keys), len(found), len(todo))

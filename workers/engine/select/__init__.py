@@ -1,0 +1,9 @@
+"""Selection methods: one interface, a name registry, budgets."""
+
+from . import baselines as _baselines  # noqa: F401  (registers the baselines)
+from . import isa as _isa  # noqa: F401  (registers ISA)
+from .base import METHODS, SelectionMethod, describe_methods, make_method
+from .budget import Budget, apply_budget
+
+__all__ = ["METHODS", "SelectionMethod", "describe_methods", "make_method", "Budget",
+           "apply_budget"]
