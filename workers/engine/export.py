@@ -124,7 +124,7 @@ def _as_messages(text: Text, role: str) -> list[Message]:
         return text
     if HH_HUMAN in text:  # an HH dialogue: its turns become messages
         return hh_to_messages(text)
-    return [{"role": role, "content": text}]
+    return [{"role": role, "content": text.strip()}]
 
 
 def export_record(ex: Example, shape: str, side: str | None) -> Iterator[dict[str, Any]]:

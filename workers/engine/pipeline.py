@@ -184,6 +184,8 @@ def run_selection(source: PreferenceFile, method: SelectionMethod, budget: Budge
         progress("reading", 0, 0)
     table, report = read_units(source, level=level, template=template)
     timings["read"] = time.perf_counter() - t0
+    if progress:
+        progress("reading", report.rows_read, report.rows_read)
     n_select = budget.size(len(table))
     X, stats, enc_name = None, None, None
     if method.needs_embeddings:
@@ -201,6 +203,8 @@ def run_selection(source: PreferenceFile, method: SelectionMethod, budget: Budge
         progress("scoring", 0, len(table))
     score_units(table, method, X, n_select=n_select)
     timings["score"] = time.perf_counter() - t
+    if progress:
+        progress("scoring", len(table), len(table))
     if progress:
         progress("selecting", n_select, len(table))
     selected = apply_budget(method.ranking_, budget)
