@@ -118,7 +118,8 @@ print(n, int(re.search(r"VmHWM:\s+(\d+)", open("/proc/self/status").read()).grou
 _INGEST_PLAIN = """
 import json, re
 rows = [json.loads(line) for line in open({path!r}, encoding="utf-8")]
-print(len(rows), int(re.search(r"VmHWM:\s+(\d+)", open("/proc/self/status").read()).group(1)) // 1024)
+hwm = re.search(r"VmHWM:\s+(\d+)", open("/proc/self/status").read()).group(1)
+print(len(rows), int(hwm) // 1024)
 """
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workers.engine import CausalLMEncoder, Budget, PreferenceFile, make_method, run_selection
 from tests.conftest import write_jsonl
+from workers.engine import Budget, CausalLMEncoder, PreferenceFile, make_method, run_selection
 
 
 @pytest.fixture(scope="module")

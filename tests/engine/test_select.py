@@ -8,8 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from workers.engine import Budget, ConfigError, MethodInputError, apply_budget, isa_delta, \
-    make_method
+from workers.engine import (
+    Budget,
+    ConfigError,
+    MethodInputError,
+    apply_budget,
+    isa_delta,
+    make_method,
+)
 from workers.engine.select import METHODS
 
 

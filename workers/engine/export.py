@@ -38,7 +38,8 @@ def output_format(path: Path) -> tuple[str, bool]:
         raise ConfigError(f"cannot tell the output format of {path.name!r}: use .jsonl, .json, "
                           ".parquet or .csv (optionally .gz)", code="unknown_output_format")
     if fmt == "parquet" and gz:
-        raise ConfigError("Parquet is compressed internally: drop the .gz", code="unknown_output_format")
+        raise ConfigError("Parquet is compressed internally: drop the .gz",
+                          code="unknown_output_format")
     return fmt, gz
 
 

@@ -29,7 +29,8 @@ class CausalLMEncoder(Encoder):
     """
 
     def __init__(self, model: str = SMOLLM2, *, device: str = "auto", precision: str = "auto",
-                 batch_size: int = 8, max_length: int = 512, truncation_side: str = "left", normalize: bool = False,
+                 batch_size: int = 8, max_length: int = 512, truncation_side: str = "left",
+                 normalize: bool = False,
                  cache_dir: Path | None = None) -> None:
         import torch
         from transformers import AutoModel, AutoTokenizer
@@ -56,7 +57,8 @@ class CausalLMEncoder(Encoder):
         self.tokenizer.truncation_side = truncation_side
         self.dim = int(self.model.config.hidden_size)
         self._torch = torch
-        self.name = (f"clm:{Path(str(folder)).name}:{self.precision}:len{max_length}:{truncation_side}"
+        self.name = (f"clm:{Path(str(folder)).name}:{self.precision}:len{max_length}"
+                     f":{truncation_side}"
                      f":last{':norm' if normalize else ''}")
 
     def encode(self, texts: Sequence[str], *, progress: ProgressFn | None = None) -> np.ndarray:

@@ -14,8 +14,14 @@ import orjson
 from ..errors import ConfigError, IngestError, Location, RowProblem
 from .readers import DEFAULT_MAX_LINE_BYTES, FileFormat, detect_format, iter_raw_records
 from .records import Example
-from .shapes import CANONICAL_FIELDS, SHAPES, ShapeViolation, consumed_fields, detect_shape, \
-    parse_record
+from .shapes import (
+    CANONICAL_FIELDS,
+    SHAPES,
+    ShapeViolation,
+    consumed_fields,
+    detect_shape,
+    parse_record,
+)
 
 OnInvalid = Literal["fail", "skip"]
 #: at most this many skipped rows are listed one by one in a report (all are counted)
