@@ -88,14 +88,15 @@ def select(
     = "auto",
     template: Annotated[str, typer.Option(help=f"embedded text: {' | '.join(TEMPLATES)}")]
     = "prompt_completion",
-    export: Annotated[str, typer.Option(help=f"subset shape: {' | '.join(EXPORT_SHAPES)}; "
+    export: Annotated[str, typer.Option("--format", "--export",
+                                        help=f"subset shape: {' | '.join(EXPORT_SHAPES)}; "
                                         "default: input (kto for item level)")] = "",
     encoder: Annotated[str, typer.Option(help="sentence | causal-lm")] = "sentence",
     model: Annotated[str | None, typer.Option(help="encoder model name or local path")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
     precision: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")] = "auto",
     batch_size: Annotated[int | None, typer.Option(help="encoder batch size")] = None,
-    fmt: Annotated[str | None, typer.Option("--format", help=f"input container: "
+    fmt: Annotated[str | None, typer.Option("--input-format", help=f"input container: "
                                             f"{' | '.join(FILE_FORMATS)} (default: detect)")]
     = None,
     shape: Annotated[str | None, typer.Option(help=f"input shape: {' | '.join(SHAPES)} "
@@ -108,6 +109,16 @@ def select(
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Select a subset of INPUT and write it (and optionally per-row scores)."""
+    # Checked before any work: a typo must not cost an embedding pass.
+    if encoder not in ENCODERS:
+        raise typer.BadParameter(f"expected one of {', '.join(ENCODERS)}",
+                                 param_hint="--encoder")
+    if export and export not in EXPORT_SHAPES:
+        raise typer.BadParameter(f"expected one of {', '.join(EXPORT_SHAPES)}",
+                                 param_hint="--format")
+    if template not in TEMPLATES:
+        raise typer.BadParameter(f"expected one of {', '.join(TEMPLATES)}",
+                                 param_hint="--template")
     try:
         data = _open(input_, fmt, shape, column_map, id_field, on_invalid)
         params = {"random_state": seed, **_parse_params(param)}
@@ -120,9 +131,7 @@ def select(
                 kwargs["batch_size"] = batch_size
             if encoder == "sentence":
                 return SentenceTransformerEncoder(model or "all-MiniLM-L6-v2", **kwargs)
-            if encoder == "causal-lm":
-                return CausalLMEncoder(model or "SmolLM2-135M-Instruct", **kwargs)
-            raise typer.BadParameter(f"expected one of {ENCODERS}", param_hint="--encoder")
+            return CausalLMEncoder(model or "SmolLM2-135M-Instruct", **kwargs)
 
         with Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=err, disable=quiet, transient=False) as bar:
@@ -185,7 +194,7 @@ def methods(as_json: Annotated[bool, typer.Option("--json", help="machine-readab
 @app.command()
 def validate(
     input_: Annotated[Path, typer.Argument(metavar="INPUT")],
-    fmt: Annotated[str | None, typer.Option("--format")] = None,
+    fmt: Annotated[str | None, typer.Option("--input-format")] = None,
     shape: Annotated[str | None, typer.Option()] = None,
     column_map: Annotated[str | None, typer.Option()] = None,
     id_field: Annotated[str | None, typer.Option()] = None,

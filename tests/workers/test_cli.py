@@ -40,7 +40,7 @@ def test_select_exports_other_shapes(tmp_path, alpaca_rows):
     src = write_jsonl(tmp_path / "a.jsonl", alpaca_rows[:50])
     out = tmp_path / "subset.parquet"
     proc = run("select", str(src), "--method", "margin", "--budget", "10", "--out", str(out),
-               "--export", "trl", "--quiet")
+               "--format", "trl", "--quiet")
     assert proc.returncode == 0, proc.stderr
     table = pq.read_table(out).to_pylist()
     assert len(table) == 10
@@ -72,3 +72,10 @@ def test_methods_lists_every_method_with_parameters(flag):
         described = {m["name"]: m for m in json.loads(proc.stdout)}
         assert {p["name"] for p in described["isa"]["params"]} >= {"n_components",
                                                                      "covariance_type"}
+
+
+def test_a_bad_option_fails_before_any_work(tmp_path, alpaca_rows):
+    src = write_jsonl(tmp_path / "a.jsonl", alpaca_rows[:5])
+    proc = run("select", str(src), "--out", str(tmp_path / "o.jsonl"), "--format", "yaml")
+    assert proc.returncode == 2 and "--format" in proc.stderr
+    assert "embedding" not in proc.stderr
