@@ -10,8 +10,9 @@ import io
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import orjson
@@ -43,28 +44,32 @@ def output_format(path: Path) -> tuple[str, bool]:
     return fmt, gz
 
 
+@contextmanager
+def atomic_output(path: Path) -> Iterator[BinaryIO]:
+    """A binary file that appears at ``path`` only once fully written (temp + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
 def write_records(records: Iterable[dict[str, Any]], path: str | Path) -> int:
     """Write dicts to ``path`` (format from its name) atomically; returns the count."""
     path = Path(path)
     fmt, gz = output_format(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            if fmt == "parquet":
-                n = _write_parquet(records, raw)
-            else:
-                stream: io.BufferedIOBase = gzip.GzipFile(fileobj=raw, mode="wb") if gz else raw  # type: ignore[assignment]
-                n = {"jsonl": _write_jsonl, "json": _write_json, "csv": _write_csv}[fmt](
-                    records, stream)
-                if gz:
-                    stream.close()
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return n
+    with atomic_output(path) as raw:
+        if fmt == "parquet":
+            return _write_parquet(records, raw)
+        stream: Any = gzip.GzipFile(fileobj=raw, mode="wb") if gz else raw
+        n = {"jsonl": _write_jsonl, "json": _write_json, "csv": _write_csv}[fmt](records, stream)
+        if gz:
+            stream.close()
+        return n
 
 
 def _dumps(obj: Any) -> bytes:
@@ -236,15 +241,8 @@ def write_scores(result: SelectionResult, path: str | Path) -> int:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            pq.write_table(pa.table({k: cols[k] for k in names}), tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # columnar straight from the arrays, no per-row dicts
+        with atomic_output(Path(path)) as fh:
+            pq.write_table(pa.table({k: cols[k] for k in names}), fh)
         return n
     return write_records(rows(), path)

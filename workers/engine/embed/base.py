@@ -32,6 +32,12 @@ class Encoder(ABC):
         raise NotImplementedError
 
 
+def l2_normalize(vecs: np.ndarray) -> np.ndarray:
+    """Scale rows to unit length in place (float32), leaving zero rows at zero."""
+    vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+    return vecs
+
+
 def text_key(text: str) -> bytes:
     """Content address of a text (16 bytes of BLAKE2b)."""
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()

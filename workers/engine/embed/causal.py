@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, EncoderError
-from .base import Encoder, ProgressFn
+from .base import Encoder, ProgressFn, l2_normalize
 from .device import resolve_device, resolve_precision, torch_dtype
 from .models import SMOLLM2, resolve_causal_model
 
@@ -74,7 +74,7 @@ class CausalLMEncoder(Encoder):
                 vecs = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
                 vecs = vecs.float().cpu().numpy()
                 if self.normalize:
-                    vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+                    l2_normalize(vecs)
                 out[start:start + len(batch)] = vecs
                 if progress is not None:
                     progress(start + len(batch), len(texts))

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, EncoderError
-from .base import Encoder, ProgressFn
+from .base import Encoder, ProgressFn, l2_normalize
 from .device import resolve_device, resolve_precision, torch_dtype
 
 DEFAULT_SENTENCE_MODEL = "all-MiniLM-L6-v2"
@@ -82,10 +82,8 @@ class SentenceTransformerEncoder(Encoder):
             chunk = list(texts[start:start + self.chunk_size])
             vecs = self.model.encode(chunk, batch_size=self.batch_size, convert_to_numpy=True,
                                      normalize_embeddings=True, show_progress_bar=False)
-            vecs = vecs.astype(np.float32, copy=False)
             # re-normalise in float32: the model's own Normalize layer ran in bf16
-            vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
-            out[start:start + len(chunk)] = vecs
+            out[start:start + len(chunk)] = l2_normalize(vecs.astype(np.float32, copy=False))
             if progress is not None:
                 progress(start + len(chunk), len(texts))
         return out
