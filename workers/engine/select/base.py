@@ -34,6 +34,8 @@ class SelectionMethod:
     name: ClassVar[str]
     summary: ClassVar[str] = ""
     needs_embeddings: ClassVar[bool] = True
+    #: True when ``n_select`` changes the ranking (greedy methods stop at the budget)
+    uses_budget_hint: ClassVar[bool] = False
 
     scores_: np.ndarray
     ranking_: np.ndarray

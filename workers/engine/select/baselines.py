@@ -87,6 +87,7 @@ class KCenterGreedy(SelectionMethod):
 
     name = "kcenter"
     summary = "Greedy k-center (farthest-point) coreset for coverage"
+    uses_budget_hint = True
 
     def __init__(self, max_centers: int | None = None, random_state: int = 0) -> None:
         self.max_centers = max_centers

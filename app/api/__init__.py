@@ -1,0 +1,1 @@
+"""HTTP edge: routes, schemas, dependencies, error mapping."""

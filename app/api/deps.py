@@ -1,0 +1,76 @@
+"""Dependencies: settings, Redis-backed stores, the artifact store, the caller's tenant."""
+
+from __future__ import annotations
+
+import hmac
+from functools import cache
+from typing import Annotated
+
+import redis
+from fastapi import Depends, Header
+
+from app.api.errors import ApiError
+from app.core.artifacts import ArtifactStore
+from app.core.records import DatasetStore, IdempotencyKeys, JobStore, Metrics
+from app.core.settings import Settings, get_settings
+
+
+@cache
+def _redis(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, decode_responses=True, socket_timeout=5)
+
+
+def get_redis(settings: Annotated[Settings, Depends(get_settings)]) -> redis.Redis:
+    return _redis(settings.redis_url)
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RedisDep = Annotated[redis.Redis, Depends(get_redis)]
+
+
+def get_jobs(r: RedisDep, s: SettingsDep) -> JobStore:
+    return JobStore(r, s.key_prefix)
+
+
+def get_datasets(r: RedisDep, s: SettingsDep) -> DatasetStore:
+    return DatasetStore(r, s.key_prefix)
+
+
+def get_idempotency(r: RedisDep, s: SettingsDep) -> IdempotencyKeys:
+    return IdempotencyKeys(r, s.key_prefix, s.idempotency_ttl_s)
+
+
+def get_metrics_store(r: RedisDep, s: SettingsDep) -> Metrics:
+    return Metrics(r, s.key_prefix)
+
+
+@cache
+def _artifacts(root: str) -> ArtifactStore:
+    return ArtifactStore(root)
+
+
+def get_artifacts(s: SettingsDep) -> ArtifactStore:
+    return _artifacts(s.artifact_root())
+
+
+def get_tenant(s: SettingsDep, x_api_key: Annotated[str | None, Header()] = None,
+               authorization: Annotated[str | None, Header()] = None) -> str:
+    """The tenant of the caller's API key (``X-API-Key`` or ``Authorization: Bearer``)."""
+    key = x_api_key
+    if key is None and authorization and authorization.lower().startswith("bearer "):
+        key = authorization[7:].strip()
+    if not key:
+        raise ApiError(401, "missing_api_key", "send an API key in X-API-Key or "
+                       "'Authorization: Bearer <key>'")
+    for known, tenant in s.tenants_by_key().items():
+        if hmac.compare_digest(known.encode(), key.encode()):
+            return tenant
+    raise ApiError(401, "invalid_api_key", "the API key is not valid")
+
+
+CurrentTenant = Annotated[str, Depends(get_tenant)]
+Jobs = Annotated[JobStore, Depends(get_jobs)]
+Datasets = Annotated[DatasetStore, Depends(get_datasets)]
+Idempotency = Annotated[IdempotencyKeys, Depends(get_idempotency)]
+MetricsStore = Annotated[Metrics, Depends(get_metrics_store)]
+Artifacts = Annotated[ArtifactStore, Depends(get_artifacts)]

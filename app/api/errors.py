@@ -1,0 +1,61 @@
+"""One error shape everywhere: ``{"error": {"code", "message", "details"}}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger("isa.api")
+
+
+class ApiError(Exception):
+    """An error the API answers with ``status`` and a stable ``code``."""
+
+    def __init__(self, http_status: int, code: str, message: str, /, **details: Any) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = http_status, code, message
+        self.details = details
+
+
+def not_found(kind: str, record_id: str) -> ApiError:
+    # Another tenant's id answers exactly like an id that does not exist.
+    return ApiError(404, f"{kind}_not_found", f"no {kind} {record_id!r}", id=record_id)
+
+
+def _body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+_STATUS_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found",
+                 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(_body(exc.code, exc.message, exc.details), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+                  for e in exc.errors()]
+        first = errors[0] if errors else {"field": "", "message": "invalid request"}
+        return JSONResponse(_body("validation_error", f"{first['field']}: {first['message']}",
+                                  {"errors": errors}), status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error", exc_info=exc)
+        return JSONResponse(_body("internal_error", "the server failed to answer this "
+                                  "request; it has been logged"), status_code=500)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, "http_error")
+        return JSONResponse(_body(code, str(exc.detail)), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))

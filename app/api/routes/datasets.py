@@ -1,0 +1,134 @@
+"""/v1/datasets — upload (streamed to the artifact store), inspect, preview, delete."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Query, Request, UploadFile, status
+
+from app.api.deps import Artifacts, CurrentTenant, Datasets, SettingsDep
+from app.api.errors import ApiError, not_found
+from app.api.schemas import DatasetOptions, DatasetPublic, DatasetRows, DatasetsPublic
+from app.core.celery_app import TASK_VALIDATE, celery_app
+from app.core.records import new_id
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+_CHUNK = 1 << 20
+
+
+def _public(doc: dict[str, Any]) -> DatasetPublic:
+    return DatasetPublic.model_validate(doc)
+
+
+@router.post("", response_model=DatasetPublic, status_code=status.HTTP_201_CREATED)
+async def upload_dataset(
+    request: Request, tenant: CurrentTenant, datasets: Datasets, artifacts: Artifacts,
+    settings: SettingsDep, file: UploadFile,
+    format: Annotated[str | None, Form()] = None,
+    shape: Annotated[str | None, Form()] = None,
+    column_map: Annotated[str | None, Form(description='JSON, e.g. {"prompt": "question"}')]
+    = None,
+    id_field: Annotated[str | None, Form()] = None,
+    on_invalid: Annotated[str, Form()] = "fail",
+) -> DatasetPublic:
+    """Upload a preference data file; it is validated by a worker (poll ``status``)."""
+    length = request.headers.get("content-length")
+    if length and int(length) > settings.max_upload_bytes + 64 * 1024:
+        raise _too_large(settings.max_upload_bytes)
+    try:
+        options = DatasetOptions(format=format, shape=shape, id_field=id_field,
+                                 on_invalid=on_invalid,  # type: ignore[arg-type]
+                                 column_map=json.loads(column_map) if column_map else None)
+    except (ValueError, TypeError) as exc:
+        raise ApiError(422, "invalid_options", f"invalid upload options: {exc}") from exc
+    dataset_id = new_id("ds")
+    suffix = "".join(s for s in _suffixes(file.filename or "") if s)
+    artifact = f"datasets/{dataset_id}/data{suffix}"
+    digest, size = hashlib.sha256(), 0
+    try:
+        with artifacts.open_write(artifact) as out:
+            while chunk := await file.read(_CHUNK):
+                size += len(chunk)
+                if size > settings.max_upload_bytes:
+                    raise _too_large(settings.max_upload_bytes)
+                digest.update(chunk)
+                out.write(chunk)
+    finally:
+        await file.close()
+    datasets.create(tenant, dataset_id, "uploaded", {
+        "filename": (file.filename or "upload")[:255], "size_bytes": size,
+        "sha256": digest.hexdigest(), "artifact": artifact,
+        "options": options.model_dump(),
+    })
+    celery_app.send_task(TASK_VALIDATE, args=(dataset_id,), queue=settings.default_queue)
+    return _public(datasets.get(dataset_id))  # type: ignore[arg-type]
+
+
+def _suffixes(name: str) -> list[str]:
+    """Known extensions only (the stored name is ours, never the caller's)."""
+    allowed = {".jsonl", ".ndjson", ".json", ".parquet", ".pq", ".csv", ".gz"}
+    parts = name.lower().rsplit("/", 1)[-1].split(".")[1:]
+    return [f".{p}" for p in parts[-2:] if f".{p}" in allowed]
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "upload_too_large",
+                    f"the upload is larger than the limit of {limit:,} bytes", limit=limit)
+
+
+@router.get("", response_model=DatasetsPublic)
+def list_datasets(tenant: CurrentTenant, datasets: Datasets,
+                  offset: Annotated[int, Query(ge=0)] = 0,
+                  limit: Annotated[int, Query(ge=1, le=500)] = 50) -> DatasetsPublic:
+    docs, count = datasets.list(tenant, offset=offset, limit=limit)
+    return DatasetsPublic(data=[_public(d) for d in docs], count=count)
+
+
+@router.get("/{dataset_id}", response_model=DatasetPublic)
+def get_dataset(dataset_id: str, tenant: CurrentTenant, datasets: Datasets) -> DatasetPublic:
+    doc = datasets.get(dataset_id, tenant)
+    if doc is None:
+        raise not_found("dataset", dataset_id)
+    return _public(doc)
+
+
+@router.get("/{dataset_id}/rows", response_model=DatasetRows)
+def preview_rows(dataset_id: str, tenant: CurrentTenant, datasets: Datasets,
+                 artifacts: Artifacts, offset: Annotated[int, Query(ge=0)] = 0,
+                 limit: Annotated[int, Query(ge=1, le=200)] = 20) -> DatasetRows:
+    """Normalised rows (row_id, prompt, chosen/rejected or completion/label, extra)."""
+    from workers.engine.ingest.dataset import PreferenceFile
+
+    doc = datasets.get(dataset_id, tenant)
+    if doc is None:
+        raise not_found("dataset", dataset_id)
+    if doc["status"] != "ready":
+        raise ApiError(409, "dataset_not_ready", f"the data set is {doc['status']}",
+                       status=doc["status"])
+    opts = doc["options"]
+    data = PreferenceFile(artifacts.local_path(doc["artifact"]), file_format=opts["format"],
+                          shape=opts["shape"], column_map=opts["column_map"],
+                          id_field=opts["id_field"], on_invalid=opts["on_invalid"])
+    rows: list[dict[str, Any]] = []
+    for i, ex in enumerate(data):
+        if i < offset:
+            continue
+        if len(rows) == limit:
+            break
+        rows.append({k: v for k, v in {
+            "row_id": ex.row_id, "row": ex.row, "line": ex.line, "prompt": ex.prompt,
+            "chosen": ex.chosen, "rejected": ex.rejected, "completion": ex.completion,
+            "label": ex.label, "extra": ex.extra}.items() if v is not None})
+    return DatasetRows(data=rows, offset=offset, limit=limit)
+
+
+@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_dataset(dataset_id: str, tenant: CurrentTenant, datasets: Datasets,
+                   artifacts: Artifacts) -> None:
+    doc = datasets.get(dataset_id, tenant)
+    if doc is None:
+        raise not_found("dataset", dataset_id)
+    datasets.delete(dataset_id, tenant)
+    artifacts.delete_prefix(f"datasets/{dataset_id}")

@@ -1,0 +1,163 @@
+"""/v1/jobs — start, list, inspect, cancel jobs; stream their results."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Response, status
+from fastapi.responses import StreamingResponse
+
+from app.api.deps import Artifacts, CurrentTenant, Datasets, Idempotency, Jobs, SettingsDep
+from app.api.errors import ApiError, not_found
+from app.api.schemas import JobCreate, JobPublic, JobsPublic, Progress
+from app.core.artifacts import ArtifactStore
+from app.core.celery_app import TASK_SELECT, celery_app
+from app.core.records import TERMINAL, new_id, now
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+RESULT_FORMATS = {"jsonl": ("application/x-ndjson", "jsonl"),
+                  "parquet": ("application/vnd.apache.parquet", "parquet"),
+                  "trl": ("application/x-ndjson", "jsonl"),
+                  "kto": ("application/x-ndjson", "jsonl"),
+                  "openai": ("application/x-ndjson", "jsonl")}
+
+
+def _public(doc: dict[str, Any]) -> JobPublic:
+    result = doc.get("result")
+    if result and "files" in result:  # file names → links
+        jid = doc["id"]
+        result = {**result, "files": {
+            name: (f"/v1/jobs/{jid}/scores" if name == "scores"
+                   else f"/v1/jobs/{jid}/result?format={name}") for name in result["files"]}}
+    return JobPublic(
+        id=doc["id"], type=doc["type"], status=doc["status"], stage=doc.get("stage"),
+        progress=Progress(done=doc.get("progress_done", 0), total=doc.get("progress_total", 0)),
+        request=doc["request"], created_at=doc["created_at"],
+        started_at=doc.get("started_at"), finished_at=doc.get("finished_at"),
+        error=doc.get("error"), result=result)
+
+
+@router.post("", response_model=JobPublic, status_code=status.HTTP_201_CREATED,
+             responses={200: {"description": "an Idempotency-Key replay"}})
+def create_job(body: JobCreate, response: Response, tenant: CurrentTenant, jobs: Jobs,
+               datasets: Datasets, idem: Idempotency, settings: SettingsDep,
+               idempotency_key: Annotated[str | None, Header(max_length=255)] = None
+               ) -> JobPublic:
+    """Start a job. With an ``Idempotency-Key`` header, repeating the same request returns
+    the same job (for 24 h); the same key with another body answers 422."""
+    from workers.engine.select import METHODS  # registry only; no model is loaded
+
+    request = body.model_dump()
+    job_id = new_id("job")
+    if idempotency_key is not None:
+        claim = idem.claim(tenant, idempotency_key, idem.fingerprint(request), job_id)
+        if claim["job_id"] != job_id:
+            if claim["fingerprint"] != idem.fingerprint(request):
+                raise ApiError(422, "idempotency_key_reused",
+                               "this Idempotency-Key was used with a different request",
+                               job_id=claim["job_id"])
+            existing = jobs.get(claim["job_id"], tenant)
+            if existing is not None:
+                response.status_code = status.HTTP_200_OK
+                return _public(existing)
+    if body.method not in METHODS:
+        raise ApiError(422, "unknown_method", f"unknown method {body.method!r}; available: "
+                       f"{', '.join(sorted(METHODS))}")
+    try:
+        METHODS[body.method](**body.params)
+    except TypeError as exc:
+        raise ApiError(422, "invalid_parameters", f"method {body.method!r}: {exc}") from exc
+    ds = datasets.get(body.dataset_id, tenant)
+    if ds is None:
+        raise not_found("dataset", body.dataset_id)
+    if ds["status"] == "invalid":
+        raise ApiError(409, "dataset_invalid", "the data set failed validation",
+                       error=ds.get("error"))
+    jobs.create(tenant, job_id, "queued", {"type": body.type, "request": request,
+                                           "stage": "queued", "progress_done": 0,
+                                           "progress_total": 0})
+    queue = body.queue or settings.default_queue
+    celery_app.send_task(TASK_SELECT, args=(job_id,), queue=queue)
+    return _public(jobs.get(job_id))  # type: ignore[arg-type]
+
+
+@router.get("", response_model=JobsPublic)
+def list_jobs(tenant: CurrentTenant, jobs: Jobs,
+              status_: Annotated[str | None, Query(alias="status")] = None,
+              type_: Annotated[str | None, Query(alias="type")] = None,
+              offset: Annotated[int, Query(ge=0)] = 0,
+              limit: Annotated[int, Query(ge=1, le=500)] = 50) -> JobsPublic:
+    docs, count = jobs.list(tenant, offset=offset, limit=limit,
+                            where={"status": status_, "type": type_})  # type: ignore[dict-item]
+    return JobsPublic(data=[_public(d) for d in docs], count=count)
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+def get_job(job_id: str, tenant: CurrentTenant, jobs: Jobs) -> JobPublic:
+    doc = jobs.get(job_id, tenant)
+    if doc is None:
+        raise not_found("job", job_id)
+    return _public(doc)
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic)
+def cancel_job(job_id: str, tenant: CurrentTenant, jobs: Jobs) -> JobPublic:
+    """Queued jobs are cancelled at once; running ones stop at their next batch."""
+    doc = jobs.get(job_id, tenant)
+    if doc is None:
+        raise not_found("job", job_id)
+    if doc["status"] in TERMINAL:
+        raise ApiError(409, "job_finished", f"the job is already {doc['status']}",
+                       status=doc["status"])
+    # A queued job never started: cancelled now. A running one: the worker sees
+    # "cancelling" at its next batch and finishes the move to "cancelled".
+    if not jobs.transition(job_id, "cancelled", only_from=("queued",), finished_at=now())[0]:
+        jobs.transition(job_id, "cancelling")
+    return _public(jobs.get(job_id))  # type: ignore[arg-type]
+
+
+def _stream(artifacts: ArtifactStore, key: str, media: str, filename: str) -> StreamingResponse:
+    def chunks():  # noqa: ANN202
+        with artifacts.open_read(key) as fh:
+            while block := fh.read(1 << 20):
+                yield block
+
+    return StreamingResponse(chunks(), media_type=media, headers={
+        "Content-Disposition": f'attachment; filename="{filename}"',
+        "Content-Length": str(artifacts.size(key))})
+
+
+def _finished(jobs: Jobs, job_id: str, tenant: str) -> dict[str, Any]:
+    doc = jobs.get(job_id, tenant)
+    if doc is None:
+        raise not_found("job", job_id)
+    if doc["status"] != "succeeded":
+        raise ApiError(409, "job_not_succeeded", f"the job is {doc['status']}",
+                       status=doc["status"])
+    return doc
+
+
+@router.get("/{job_id}/result", response_class=StreamingResponse)
+def job_result(job_id: str, tenant: CurrentTenant, jobs: Jobs, artifacts: Artifacts,
+               format: Annotated[str, Query(pattern="^(jsonl|parquet|trl|kto|openai)$")]
+               = "jsonl") -> StreamingResponse:
+    """The selected subset: ``jsonl``/``parquet`` in the upload's own shape, or the
+    ``trl``, ``kto`` and ``openai`` export shapes (JSON Lines)."""
+    doc = _finished(jobs, job_id, tenant)
+    files = doc["result"]["files"]
+    if format not in files:
+        raise ApiError(422, "format_unavailable", f"format {format!r} does not apply to this "
+                       f"job's subset; available: {', '.join(k for k in files if k != 'scores')}")
+    media, ext = RESULT_FORMATS[format]
+    return _stream(artifacts, f"jobs/{job_id}/{files[format]}", media,
+                   f"{job_id}-{format}.{ext}")
+
+
+@router.get("/{job_id}/scores", response_class=StreamingResponse)
+def job_scores(job_id: str, tenant: CurrentTenant, jobs: Jobs,
+               artifacts: Artifacts) -> StreamingResponse:
+    """Per-row scores as Parquet: row_id, score, rank, selected and method details."""
+    _finished(jobs, job_id, tenant)
+    return _stream(artifacts, f"jobs/{job_id}/scores.parquet",
+                   "application/vnd.apache.parquet", f"{job_id}-scores.parquet")

@@ -1,0 +1,122 @@
+"""Request and response models, one family per resource."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# --- errors ------------------------------------------------------------------------------
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorInfo
+
+
+# --- data sets ---------------------------------------------------------------------------
+
+
+class DatasetOptions(BaseModel):
+    format: str | None = None
+    shape: str | None = None
+    column_map: dict[str, str] | None = None
+    id_field: str | None = None
+    on_invalid: Literal["fail", "skip"] = "fail"
+
+
+class DatasetPublic(BaseModel):
+    id: str
+    status: Literal["uploaded", "validating", "ready", "invalid"]
+    filename: str
+    size_bytes: int
+    sha256: str
+    options: DatasetOptions
+    format: str | None = None
+    shape: str | None = None
+    rows_read: int | None = None
+    rows_valid: int | None = None
+    rows_skipped: int | None = None
+    report: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
+    created_at: float
+    updated_at: float
+
+
+class DatasetsPublic(BaseModel):
+    data: list[DatasetPublic]
+    count: int
+
+
+class DatasetRows(BaseModel):
+    data: list[dict[str, Any]]
+    offset: int
+    limit: int
+
+
+# --- jobs --------------------------------------------------------------------------------
+
+
+class BudgetSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    fraction: float | None = Field(default=None, gt=0, le=1)
+    count: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> BudgetSpec:
+        if (self.fraction is None) == (self.count is None):
+            raise ValueError("give exactly one of fraction or count")
+        return self
+
+
+class EncoderSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Literal["sentence", "causal-lm"] = "sentence"
+    model: str | None = None
+    precision: Literal["auto", "float32", "bfloat16", "float16"] | None = None
+    max_seq_length: int | None = Field(default=None, ge=8, le=8192)
+    batch_size: int | None = Field(default=None, ge=1, le=1024)
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["select"]
+    dataset_id: str
+    method: str = "isa"
+    params: dict[str, Any] = Field(default_factory=dict)
+    budget: BudgetSpec
+    encoder: EncoderSpec = Field(default_factory=EncoderSpec)
+    level: Literal["auto", "pair", "item"] = "auto"
+    template: Literal["prompt_completion", "completion", "prompt", "pair"] = \
+        "prompt_completion"
+    seed: int = 0
+    queue: Literal["cpu", "gpu"] | None = None
+
+
+class Progress(BaseModel):
+    done: int = 0
+    total: int = 0
+
+
+class JobPublic(BaseModel):
+    id: str
+    type: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelling", "cancelled"]
+    stage: str | None = None
+    progress: Progress
+    request: dict[str, Any]
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: ErrorInfo | None = None
+    result: dict[str, Any] | None = None
+
+
+class JobsPublic(BaseModel):
+    data: list[JobPublic]
+    count: int

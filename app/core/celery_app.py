@@ -1,0 +1,39 @@
+"""The Celery application, shared by the gateway (which only *sends* tasks, by name) and
+the workers (which import the task modules)."""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from .settings import get_settings
+
+TASK_VALIDATE = "isa.validate_dataset"
+TASK_SELECT = "isa.select"
+TASK_EMBED_CHUNK = "isa.embed_chunk"
+TASK_FINISH_SELECT = "isa.finish_select"
+
+
+def make_celery() -> Celery:
+    s = get_settings()
+    app = Celery("isa", broker=s.redis_url, backend=s.redis_url)
+    transport = {"visibility_timeout": s.visibility_timeout_s}
+    app.conf.update(
+        task_acks_late=True,  # a task is acknowledged when done: a killed worker's task
+        task_reject_on_worker_lost=True,  # ... is redelivered to another worker
+        worker_prefetch_multiplier=1,  # long tasks: don't hoard messages
+        broker_transport_options=transport,
+        result_backend_transport_options=transport,
+        task_default_queue=s.default_queue,
+        task_queues=(Queue("cpu"), Queue("gpu")),
+        task_serializer="json",
+        accept_content=["json"],
+        result_expires=24 * 3600,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        task_track_started=False,
+    )
+    return app
+
+
+celery_app = make_celery()

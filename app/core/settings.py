@@ -1,0 +1,51 @@
+"""The one settings object (environment variables prefixed ``ISA_``, or a ``.env`` file)."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ISA_", env_file=".env", extra="ignore")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: every Redis key starts with this, so several deployments (or test runs) share a server
+    key_prefix: str = "isa:"
+    data_dir: Path = Path("data")
+    #: fsspec URL of the artifact store (``s3://bucket/isa``); default ``<data_dir>/artifacts``
+    artifact_url: str | None = None
+    #: API key -> tenant. Also read from ``api_keys_file`` (same JSON shape).
+    api_keys: dict[str, str] = Field(default_factory=dict)
+    api_keys_file: Path | None = None
+
+    max_upload_bytes: int = 1024 * 1024 * 1024
+    max_rows: int = 5_000_000
+    idempotency_ttl_s: int = 24 * 3600
+    #: a job not finished by then is redelivered: keep it above the longest job
+    visibility_timeout_s: int = 12 * 3600
+    #: distinct texts per embedding task; a large data set becomes several tasks
+    embed_chunk_size: int = 2048
+    #: the queue select jobs go to ("cpu", or "gpu" where GPU workers run)
+    default_queue: str = "cpu"
+    model_cache_dir: Path | None = None
+    #: days an embedding stays in the cache (0: forever)
+    embedding_ttl_days: int = 30
+
+    def tenants_by_key(self) -> dict[str, str]:
+        keys = dict(self.api_keys)
+        if self.api_keys_file is not None and self.api_keys_file.is_file():
+            keys.update(json.loads(self.api_keys_file.read_text()))
+        return keys
+
+    def artifact_root(self) -> str:
+        return self.artifact_url or str((self.data_dir / "artifacts").resolve())
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

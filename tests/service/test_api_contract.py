@@ -1,0 +1,151 @@
+"""Idempotency, cancel, tenant isolation, limits, invalid files, unknown ids."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import ALPACA_TEST, ROOT, read_rows, write_jsonl
+from tests.service.conftest import MAX_UPLOAD
+
+
+def _ready_dataset(service, c, tmp_path: Path, n: int = 60, name: str = "d.jsonl") -> dict:
+    path = write_jsonl(tmp_path / name, read_rows(ALPACA_TEST, n), gz=name.endswith(".gz"))
+    ds = service.wait_dataset(c, service.upload(c, path)["id"])
+    assert ds["status"] == "ready", ds
+    return ds
+
+
+def test_idempotency_replay_and_conflict(service, tmp_path):
+    c = service.client()
+    ds = _ready_dataset(service, c, tmp_path)
+    body = {"type": "select", "dataset_id": ds["id"], "method": "random",
+            "budget": {"count": 5}}
+    first = c.post("/v1/jobs", json=body, headers={"Idempotency-Key": "k-1"})
+    again = c.post("/v1/jobs", json=body, headers={"Idempotency-Key": "k-1"})
+    assert first.status_code == 201 and again.status_code == 200
+    assert first.json()["id"] == again.json()["id"]
+    other = c.post("/v1/jobs", json={**body, "budget": {"count": 6}},
+                   headers={"Idempotency-Key": "k-1"})
+    assert other.status_code == 422
+    assert other.json()["error"]["code"] == "idempotency_key_reused"
+    # keys are per tenant: tenant B may use the same key for its own job
+    other_tenant = service.client("key-b").post("/v1/jobs", json=body,
+                                                 headers={"Idempotency-Key": "k-1"})
+    assert other_tenant.status_code == 404  # ... and cannot see tenant A's data set
+    listed = c.get("/v1/jobs", params={"type": "select"}).json()
+    assert [j["id"] for j in listed["data"]].count(first.json()["id"]) == 1
+
+
+def test_cancel_stops_a_running_job(service, tmp_path):
+    c = service.client()
+    ds = _ready_dataset(service, c, tmp_path, n=2000, name="big.jsonl.gz")
+    job = c.post("/v1/jobs", json={"type": "select", "dataset_id": ds["id"], "method": "isa",
+                                   "budget": {"fraction": 0.05},
+                                   "encoder": {"name": "sentence", "max_seq_length": 256}}
+                 ).json()
+    deadline = time.monotonic() + 120
+    while True:
+        doc = c.get(f"/v1/jobs/{job['id']}").json()
+        if doc["stage"] == "embedding" and doc["progress"]["done"] > 0:
+            break
+        assert time.monotonic() < deadline, doc
+        time.sleep(0.2)
+    r = c.post(f"/v1/jobs/{job['id']}/cancel")
+    assert r.status_code == 200 and r.json()["status"] in ("cancelling", "cancelled")
+    t0 = time.monotonic()
+    doc = service.wait_job(c, job["id"], timeout=90)
+    assert doc["status"] == "cancelled", doc
+    assert time.monotonic() - t0 < 60
+    stopped_at = doc["progress"]["done"]
+    assert stopped_at < doc["progress"]["total"]
+    time.sleep(3)  # no task goes on embedding for a cancelled job
+    assert c.get(f"/v1/jobs/{job['id']}").json()["progress"]["done"] == stopped_at
+    assert c.post(f"/v1/jobs/{job['id']}/cancel").json()["error"]["code"] == "job_finished"
+    # the worker is unharmed: the next job runs
+    small = _ready_dataset(service, c, tmp_path, n=20, name="small.jsonl")
+    nxt = c.post("/v1/jobs", json={"type": "select", "dataset_id": small["id"],
+                                   "method": "random", "budget": {"count": 3}}).json()
+    assert service.wait_job(c, nxt["id"])["status"] == "succeeded"
+
+
+def test_tenants_see_only_their_own_records(service, tmp_path):
+    a, b = service.client("key-a"), service.client("key-b")
+    ds = _ready_dataset(service, a, tmp_path)
+    job = a.post("/v1/jobs", json={"type": "select", "dataset_id": ds["id"],
+                                   "method": "random", "budget": {"count": 2}}).json()
+    for url in (f"/v1/datasets/{ds['id']}", f"/v1/datasets/{ds['id']}/rows",
+                f"/v1/jobs/{job['id']}", f"/v1/jobs/{job['id']}/result"):
+        r = b.get(url)
+        assert r.status_code == 404, url
+        unknown = b.get(url.replace(ds["id"], "ds_nope").replace(job["id"], "job_nope"))
+        assert unknown.status_code == 404
+        assert r.json()["error"]["code"] == unknown.json()["error"]["code"]
+    assert b.delete(f"/v1/datasets/{ds['id']}").status_code == 404
+    assert b.post(f"/v1/jobs/{job['id']}/cancel").status_code == 404
+    assert ds["id"] not in {d["id"] for d in b.get("/v1/datasets").json()["data"]}
+    assert job["id"] not in {j["id"] for j in b.get("/v1/jobs").json()["data"]}
+    assert a.get(f"/v1/datasets/{ds['id']}").status_code == 200
+
+
+def test_auth_unknown_ids_and_error_shape(service):
+    assert service.client(None).get("/v1/jobs").status_code == 401
+    r = service.client("wrong").get("/v1/jobs")
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    r = service.client().get("/v1/jobs/job_doesnotexist")
+    assert r.status_code == 404
+    assert r.json() == {"error": {"code": "job_not_found",
+                                  "message": "no job 'job_doesnotexist'",
+                                  "details": {"id": "job_doesnotexist"}}}
+    r = service.client().post("/v1/jobs", json={"type": "select", "budget": {"count": 0}})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error"
+    assert service.client(None).get("/healthz").json() == {"status": "ok"}
+
+
+def test_oversized_upload_is_refused_with_413(service, tmp_path):
+    c = service.client()
+    before = c.get("/v1/datasets").json()["count"]
+    big = tmp_path / "big.jsonl"
+    row = b'{"prompt": "p", "chosen": "' + b"x" * 1000 + b'", "rejected": "r"}\n'
+    big.write_bytes(row * (MAX_UPLOAD // len(row) + 10))
+    with open(big, "rb") as fh:
+        r = c.post("/v1/datasets", files={"file": ("big.jsonl", fh)})
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "upload_too_large"
+    assert f"{MAX_UPLOAD:,}" in r.json()["error"]["message"]
+    assert c.get("/v1/datasets").json()["count"] == before
+    leftovers = list((service.data_dir / "artifacts" / "datasets").rglob("*.tmp")) \
+        if (service.data_dir / "artifacts" / "datasets").exists() else []
+    assert leftovers == []
+
+
+def test_invalid_files_end_invalid_with_line_numbers(service, tmp_path):
+    c = service.client()
+    good = read_rows(ALPACA_TEST, 3)
+    bad = tmp_path / "bad.jsonl"
+    lines = [__import__("json").dumps(r) for r in good]
+    lines.insert(2, '{"prompt": "p", "chosen": "c"')
+    bad.write_text("\n".join(lines) + "\n")
+    ds = service.wait_dataset(c, service.upload(c, bad)["id"])
+    assert ds["status"] == "invalid"
+    assert ds["error"]["code"] == "invalid_json" and ds["error"]["details"]["line"] == 3
+    skipping = service.wait_dataset(c, service.upload(c, bad, on_invalid="skip")["id"])
+    assert skipping["status"] == "ready" and skipping["rows_skipped"] == 1
+    assert skipping["report"]["skipped"][0]["line"] == 3
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    ds = service.wait_dataset(c, service.upload(c, empty)["id"])
+    assert ds["status"] == "invalid" and ds["error"]["code"] == "empty_file"
+    job = c.post("/v1/jobs", json={"type": "select", "dataset_id": ds["id"],
+                                   "method": "random", "budget": {"count": 1}})
+    assert job.status_code == 409 and job.json()["error"]["code"] == "dataset_invalid"
+
+
+def test_compose_file_parses():
+    doc = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = doc["services"]
+    assert {"redis", "api", "worker", "worker-gpu"} <= set(services)
+    assert "noeviction" in " ".join(services["redis"]["command"])
+    assert services["worker-gpu"]["profiles"] == ["gpu"]

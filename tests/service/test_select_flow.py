@@ -1,0 +1,121 @@
+"""End to end over HTTP: upload → validate → select job → poll → download."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tests.conftest import ALPACA_TEST, HH_FILE, read_rows, write_jsonl
+
+FAST_ENCODER = {"name": "sentence", "max_seq_length": 128}
+
+
+def _jsonl(body: bytes) -> list[dict]:
+    return [json.loads(x) for x in body.decode().splitlines()]
+
+
+def test_hh_upload_isa_job_download_and_cached_rerun(service):
+    c = service.client()
+    ds = service.upload(c, HH_FILE)
+    assert ds["status"] in ("uploaded", "validating", "ready")
+    assert ds["size_bytes"] == HH_FILE.stat().st_size and len(ds["sha256"]) == 64
+    ds = service.wait_dataset(c, ds["id"])
+    assert ds["status"] == "ready", ds
+    assert (ds["shape"], ds["rows_valid"], ds["format"]) == ("hh_raw", 2312, "jsonl")
+
+    preview = c.get(f"/v1/datasets/{ds['id']}/rows", params={"offset": 0, "limit": 2}).json()
+    assert preview["data"][0]["prompt"].endswith("\n\nAssistant:")
+
+    body = {"type": "select", "dataset_id": ds["id"], "method": "isa",
+            "budget": {"fraction": 0.05}, "encoder": FAST_ENCODER, "seed": 0}
+    r = c.post("/v1/jobs", json=body)
+    assert r.status_code == 201, r.text
+    job = service.wait_job(c, r.json()["id"])
+    assert job["status"] == "succeeded", job
+    res = job["result"]
+    assert res["rows_selected"] == 116 and res["units"] == 2312
+    assert res["embedding"]["texts"] == 4624
+    assert res["embedding"]["newly_embedded"] == res["embedding"]["unique"] > 256  # chunked
+
+    subset = _jsonl(c.get(res["files"]["jsonl"]).content)
+    assert len(subset) == 116
+    with gzip.open(HH_FILE, "rt") as fh:
+        source = {line.strip() for line in fh}
+    assert all(json.dumps(row, ensure_ascii=False) in source or
+               any(json.loads(s) == row for s in source) for row in subset[:5])
+    source_rows = [json.loads(s) for s in source]
+    assert all(row in source_rows for row in subset)
+
+    scores = pq.read_table(io.BytesIO(c.get(f"/v1/jobs/{job['id']}/scores").content))
+    assert scores.num_rows == 2312
+    table = scores.to_pylist()
+    assert sorted(x["rank"] for x in table) == list(range(1, 2313))
+    assert {x["rank"] for x in table if x["selected"]} == set(range(1, 117))
+
+    # Another budget on the same data set: no embedding at all, the scores come from cache.
+    body2 = {**body, "budget": {"fraction": 0.1}}
+    job2 = service.wait_job(c, c.post("/v1/jobs", json=body2).json()["id"])
+    assert job2["status"] == "succeeded", job2
+    assert job2["result"]["rows_selected"] == 231
+    assert job2["result"]["score_cache_hit"] is True
+    assert job2["result"]["embedding"]["newly_embedded"] == 0
+    subset2 = _jsonl(c.get(job2["result"]["files"]["jsonl"]).content)
+    assert all(row in subset2 for row in subset)  # same ranking, larger budget
+
+    # Another method on the same data set: embeddings come from the cache.
+    job3 = service.wait_job(c, c.post("/v1/jobs", json={**body, "method": "kcenter"}).json()["id"])
+    assert job3["status"] == "succeeded", job3
+    assert job3["result"]["embedding"]["newly_embedded"] == 0
+    assert job3["result"]["embedding"]["cached"] == job3["result"]["embedding"]["unique"]
+
+    metrics = c.get("/metrics").text
+    assert 'isa_cache_events_total{cache="embed",outcome="hits"}' in metrics
+    assert 'isa_jobs{status="succeeded"}' in metrics
+
+
+def _alpaca(n: int = 150) -> list[dict]:
+    return read_rows(ALPACA_TEST, n)
+
+
+def test_jsonl_parquet_and_conversational_uploads(service, tmp_path):
+    c = service.client()
+    rows = _alpaca()
+    jsonl = write_jsonl(tmp_path / "prefs.jsonl", rows)
+    parquet = tmp_path / "prefs.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), parquet)
+    conv = write_jsonl(tmp_path / "conv.jsonl", [
+        {"prompt": [{"role": "user", "content": r["prompt"]}],
+         "chosen": [{"role": "assistant", "content": r["chosen"]}],
+         "rejected": [{"role": "assistant", "content": r["rejected"]}], "id": f"c{i}"}
+        for i, r in enumerate(rows)])
+    cases = [(jsonl, {}, "standard", "density"), (parquet, {}, "standard", "margin"),
+             (conv, {"id_field": "id"}, "conversational", "isa")]
+    for path, form, shape, method in cases:
+        ds = service.wait_dataset(c, service.upload(c, path, **form)["id"])
+        assert ds["status"] == "ready" and ds["shape"] == shape, ds
+        job = c.post("/v1/jobs", json={"type": "select", "dataset_id": ds["id"],
+                                       "method": method, "budget": {"count": 15},
+                                       "encoder": FAST_ENCODER}).json()
+        job = service.wait_job(c, job["id"])
+        assert job["status"] == "succeeded", job
+        subset = _jsonl(c.get(f"/v1/jobs/{job['id']}/result", params={"format": "jsonl"}).content)
+        assert len(subset) == 15
+        if path is conv:
+            ids = {r["id"] for r in subset}
+            assert len(ids) == 15 and ids <= {f"c{i}" for i in range(150)}
+            trl = _jsonl(c.get(job["result"]["files"]["trl"]).content)
+            assert {r["row_id"] for r in trl} == ids  # the caller's ids echoed
+            oa = _jsonl(c.get(job["result"]["files"]["openai"]).content)
+            assert set(oa[0]) == {"input", "preferred_output", "non_preferred_output"}
+        else:
+            assert all(r in rows for r in subset)
+        if path is parquet:
+            back = pq.read_table(io.BytesIO(c.get(f"/v1/jobs/{job['id']}/result",
+                                                  params={"format": "parquet"}).content))
+            assert back.num_rows == 15 and "margin" in back.column_names
+            assert min(back.column("margin").to_pylist()) >= sorted(
+                (r["margin"] for r in rows), reverse=True)[14]
