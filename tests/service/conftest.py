@@ -1,121 +1,24 @@
-"""A real service for end-to-end tests: the gateway (uvicorn) and a Celery worker as
-separate processes, on the real Redis (a database of its own, flushed first)."""
+"""The real service for the end-to-end tests (see harness.py): a Redis database of its
+own, a Celery worker process and the gateway process."""
 
 from __future__ import annotations
 
-import json
 import os
-import socket
-import subprocess
-import sys
-import time
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
-import httpx
 import pytest
-import redis
+
+from tests.service.harness import Service, running_service
 
 REDIS_URL = os.environ.get("ISA_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
-KEYS = {"key-a": "tenant-a", "key-b": "tenant-b"}
 MAX_UPLOAD = 3 * 1024 * 1024
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Service:
-    def __init__(self, base_url: str, data_dir: Path, logs: dict[str, Path]) -> None:
-        self.base_url, self.data_dir, self.logs = base_url, data_dir, logs
-
-    def client(self, key: str | None = "key-a") -> httpx.Client:
-        headers = {"X-API-Key": key} if key else {}
-        return httpx.Client(base_url=self.base_url, headers=headers, timeout=60)
-
-    def upload(self, client: httpx.Client, path: Path, **form: str) -> dict:
-        with open(path, "rb") as fh:
-            r = client.post("/v1/datasets", files={"file": (path.name, fh)}, data=form)
-        assert r.status_code == 201, r.text
-        return r.json()
-
-    def wait_dataset(self, client: httpx.Client, dataset_id: str, timeout: float = 120) -> dict:
-        return self._wait(client, f"/v1/datasets/{dataset_id}",
-                          {"ready", "invalid"}, timeout)
-
-    def wait_job(self, client: httpx.Client, job_id: str, timeout: float = 600,
-                 states: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
-                 ) -> dict:
-        return self._wait(client, f"/v1/jobs/{job_id}", set(states), timeout)
-
-    def _wait(self, client: httpx.Client, url: str, states: set[str], timeout: float) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            doc = client.get(url).json()
-            if doc.get("status") in states:
-                return doc
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{url} still {doc.get('status')} after {timeout}s: {doc}"
-                                     f"\n--- worker log ---\n{self.tail('worker')}")
-            time.sleep(0.3)
-
-    def tail(self, name: str, n: int = 60) -> str:
-        return "\n".join(self.logs[name].read_text(errors="replace").splitlines()[-n:])
 
 
 @pytest.fixture(scope="session")
 def service(tmp_path_factory) -> Iterator[Service]:
-    r = redis.Redis.from_url(REDIS_URL)
-    r.ping()
-    r.flushdb()  # this database belongs to the tests: stale queue messages go too
-    data_dir = tmp_path_factory.mktemp("service-data")
-    env = {
-        **os.environ,
-        "ISA_REDIS_URL": REDIS_URL,
-        "ISA_KEY_PREFIX": f"isa-test-{uuid.uuid4().hex[:8]}:",
-        "ISA_DATA_DIR": str(data_dir),
-        "ISA_API_KEYS": json.dumps(KEYS),
-        "ISA_MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
-        "ISA_EMBED_CHUNK_SIZE": "256",  # small chunks: large data sets fan out to a chord
-        "HF_HUB_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
-    logs = {"worker": data_dir / "worker.log", "api": data_dir / "api.log"}
-    port = _free_port()
-    bin_dir = Path(sys.executable).parent
-    procs = [
-        subprocess.Popen([str(bin_dir / "celery"), "-A", "workers.worker", "worker", "-Q", "cpu",
-                          "-c", "2", "-n", f"test-{uuid.uuid4().hex[:6]}@%h", "--loglevel",
-                          "INFO", "--without-gossip", "--without-mingle"],
-                         env=env, stdout=open(logs["worker"], "wb"),  # noqa: SIM115
-                         stderr=subprocess.STDOUT),
-        subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host",
-                          "127.0.0.1", "--port", str(port)],
-                         env=env, stdout=open(logs["api"], "wb"),  # noqa: SIM115
-                         stderr=subprocess.STDOUT),
-    ]
-    svc = Service(f"http://127.0.0.1:{port}", data_dir, logs)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{svc.base_url}/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                raise RuntimeError("service did not become ready\n--- api ---\n"
-                                   f"{svc.tail('api')}\n--- worker ---\n{svc.tail('worker')}")
-            time.sleep(0.5)
+    env = {"ISA_MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
+           # small chunks: a data set of a few thousand texts fans out to a chord
+           "ISA_EMBED_CHUNK_SIZE": "256"}
+    with running_service(REDIS_URL, tmp_path_factory.mktemp("service-data"),
+                         extra_env=env) as svc:
         yield svc
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()

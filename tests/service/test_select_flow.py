@@ -119,3 +119,28 @@ def test_jsonl_parquet_and_conversational_uploads(service, tmp_path):
             assert back.num_rows == 15 and "margin" in back.column_names
             assert min(back.column("margin").to_pylist()) >= sorted(
                 (r["margin"] for r in rows), reverse=True)[14]
+
+
+def test_an_overlapping_data_set_embeds_only_its_new_texts(service, tmp_path):
+    c = service.client()
+    rows = read_rows(ALPACA_TEST, 400)[300:]  # rows no other test uploads
+    body = {"type": "select", "method": "isa", "budget": {"count": 5}, "encoder": FAST_ENCODER}
+    first = service.wait_dataset(c, service.upload(c, write_jsonl(tmp_path / "a.jsonl",
+                                                                   rows[:60]))["id"])
+    job = service.wait_job(c, c.post("/v1/jobs", json={**body, "dataset_id": first["id"]}
+                                     ).json()["id"])
+    assert job["status"] == "succeeded", job
+    before = job["result"]["embedding"]["newly_embedded"]
+    assert before == job["result"]["embedding"]["unique"] > 0
+    # the second upload: 40 rows seen before, 20 new ones
+    second = service.wait_dataset(c, service.upload(c, write_jsonl(tmp_path / "b.jsonl",
+                                                                   rows[20:80]))["id"])
+    job = service.wait_job(c, c.post("/v1/jobs", json={**body, "dataset_id": second["id"]}
+                                     ).json()["id"])
+    assert job["status"] == "succeeded", job
+    emb = job["result"]["embedding"]
+    from workers.engine.embed.templates import join_prompt
+    old = {join_prompt(r["prompt"], r[s]) for r in rows[:60] for s in ("chosen", "rejected")}
+    new = {join_prompt(r["prompt"], r[s]) for r in rows[60:80] for s in ("chosen", "rejected")}
+    assert emb["newly_embedded"] == len(new - old) > 0
+    assert emb["cached"] == emb["unique"] - len(new - old)

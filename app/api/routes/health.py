@@ -51,7 +51,7 @@ def metrics(jobs: Jobs, datasets: Datasets, store: MetricsStore) -> Response:
     for s, n in sorted(datasets.counts().items()):
         d.add_metric([s], n)
     values = store.all()
-    stage_sum = CounterMetricFamily("isa_stage_seconds_sum", "Seconds spent per stage",
+    stage_sum = CounterMetricFamily("isa_stage_seconds", "Seconds spent per stage",
                                     labels=["stage"])
     stage_count = CounterMetricFamily("isa_stage_runs", "Stage executions", labels=["stage"])
     cache = CounterMetricFamily("isa_cache_events", "Cache hits and misses",

@@ -1,0 +1,122 @@
+"""Start the real service — a Celery worker and the gateway as separate processes on the
+real Redis — for the end-to-end tests and bench/service.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import redis
+
+KEYS = {"key-a": "tenant-a", "key-b": "tenant-b"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Service:
+    def __init__(self, base_url: str, data_dir: Path, logs: dict[str, Path]) -> None:
+        self.base_url, self.data_dir, self.logs = base_url, data_dir, logs
+
+    def client(self, key: str | None = "key-a") -> httpx.Client:
+        headers = {"X-API-Key": key} if key else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=60)
+
+    def upload(self, client: httpx.Client, path: Path, **form: str) -> dict:
+        with open(path, "rb") as fh:
+            r = client.post("/v1/datasets", files={"file": (path.name, fh)}, data=form)
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    def wait_dataset(self, client: httpx.Client, dataset_id: str, timeout: float = 120) -> dict:
+        return self._wait(client, f"/v1/datasets/{dataset_id}",
+                          {"ready", "invalid"}, timeout)
+
+    def wait_job(self, client: httpx.Client, job_id: str, timeout: float = 600,
+                 states: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+                 ) -> dict:
+        return self._wait(client, f"/v1/jobs/{job_id}", set(states), timeout)
+
+    def _wait(self, client: httpx.Client, url: str, states: set[str], timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            doc = client.get(url).json()
+            if doc.get("status") in states:
+                return doc
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{url} still {doc.get('status')} after {timeout}s: {doc}"
+                                     f"\n--- worker log ---\n{self.tail('worker')}")
+            time.sleep(0.3)
+
+    def tail(self, name: str, n: int = 60) -> str:
+        return "\n".join(self.logs[name].read_text(errors="replace").splitlines()[-n:])
+
+
+
+@contextmanager
+def running_service(redis_url: str, data_dir: Path, *, concurrency: int = 2,
+                    extra_env: dict[str, str] | None = None) -> Iterator[Service]:
+    """Flush ``redis_url``'s database (it must belong to the caller), start a worker and
+    the API, wait until /readyz answers 200, and stop both on exit."""
+    r = redis.Redis.from_url(redis_url)
+    r.ping()
+    r.flushdb()  # stale queue messages from an earlier run go too
+    env = {
+        **os.environ,
+        "ISA_REDIS_URL": redis_url,
+        "ISA_KEY_PREFIX": f"isa-test-{uuid.uuid4().hex[:8]}:",
+        "ISA_DATA_DIR": str(data_dir),
+        "ISA_API_KEYS": json.dumps(KEYS),
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        **(extra_env or {}),
+    }
+    logs = {"worker": data_dir / "worker.log", "api": data_dir / "api.log"}
+    port = _free_port()
+    bin_dir = Path(sys.executable).parent
+    with open(logs["worker"], "wb") as wlog, open(logs["api"], "wb") as alog:
+        procs = [
+            subprocess.Popen([str(bin_dir / "celery"), "-A", "workers.worker", "worker", "-Q",
+                              "cpu", "-c", str(concurrency), "-n",
+                              f"test-{uuid.uuid4().hex[:6]}@%h", "--loglevel", "INFO",
+                              "--without-gossip", "--without-mingle"],
+                             env=env, stdout=wlog, stderr=subprocess.STDOUT),
+            subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host",
+                              "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                             env=env, stdout=alog, stderr=subprocess.STDOUT),
+        ]
+        svc = Service(f"http://127.0.0.1:{port}", data_dir, logs)
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if httpx.get(f"{svc.base_url}/readyz", timeout=5).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                    raise RuntimeError("service did not become ready\n--- api ---\n"
+                                       f"{svc.tail('api')}\n--- worker ---\n"
+                                       f"{svc.tail('worker')}")
+                time.sleep(0.5)
+            yield svc
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                try:
+                    p.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
