@@ -1,13 +1,12 @@
-"""Per-process HTTP metrics (requests and latency by route)."""
+"""Per-process HTTP metrics (requests and latency by route), as a plain ASGI middleware
+(Starlette's BaseHTTPMiddleware costs a task and a stream per request)."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from starlette.middleware.base import BaseHTTPMiddleware
-from starlette.requests import Request
-from starlette.responses import Response
 
 REGISTRY = CollectorRegistry()
 REQUESTS = Counter("isa_http_requests", "HTTP requests", ["method", "route", "status"],
@@ -16,12 +15,26 @@ LATENCY = Histogram("isa_http_request_seconds", "HTTP request latency", ["method
                     registry=REGISTRY)
 
 
-class MetricsMiddleware(BaseHTTPMiddleware):
-    async def dispatch(self, request: Request, call_next) -> Response:  # noqa: ANN001
+class MetricsMiddleware:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        LATENCY.labels(request.method, path).observe(time.perf_counter() - start)
-        REQUESTS.labels(request.method, path, str(response.status_code)).inc()
-        return response
+        status = 500
+
+        async def capture(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            LATENCY.labels(scope["method"], route).observe(time.perf_counter() - start)
+            REQUESTS.labels(scope["method"], route, str(status)).inc()

@@ -7,11 +7,12 @@ from functools import cache
 from typing import Annotated
 
 import redis
+import redis.asyncio as aioredis
 from fastapi import Depends, Header
 
 from app.api.errors import ApiError
 from app.core.artifacts import ArtifactStore
-from app.core.records import DatasetStore, IdempotencyKeys, JobStore, Metrics
+from app.core.records import AsyncJobReader, DatasetStore, IdempotencyKeys, JobStore, Metrics
 from app.core.settings import Settings, get_settings
 
 
@@ -20,27 +21,44 @@ def _redis(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, decode_responses=True, socket_timeout=5)
 
 
-def get_redis(settings: Annotated[Settings, Depends(get_settings)]) -> redis.Redis:
+@cache
+def _async_redis(url: str) -> aioredis.Redis:
+    return aioredis.Redis.from_url(url, decode_responses=True, socket_timeout=5)
+
+
+async def settings_dep() -> Settings:
+    # async: FastAPI runs plain-def dependencies in its thread pool, a cost per request
+    return get_settings()
+
+
+SettingsDep = Annotated[Settings, Depends(settings_dep)]
+
+
+async def get_redis(settings: SettingsDep) -> redis.Redis:
     return _redis(settings.redis_url)
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 RedisDep = Annotated[redis.Redis, Depends(get_redis)]
 
 
-def get_jobs(r: RedisDep, s: SettingsDep) -> JobStore:
+async def get_jobs(r: RedisDep, s: SettingsDep) -> JobStore:
     return JobStore(r, s.key_prefix)
 
 
-def get_datasets(r: RedisDep, s: SettingsDep) -> DatasetStore:
+async def get_async_jobs(s: SettingsDep) -> AsyncJobReader:
+    return AsyncJobReader(_async_redis(s.redis_url), JobStore(_redis(s.redis_url),
+                                                              s.key_prefix))
+
+
+async def get_datasets(r: RedisDep, s: SettingsDep) -> DatasetStore:
     return DatasetStore(r, s.key_prefix)
 
 
-def get_idempotency(r: RedisDep, s: SettingsDep) -> IdempotencyKeys:
+async def get_idempotency(r: RedisDep, s: SettingsDep) -> IdempotencyKeys:
     return IdempotencyKeys(r, s.key_prefix, s.idempotency_ttl_s)
 
 
-def get_metrics_store(r: RedisDep, s: SettingsDep) -> Metrics:
+async def get_metrics_store(r: RedisDep, s: SettingsDep) -> Metrics:
     return Metrics(r, s.key_prefix)
 
 
@@ -49,11 +67,11 @@ def _artifacts(root: str) -> ArtifactStore:
     return ArtifactStore(root)
 
 
-def get_artifacts(s: SettingsDep) -> ArtifactStore:
+async def get_artifacts(s: SettingsDep) -> ArtifactStore:
     return _artifacts(s.artifact_root())
 
 
-def get_tenant(s: SettingsDep, x_api_key: Annotated[str | None, Header()] = None,
+async def get_tenant(s: SettingsDep, x_api_key: Annotated[str | None, Header()] = None,
                authorization: Annotated[str | None, Header()] = None) -> str:
     """The tenant of the caller's API key (``X-API-Key`` or ``Authorization: Bearer``)."""
     key = x_api_key
@@ -70,6 +88,7 @@ def get_tenant(s: SettingsDep, x_api_key: Annotated[str | None, Header()] = None
 
 CurrentTenant = Annotated[str, Depends(get_tenant)]
 Jobs = Annotated[JobStore, Depends(get_jobs)]
+AsyncJobs = Annotated[AsyncJobReader, Depends(get_async_jobs)]
 Datasets = Annotated[DatasetStore, Depends(get_datasets)]
 Idempotency = Annotated[IdempotencyKeys, Depends(get_idempotency)]
 MetricsStore = Annotated[Metrics, Depends(get_metrics_store)]

@@ -201,6 +201,19 @@ class JobStore(RecordStore):
         return self.r.hget(self.key(job_id), "status")
 
 
+class AsyncJobReader:
+    """Reads job records on the event loop (the status-polling hot path)."""
+
+    def __init__(self, client: Any, store: JobStore) -> None:
+        self.r, self.store = client, store
+
+    async def get(self, job_id: str, tenant: str) -> dict[str, Any] | None:
+        raw = await self.r.hgetall(self.store.key(job_id))
+        if not raw or raw.get("tenant") != tenant:
+            return None
+        return self.store._decode(raw)
+
+
 class IdempotencyKeys:
     """``Idempotency-Key`` header → the job it created, for ``ttl`` seconds."""
 

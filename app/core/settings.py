@@ -39,11 +39,17 @@ class Settings(BaseSettings):
     def tenants_by_key(self) -> dict[str, str]:
         keys = dict(self.api_keys)
         if self.api_keys_file is not None and self.api_keys_file.is_file():
-            keys.update(json.loads(self.api_keys_file.read_text()))
+            # re-read only when the file changes: keys can be rotated without a restart
+            keys.update(_read_keys_file(self.api_keys_file, self.api_keys_file.stat().st_mtime))
         return keys
 
     def artifact_root(self) -> str:
         return self.artifact_url or str((self.data_dir / "artifacts").resolve())
+
+
+@lru_cache(maxsize=4)
+def _read_keys_file(path: Path, mtime: float) -> dict[str, str]:
+    return json.loads(path.read_text())
 
 
 @lru_cache(maxsize=1)

@@ -7,7 +7,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Response, status
 from fastapi.responses import StreamingResponse
 
-from app.api.deps import Artifacts, CurrentTenant, Datasets, Idempotency, Jobs, SettingsDep
+from app.api.deps import (
+    Artifacts,
+    AsyncJobs,
+    CurrentTenant,
+    Datasets,
+    Idempotency,
+    Jobs,
+    SettingsDep,
+)
 from app.api.errors import ApiError, not_found
 from app.api.schemas import JobCreate, JobPublic, JobsPublic, Progress
 from app.core.artifacts import ArtifactStore
@@ -94,8 +102,8 @@ def list_jobs(tenant: CurrentTenant, jobs: Jobs,
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-def get_job(job_id: str, tenant: CurrentTenant, jobs: Jobs) -> JobPublic:
-    doc = jobs.get(job_id, tenant)
+async def get_job(job_id: str, tenant: CurrentTenant, jobs: AsyncJobs) -> JobPublic:
+    doc = await jobs.get(job_id, tenant)
     if doc is None:
         raise not_found("job", job_id)
     return _public(doc)
