@@ -34,6 +34,7 @@ from workers.engine import (
     write_scores,
     write_subset,
 )
+from workers.engine.evaluate import runner as evaluation
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Choose small, high-value subsets of LLM preference data (ISA).")
@@ -66,6 +67,41 @@ def _open(input_: Path, fmt: str | None, shape: str | None, column_map: str | No
             raise typer.BadParameter(f"not JSON: {exc}", param_hint="--column-map") from exc
     return PreferenceFile(input_, file_format=fmt, shape=shape, column_map=mapping,  # type: ignore[arg-type]
                           id_field=id_field, on_invalid=on_invalid)  # type: ignore[arg-type]
+
+
+def _encoder_factory(encoder: str, model: str | None, device: str, precision: str,
+                     batch_size: int | None) -> Any:
+    def load() -> Any:
+        kwargs: dict[str, Any] = {"device": device, "precision": precision}
+        if batch_size:
+            kwargs["batch_size"] = batch_size
+        if encoder == "sentence":
+            return SentenceTransformerEncoder(model or "all-MiniLM-L6-v2", **kwargs)
+        return CausalLMEncoder(model or "SmolLM2-135M-Instruct", **kwargs)
+
+    return load
+
+
+class _Bar:
+    """A rich progress bar driven by (stage, done, total) callbacks."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.progress = Progress(TextColumn("{task.description:<10}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(), console=err,
+                                 disable=quiet)
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> _Bar:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)  # type: ignore[arg-type]
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.progress.add_task(stage, total=total or None)
+        self.progress.update(self.tasks[stage], completed=done, total=total or None)
 
 
 def _fail(exc: EngineError) -> None:
@@ -125,23 +161,8 @@ def select(
         chosen = make_method(method, **params)
         bud = Budget.parse(budget)
 
-        def load_encoder() -> Any:
-            kwargs: dict[str, Any] = {"device": device, "precision": precision}
-            if batch_size:
-                kwargs["batch_size"] = batch_size
-            if encoder == "sentence":
-                return SentenceTransformerEncoder(model or "all-MiniLM-L6-v2", **kwargs)
-            return CausalLMEncoder(model or "SmolLM2-135M-Instruct", **kwargs)
-
-        with Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=err, disable=quiet, transient=False) as bar:
-            tasks: dict[str, Any] = {}
-
-            def progress(stage: str, done: int, total: int) -> None:
-                if stage not in tasks:
-                    tasks[stage] = bar.add_task(stage, total=total or None)
-                bar.update(tasks[stage], completed=done, total=total or None)
-
+        load_encoder = _encoder_factory(encoder, model, device, precision, batch_size)
+        with _Bar(quiet) as progress:
             result = run_selection(data, chosen, bud, encoder=load_encoder, level=level,  # type: ignore[arg-type]
                                    template=template, progress=progress)
             shape_out = export or ("kto" if result.units.level == "item" and
@@ -209,6 +230,107 @@ def validate(
         _fail(exc)
         return
     typer.echo(json.dumps(data.report.to_dict(), indent=2))
+
+
+def _pairs(path: Path, encoder: Any, progress: Any, on_invalid: str) -> Any:
+    return evaluation.load_pairs(PreferenceFile(path, on_invalid=on_invalid), encoder,  # type: ignore[arg-type]
+                                 progress=progress)
+
+
+@app.command()
+def evaluate(
+    input_: Annotated[Path, typer.Argument(metavar="POOL", help="preference data to select from")],
+    out: Annotated[Path, typer.Option(help="JSON report")],
+    method: Annotated[str, typer.Option()] = "isa",
+    budget: Annotated[str, typer.Option()] = "0.05",
+    param: Annotated[list[str], typer.Option("--param", "-p")] = [],  # noqa: B006
+    eval_file: Annotated[Path | None, typer.Option("--eval", help="held-out pairs (default: "
+                                                   "split the pool by prompt)")] = None,
+    eval_fraction: Annotated[float, typer.Option()] = 0.2,
+    seeds: Annotated[int, typer.Option(help="seeds for random methods")] = 1,
+    encoder: Annotated[str, typer.Option()] = "sentence",
+    model: Annotated[str | None, typer.Option()] = None,
+    device: Annotated[str, typer.Option()] = "auto",
+    precision: Annotated[str, typer.Option()] = "auto",
+    on_invalid: Annotated[str, typer.Option()] = "skip",
+    quiet: Annotated[bool, typer.Option()] = False,
+) -> None:
+    """Proxy alignment score of a method's subset vs. the full pool: a Bradley–Terry probe
+    trained on each, its pairwise accuracy on held-out pairs (with a 95% interval)."""
+    try:
+        enc = _encoder_factory(encoder, model, device, precision, None)()
+        with _Bar(quiet) as progress:
+            pool = _pairs(input_, enc, progress, on_invalid)
+            held = _pairs(eval_file, enc, progress, on_invalid) if eval_file else None
+            train, test, split = evaluation.holdout(pool, held, eval_fraction=eval_fraction)
+            report = evaluation.evaluate_subset(train, test, method, _parse_params(param),
+                                                Budget.parse(budget), seeds=range(seeds))
+    except EngineError as exc:
+        _fail(exc)
+        return
+    report |= {"pool_pairs": len(train.table), "eval_pairs": len(test.table), "split": split,
+               "encoder": enc.name}
+    out.write_text(json.dumps(report, indent=2))
+    sub, full = report["subset"], report["full"]
+    err.print(f"{method} {budget}: accuracy {sub['accuracy']:.3f} vs full data "
+              f"{full['accuracy']:.3f} on {full['n_eval']:,} held-out pairs → {out}")
+
+
+@app.command()
+def curve(
+    input_: Annotated[Path, typer.Argument(metavar="POOL")],
+    out: Annotated[Path, typer.Option(help="JSON report")],
+    plot: Annotated[Path | None, typer.Option(help="PNG plot")] = None,
+    method: Annotated[list[str], typer.Option("--method", "-m", help="repeat for several; "
+                                              "NAME or NAME:key=value,key=value")]
+    = ["isa", "random"],  # noqa: B006
+    budgets: Annotated[str, typer.Option(help="percent grid")] = "1,2,3.5,5,10,25,50,100",
+    seeds: Annotated[int, typer.Option(help="seeds for random methods")] = 5,
+    share: Annotated[float, typer.Option(help="recommend the budget reaching this share of "
+                                         "the plateau's gain")] = 0.95,
+    eval_file: Annotated[Path | None, typer.Option("--eval")] = None,
+    eval_fraction: Annotated[float, typer.Option()] = 0.2,
+    encoder: Annotated[str, typer.Option()] = "sentence",
+    model: Annotated[str | None, typer.Option()] = None,
+    device: Annotated[str, typer.Option()] = "auto",
+    precision: Annotated[str, typer.Option()] = "auto",
+    on_invalid: Annotated[str, typer.Option()] = "skip",
+    quiet: Annotated[bool, typer.Option()] = False,
+) -> None:
+    """Budget curve: probe accuracy of each method over a grid of budgets, the paper's
+    plateau R(x) = r − (r − a)·exp(−b·x) fitted, and the recommended budget."""
+    try:
+        grid = [float(x) for x in budgets.split(",")]
+    except ValueError as exc:
+        raise typer.BadParameter("comma-separated percents", param_hint="--budgets") from exc
+    methods = [parse_method_spec(m) for m in method]
+    try:
+        enc = _encoder_factory(encoder, model, device, precision, None)()
+        with _Bar(quiet) as progress:
+            pool = _pairs(input_, enc, progress, on_invalid)
+            held = _pairs(eval_file, enc, progress, on_invalid) if eval_file else None
+            train, test, split = evaluation.holdout(pool, held, eval_fraction=eval_fraction)
+            report = evaluation.budget_curve(train, test, methods, grid=grid, seeds=seeds,
+                                             share=share, progress=progress)
+    except EngineError as exc:
+        _fail(exc)
+        return
+    report |= {"split": split, "encoder": enc.name}
+    out.write_text(json.dumps(report, indent=2))
+    if plot is not None:
+        from workers.engine.evaluate.report import plot_curve
+
+        plot_curve(report, plot)
+    for m in report["methods"]:
+        err.print(f"{m['method']:>10}: " + "  ".join(
+            f"{g:g}%={a:.3f}" for g, a in zip(grid, m["accuracy"], strict=True))
+            + f"  → recommended {m.get('recommended_budget_percent')}%")
+
+
+def parse_method_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``isa`` or ``isa:covariance_type=full,pca_components=64``."""
+    name, _, rest = spec.partition(":")
+    return name, _parse_params([p for p in rest.split(",") if p]) if rest else {}
 
 
 def main() -> None:  # pragma: no cover

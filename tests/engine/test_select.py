@@ -155,3 +155,36 @@ def test_budgets():
             Budget.parse(bad)
     mask = apply_budget(np.array([3, 1, 0, 2]), Budget(count=2))
     assert mask.tolist() == [False, True, False, True]
+
+
+def test_stratified_variants_keep_strata_in_proportion():
+    X = _blobs(400)
+    for name in ("isa_component", "isa_cluster"):
+        m = make_method(name, random_state=0).fit(X)
+        strata = m.details_["stratum"]
+        top = m.ranking_[:100]
+        for s in np.unique(strata):
+            share_all = (strata == s).mean()
+            share_top = (strata[top] == s).mean()
+            assert abs(share_all - share_top) <= 0.02 + 1 / 100, (name, s)
+
+
+def test_dedup_skips_near_duplicates():
+    X = _blobs(200)
+    top = int(make_method("isa").fit(X).ranking_[0])
+    X[100:102] = X[top] * 1.0001  # two near-copies of ISA's first pick
+    plain = make_method("isa").fit(X).ranking_[:20]
+    dedup = make_method("isa_dedup", threshold=0.99).fit(X, n_select=20).ranking_[:20]
+    copies = {100, 101, top}
+    assert len(copies & set(plain.tolist())) > 1
+    assert len(copies & set(dedup.tolist())) == 1
+
+
+def test_margin_blend_interpolates_between_isa_and_margin():
+    X = _blobs(100)
+    meta = {"margin": np.random.default_rng(4).random(100)}
+    isa = make_method("isa").fit(X).ranking_
+    margin = make_method("margin").fit(None, n_units=100, meta=meta).ranking_
+    assert np.array_equal(make_method("isa_margin", alpha=1.0).fit(X, meta=meta).ranking_, isa)
+    assert np.array_equal(make_method("isa_margin", alpha=0.0).fit(X, meta=meta).ranking_,
+                          margin)

@@ -123,8 +123,10 @@ def test_jsonl_parquet_and_conversational_uploads(service, tmp_path):
 
 def test_an_overlapping_data_set_embeds_only_its_new_texts(service, tmp_path):
     c = service.client()
-    rows = read_rows(ALPACA_TEST, 400)[300:]  # rows no other test uploads
-    body = {"type": "select", "method": "isa", "budget": {"count": 5}, "encoder": FAST_ENCODER}
+    rows = read_rows(ALPACA_TEST, 400)[300:]
+    # an encoder setting no other test uses: its cache namespace starts empty
+    body = {"type": "select", "method": "isa", "budget": {"count": 5},
+            "encoder": {"name": "sentence", "max_seq_length": 120}}
     first = service.wait_dataset(c, service.upload(c, write_jsonl(tmp_path / "a.jsonl",
                                                                    rows[:60]))["id"])
     job = service.wait_job(c, c.post("/v1/jobs", json={**body, "dataset_id": first["id"]}

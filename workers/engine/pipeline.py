@@ -13,10 +13,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .embed.base import EmbeddingCache, EmbedStats, Encoder, embed_texts
+from .embed.base import EmbeddingCache, EmbedStats, Encoder, embed_texts, text_key
 from .embed.templates import unit_texts
 from .errors import ConfigError
 from .ingest.dataset import IngestReport, PreferenceFile
+from .ingest.records import render_text
 from .select import Budget, SelectionMethod, apply_budget
 
 Level = Literal["auto", "pair", "item"]
@@ -40,6 +41,7 @@ class UnitTable:
     text_labels: list[str]  # "chosen", "rejected", "completion", "prompt" or "pair"
     groups: np.ndarray  # text -> unit index
     meta: dict[str, np.ndarray] = field(default_factory=dict)
+    prompt_keys: list[str] = field(default_factory=list)  # per unit: hash of its prompt
 
     def __len__(self) -> int:
         return len(self.row_ids)
@@ -54,7 +56,7 @@ def read_units(source: PreferenceFile, *, level: Level = "auto",
     """Stage 1: stream the file into units, their texts and numeric metadata."""
     if level not in ("auto", "pair", "item"):
         raise ConfigError("level must be 'auto', 'pair' or 'item'")
-    records: list[tuple[str, str | None, int, list[tuple[str, str]]]] = []
+    records: list[tuple[str, str | None, int, list[tuple[str, str]], str]] = []
     numeric: dict[str, dict[int, float]] = {}
     non_numeric: set[str] = set()
     resolved: str | None = None if level == "auto" else level
@@ -68,7 +70,8 @@ def read_units(source: PreferenceFile, *, level: Level = "auto",
             ["chosen", "rejected"] if ex.kind == "pair" else ["completion"])
         for side in sides:
             idx = len(records)
-            records.append((ex.row_id, side, ex.row, unit_texts(ex, side, template)))
+            records.append((ex.row_id, side, ex.row, unit_texts(ex, side, template),
+                            text_key(render_text(ex.prompt)).hex()))
             _collect_numeric(ex.extra, idx, numeric, non_numeric)
     assert resolved is not None  # iter_examples raises on a file with no valid rows
     order = sorted(range(len(records)), key=lambda i: (records[i][0], records[i][1] or ""))
@@ -93,6 +96,7 @@ def read_units(source: PreferenceFile, *, level: Level = "auto",
         row_ids=[records[i][0] for i in order], sides=[records[i][1] for i in order],
         source_rows=np.asarray([records[i][2] for i in order], dtype=np.int64),
         texts=texts, text_labels=labels, groups=np.asarray(groups, dtype=np.int64), meta=meta,
+        prompt_keys=[records[i][4] for i in order],
     )
     return table, source.report
 

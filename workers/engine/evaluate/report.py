@@ -1,0 +1,45 @@
+"""Plots for evaluation reports (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def plot_curve(report: dict[str, Any], path: str | Path, *, title: str | None = None) -> None:
+    """Score vs. budget, one line per method with its fitted curve, the full-data line and
+    each method's recommended budget marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = np.asarray(report["grid_percent"], dtype=float)
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    xs = np.geomspace(max(grid.min() / 2, 0.1), grid.max(), 200)
+    for i, m in enumerate(report["methods"]):
+        color = f"C{i}"
+        acc = np.asarray(m["accuracy"])
+        ax.errorbar(grid, acc, yerr=m["ci_half_width"], fmt="o", color=color, capsize=3,
+                    label=f"{m['method']}" + (f" ({m['seeds']} seeds)" if m["seeds"] > 1
+                                             else ""))
+        fit = m.get("fit")
+        if fit:
+            ys = fit["r"] - (fit["r"] - fit["a"]) * np.exp(-fit["b"] * xs)
+            ax.plot(xs, ys, color=color, alpha=0.6, lw=1)
+            rec = m.get("recommended_budget_percent")
+            if rec is not None:
+                ax.axvline(rec, color=color, ls=":", alpha=0.7)
+    ax.axhline(report["full"]["accuracy"], color="k", ls="--", lw=1, label="full data")
+    ax.set_xscale("log")
+    ax.set_xlabel("budget (% of the pool, log scale)")
+    ax.set_ylabel("probe pairwise accuracy on held-out pairs")
+    ax.set_title(title or f"Budget curve: {report['pool_pairs']:,} pool pairs, "
+                 f"{report['eval_pairs']:,} eval pairs")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

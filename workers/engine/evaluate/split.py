@@ -1,0 +1,25 @@
+"""Hold-out splits that never put one prompt on both sides."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def split_by_prompt(prompts: Sequence[str], *, eval_fraction: float = 0.2,
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(train, eval)``: every prompt's rows land on one side only.
+
+    The side of a prompt depends on a seeded hash of its text, not on row order, so the
+    split is the same when the file is shuffled.
+    """
+    if not 0 < eval_fraction < 1:
+        raise ValueError("eval_fraction must be in (0, 1)")
+    salt = str(seed).encode()
+    side = np.empty(len(prompts), dtype=bool)
+    for i, p in enumerate(prompts):
+        h = int.from_bytes(hashlib.blake2b(p.encode(), digest_size=8, key=salt).digest(), "big")
+        side[i] = (h / 2**64) < eval_fraction
+    return np.flatnonzero(~side), np.flatnonzero(side)
