@@ -83,19 +83,45 @@ class EncoderSpec(BaseModel):
     batch_size: int | None = Field(default=None, ge=1, le=1024)
 
 
-class JobCreate(BaseModel):
+class MethodSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    type: Literal["select"]
+    method: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobCreate(BaseModel):
+    """``select``: a subset. ``evaluate``: the proxy probe on a method's subset vs. the
+    full pool. ``curve``: probe accuracy over a grid of budgets for several methods."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["select", "evaluate", "curve"]
     dataset_id: str
     method: str = "isa"
     params: dict[str, Any] = Field(default_factory=dict)
-    budget: BudgetSpec
+    budget: BudgetSpec | None = None
     encoder: EncoderSpec = Field(default_factory=EncoderSpec)
+    # evaluate / curve
+    eval_dataset_id: str | None = None
+    eval_fraction: float = Field(default=0.2, gt=0, lt=1)
+    methods: list[MethodSpec] = Field(default_factory=lambda: [
+        MethodSpec(method="isa"), MethodSpec(method="random")], max_length=20)
+    budgets_percent: list[float] = Field(
+        default_factory=lambda: [1, 2, 3.5, 5, 10, 25, 50, 100], min_length=3, max_length=30)
+    seeds: int | None = Field(default=None, ge=1, le=20)
+    share: float = Field(default=0.95, gt=0, lt=1)
     level: Literal["auto", "pair", "item"] = "auto"
     template: Literal["prompt_completion", "completion", "prompt", "pair"] = \
         "prompt_completion"
     seed: int = 0
     queue: Literal["cpu", "gpu"] | None = None
+
+    @model_validator(mode="after")
+    def _budget_where_needed(self) -> JobCreate:
+        if self.type in ("select", "evaluate") and self.budget is None:
+            raise ValueError(f"a {self.type} job needs a budget")
+        if any(not 0 < b <= 100 for b in self.budgets_percent):
+            raise ValueError("budgets_percent must lie in (0, 100]")
+        return self
 
 
 class Progress(BaseModel):

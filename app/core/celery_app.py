@@ -12,6 +12,7 @@ TASK_VALIDATE = "isa.validate_dataset"
 TASK_SELECT = "isa.select"
 TASK_EMBED_CHUNK = "isa.embed_chunk"
 TASK_FINISH_SELECT = "isa.finish_select"
+TASK_EVALUATE = "isa.evaluate"  # evaluate and curve jobs
 
 
 def make_celery() -> Celery:

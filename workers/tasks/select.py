@@ -93,6 +93,19 @@ class SelectPlan:
         return table
 
 
+def requeued_while_validating(ctx: WorkerContext, job: dict[str, Any], task: Any) -> bool:
+    """If a data set the job reads is still being validated, send the task again shortly
+    (rather than hold a worker slot) and say so."""
+    req = job["request"]
+    for dataset_id in (req.get("dataset_id"), req.get("eval_dataset_id")):
+        ds = ctx.datasets.get(dataset_id, job["tenant"]) if dataset_id else None
+        if ds is not None and ds["status"] in ("uploaded", "validating"):
+            task.apply_async(args=(job["id"],), countdown=1,
+                             queue=req.get("queue") or ctx.settings.default_queue)
+            return True
+    return False
+
+
 def _stage(ctx: WorkerContext, job_id: str, stage: str, done: int = 0, total: int = 0) -> None:
     ctx.jobs.set_progress(job_id, stage, done, total)
 
@@ -101,14 +114,8 @@ def _stage(ctx: WorkerContext, job_id: str, stage: str, done: int = 0, total: in
 def select_job(job_id: str) -> None:
     ctx = context()
     job = ctx.jobs.get(job_id)
-    if job is None or job["status"] in TERMINAL:
-        return
-    ds = ctx.datasets.get(job["request"]["dataset_id"], job["tenant"])
-    if ds is not None and ds["status"] in ("uploaded", "validating"):
-        # The data set is still being validated: look again shortly, without holding a
-        # worker slot meanwhile.
-        select_job.apply_async(args=(job_id,), countdown=1,
-                               queue=job["request"].get("queue") or ctx.settings.default_queue)
+    if job is None or job["status"] in TERMINAL or requeued_while_validating(ctx, job,
+                                                                            select_job):
         return
     moved, _ = ctx.jobs.transition(job_id, "running", started_at=now())
     if not moved:

@@ -19,12 +19,13 @@ from app.api.deps import (
 from app.api.errors import ApiError, not_found
 from app.api.schemas import JobCreate, JobPublic, JobsPublic, Progress
 from app.core.artifacts import ArtifactStore
-from app.core.celery_app import TASK_SELECT, celery_app
+from app.core.celery_app import TASK_EVALUATE, TASK_SELECT, celery_app
 from app.core.records import TERMINAL, new_id, now
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-RESULT_FORMATS = {"jsonl": ("application/x-ndjson", "jsonl"),
+RESULT_FORMATS = {"json": ("application/json", "json"), "png": ("image/png", "png"),
+                  "jsonl": ("application/x-ndjson", "jsonl"),
                   "parquet": ("application/vnd.apache.parquet", "parquet"),
                   "trl": ("application/x-ndjson", "jsonl"),
                   "kto": ("application/x-ndjson", "jsonl"),
@@ -69,13 +70,16 @@ def create_job(body: JobCreate, response: Response, tenant: CurrentTenant, jobs:
             if existing is not None:
                 response.status_code = status.HTTP_200_OK
                 return _public(existing)
-    if body.method not in METHODS:
-        raise ApiError(422, "unknown_method", f"unknown method {body.method!r}; available: "
-                       f"{', '.join(sorted(METHODS))}")
-    try:
-        METHODS[body.method](**body.params)
-    except TypeError as exc:
-        raise ApiError(422, "invalid_parameters", f"method {body.method!r}: {exc}") from exc
+    specs = ([(m.method, m.params) for m in body.methods] if body.type == "curve"
+             else [(body.method, body.params)])
+    for name, params in specs:
+        if name not in METHODS:
+            raise ApiError(422, "unknown_method", f"unknown method {name!r}; available: "
+                           f"{', '.join(sorted(METHODS))}")
+        try:
+            METHODS[name](**params)
+        except TypeError as exc:
+            raise ApiError(422, "invalid_parameters", f"method {name!r}: {exc}") from exc
     ds = datasets.get(body.dataset_id, tenant)
     if ds is None:
         raise not_found("dataset", body.dataset_id)
@@ -86,7 +90,8 @@ def create_job(body: JobCreate, response: Response, tenant: CurrentTenant, jobs:
                                            "stage": "queued", "progress_done": 0,
                                            "progress_total": 0})
     queue = body.queue or settings.default_queue
-    celery_app.send_task(TASK_SELECT, args=(job_id,), queue=queue)
+    celery_app.send_task(TASK_SELECT if body.type == "select" else TASK_EVALUATE,
+                         args=(job_id,), queue=queue)
     return _public(jobs.get(job_id))  # type: ignore[arg-type]
 
 
@@ -148,11 +153,14 @@ def _finished(jobs: Jobs, job_id: str, tenant: str) -> dict[str, Any]:
 
 @router.get("/{job_id}/result", response_class=StreamingResponse)
 def job_result(job_id: str, tenant: CurrentTenant, jobs: Jobs, artifacts: Artifacts,
-               format: Annotated[str, Query(pattern="^(jsonl|parquet|trl|kto|openai)$")]
-               = "jsonl") -> StreamingResponse:
-    """The selected subset: ``jsonl``/``parquet`` in the upload's own shape, or the
-    ``trl``, ``kto`` and ``openai`` export shapes (JSON Lines)."""
+               format: Annotated[str | None, Query(
+                   pattern="^(jsonl|parquet|trl|kto|openai|json|png)$")] = None
+               ) -> StreamingResponse:
+    """A select job's subset: ``jsonl``/``parquet`` in the upload's own shape, or the
+    ``trl``, ``kto`` and ``openai`` export shapes (JSON Lines). An evaluate or curve
+    job's report: ``json`` or ``png``."""
     doc = _finished(jobs, job_id, tenant)
+    format = format or ("jsonl" if doc["type"] == "select" else "json")
     files = doc["result"]["files"]
     if format not in files:
         raise ApiError(422, "format_unavailable", f"format {format!r} does not apply to this "

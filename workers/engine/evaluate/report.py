@@ -43,3 +43,25 @@ def plot_curve(report: dict[str, Any], path: str | Path, *, title: str | None = 
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def plot_evaluation(report: dict[str, Any], path: str | Path) -> None:
+    """The subset's probe accuracy next to the full pool's, with 95% intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sub, full = report["subset"], report["full"]
+    acc = [sub["accuracy"], full["accuracy"]]
+    err = [[max(0.0, acc[0] - sub.get("ci_low", acc[0])), acc[1] - full["ci_low"]],
+           [max(0.0, sub.get("ci_high", acc[0]) - acc[0]), full["ci_high"] - acc[1]]]
+    fig, ax = plt.subplots(figsize=(5, 4), dpi=110)
+    ax.bar([f"{report['method']}\n{report['pairs']:,} pairs", "full pool"], acc, yerr=err,
+           capsize=6, color=["C0", "0.6"])
+    ax.axhline(0.5, color="k", lw=0.8, ls=":")
+    ax.set_ylim(0.4, 1.0)
+    ax.set_ylabel("probe pairwise accuracy (held-out)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
