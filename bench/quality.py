@@ -78,8 +78,51 @@ def table(report: dict, labels: list[str]) -> str:
     return "\n".join(lines)
 
 
+def what_they_pick(pool, labels: list[str], budget: float = 0.05) -> str:  # noqa: ANN001
+    """What each method's subset looks like next to the pool: prompt coverage, mixture
+    component shares, near-duplicates, distance from the centre, margin, length."""
+    from workers.engine import make_method
+    from workers.engine.select.base import unit_features
+
+    t = pool.table
+    n = len(t)
+    k = int(budget * n + 0.5)
+    F = unit_features(pool.X, t.groups, n)
+    F = F / np.linalg.norm(F, axis=1, keepdims=True)
+    centre = F.mean(axis=0)
+    dist = np.linalg.norm(F - centre, axis=1)
+    isa = make_method("isa").fit(pool.X, groups=t.groups, n_units=n)
+    _, first = np.unique(t.groups, return_index=True)
+    comp = isa.item_details_["component"][first]
+    length = np.bincount(t.groups, weights=[len(x) for x in t.texts], minlength=n)
+    margin = t.meta.get("margin", np.full(n, np.nan))
+    prompts = np.asarray(t.prompt_keys)
+
+    def row(name: str, idx: np.ndarray) -> str:
+        S = F[idx]
+        sims = S @ S.T
+        np.fill_diagonal(sims, -1)
+        dup = float((sims.max(axis=1) > 0.95).mean()) if len(idx) > 1 else 0.0
+        return (f"| {name} | {len(set(prompts[idx])):,} | {np.mean(comp[idx] == 0):.2f} | "
+                f"{dup:.2f} | {dist[idx].mean() / dist.mean():.2f} | "
+                f"{np.nanmean(margin[idx]):.3f} | {length[idx].mean():,.0f} |")
+
+    out = [f"### What each method keeps at {budget:.0%} ({k:,} of {n:,} pool pairs)", "",
+           "| subset | distinct prompts | GMM component 0 share | near-duplicate share "
+           "(cos > 0.95) | distance from centre (pool = 1) | mean judge margin | "
+           "chars per pair |", "|---|---|---|---|---|---|---|",
+           row("whole pool", np.arange(n))]
+    for label, (_, name, params) in zip(labels, METHODS, strict=True):
+        m = make_method(name, **{"random_state": 0, **params})
+        m.fit(pool.X if m.needs_embeddings else None, groups=t.groups, meta=t.meta,
+              n_units=n, n_select=k)
+        out.append(row(label, m.ranking_[:k]))
+    return "\n".join(out)
+
+
 def main() -> None:
     from workers.engine import PreferenceFile, SentenceTransformerEncoder
+    from workers.engine.embed.base import DiskEmbeddingCache
     from workers.engine.evaluate.report import plot_curve
     from workers.engine.evaluate.runner import budget_curve, holdout, load_pairs
 
@@ -92,12 +135,15 @@ def main() -> None:
     grid = [float(g) for g in args.grid.split(",")]
     t0 = time.perf_counter()
     enc = SentenceTransformerEncoder()
+    # embeddings persist between runs (git-ignored): a re-run only scores and evaluates
+    cache = DiskEmbeddingCache(OUT / "tmp" / "embeddings")
     with tempfile.TemporaryDirectory() as tmp:
         pool_file, eval_file = Path(tmp) / "pool.jsonl", Path(tmp) / "eval.jsonl"
         sample(DATA / "alpaca_eval_prefs_train.jsonl.gz", args.pool_pairs, pool_file, 0)
         sample(DATA / "alpaca_eval_prefs_test.jsonl.gz", args.eval_pairs, eval_file, 1)
-        pool = load_pairs(PreferenceFile(pool_file), enc)
-        held = load_pairs(PreferenceFile(eval_file), enc)
+        pool = load_pairs(PreferenceFile(pool_file), enc, cache=cache)
+        held = load_pairs(PreferenceFile(eval_file), enc, cache=cache)
+    cache.save()
     t_embed = time.perf_counter() - t0
     train, test, split = holdout(pool, held)
     print(f"pool {len(train.table):,} pairs, eval {len(test.table):,} pairs, "
@@ -132,6 +178,8 @@ def main() -> None:
         "95% budget: the smallest grid budget reaching 95% of the fitted gain.",
         "",
         table(report, labels),
+        "",
+        what_they_pick(train, labels),
         "",
         f"Regenerate: `.venv/bin/python bench/quality.py --pool-pairs {args.pool_pairs} "
         f"--eval-pairs {args.eval_pairs} --seeds {args.seeds}` "

@@ -34,6 +34,7 @@ from workers.engine import (
     write_scores,
     write_subset,
 )
+from workers.engine.embed.base import DiskEmbeddingCache
 from workers.engine.evaluate import runner as evaluation
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -142,6 +143,8 @@ def select(
     id_field: Annotated[str | None, typer.Option(help="column to use as row_id")] = None,
     on_invalid: Annotated[str, typer.Option(help="fail | skip")] = "fail",
     summary: Annotated[Path | None, typer.Option(help="write a JSON run summary here")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="keep embeddings here between runs")]
+    = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Select a subset of INPUT and write it (and optionally per-row scores)."""
@@ -163,8 +166,11 @@ def select(
 
         load_encoder = _encoder_factory(encoder, model, device, precision, batch_size)
         with _Bar(quiet) as progress:
+            cache = DiskEmbeddingCache(cache_dir) if cache_dir else None
             result = run_selection(data, chosen, bud, encoder=load_encoder, level=level,  # type: ignore[arg-type]
-                                   template=template, progress=progress)
+                                   template=template, cache=cache, progress=progress)
+            if cache is not None:
+                cache.save()
             shape_out = export or ("kto" if result.units.level == "item" and
                                    result.units.sides[0] != "completion" else "input")
             progress("writing", 0, result.n_selected)

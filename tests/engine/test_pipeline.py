@@ -107,3 +107,15 @@ def test_encoder_embeds_meaningfully(sentence_encoder):
     assert X.shape == (3, 384)
     assert np.allclose(np.linalg.norm(X, axis=1), 1, atol=1e-5)
     assert X[0] @ X[1] > X[0] @ X[2] + 0.3
+
+
+def test_disk_cache_survives_a_new_process_object(tmp_path, sentence_encoder):
+    from workers.engine.embed.base import DiskEmbeddingCache
+
+    cache = DiskEmbeddingCache(tmp_path / "emb")
+    X, _ = embed_texts(["one", "two"], sentence_encoder, cache=cache)
+    cache.save()
+    again = DiskEmbeddingCache(tmp_path / "emb")
+    Y, stats = embed_texts(["two", "one", "three"], sentence_encoder, cache=again)
+    assert (stats.cached, stats.embedded) == (2, 1)
+    assert np.array_equal(Y[1], X[0]) and np.array_equal(Y[0], X[1])

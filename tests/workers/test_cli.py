@@ -79,3 +79,27 @@ def test_a_bad_option_fails_before_any_work(tmp_path, alpaca_rows):
     proc = run("select", str(src), "--out", str(tmp_path / "o.jsonl"), "--format", "yaml")
     assert proc.returncode == 2 and "--format" in proc.stderr
     assert "embedding" not in proc.stderr
+
+
+def test_cache_dir_skips_embedding_on_the_second_run(tmp_path, hh_rows):
+    src = write_jsonl(tmp_path / "hh.jsonl", hh_rows[:30])
+    args = ["select", str(src), "--budget", "5", "--quiet", "--cache-dir",
+            str(tmp_path / "cache")]
+    first = run(*args, "--out", str(tmp_path / "a.jsonl"), "--summary", str(tmp_path / "a.json"))
+    second = run(*args, "--out", str(tmp_path / "b.jsonl"), "--method", "kcenter",
+                 "--summary", str(tmp_path / "b.json"))
+    assert first.returncode == 0 and second.returncode == 0, second.stderr
+    assert json.loads((tmp_path / "a.json").read_text())["embedding"]["embedded"] == 60
+    assert json.loads((tmp_path / "b.json").read_text())["embedding"]["embedded"] == 0
+
+
+def test_curve_command_writes_report_and_plot(tmp_path, alpaca_rows):
+    src = write_jsonl(tmp_path / "a.jsonl", alpaca_rows[:120])
+    proc = run("curve", str(src), "--out", str(tmp_path / "c.json"), "--plot",
+               str(tmp_path / "c.png"), "-m", "random", "-m", "margin:order=low",
+               "--budgets", "10,50,100", "--seeds", "2", "--eval-fraction", "0.3", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "c.json").read_text())
+    assert [m["method"] for m in report["methods"]] == ["random", "margin"]
+    assert report["methods"][1]["params"] == {"order": "low"}
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"

@@ -6,6 +6,7 @@ import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -65,6 +66,49 @@ class MemoryEmbeddingCache(EmbeddingCache):
     def put_many(self, encoder: str, items: dict[bytes, np.ndarray]) -> None:
         for k, v in items.items():
             self._data[(encoder, k)] = v
+
+
+class DiskEmbeddingCache(EmbeddingCache):
+    """Embeddings kept in one ``.npz`` file per encoder under a folder (for the CLI and
+    benchmarks; the service shares its cache through Redis). Call ``save()`` to persist."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self._data: dict[str, dict[bytes, np.ndarray]] = {}
+        self._dirty: set[str] = set()
+
+    def _file(self, encoder: str) -> Path:
+        return self.folder / (hashlib.blake2b(encoder.encode(), digest_size=8).hexdigest()
+                              + ".npz")
+
+    def _load(self, encoder: str) -> dict[bytes, np.ndarray]:
+        if encoder not in self._data:
+            self._data[encoder] = {}
+            path = self._file(encoder)
+            if path.is_file():
+                with np.load(path) as npz:
+                    self._data[encoder] = dict(zip((bytes(k) for k in npz["keys"]),
+                                                   npz["vectors"], strict=True))
+        return self._data[encoder]
+
+    def get_many(self, encoder: str, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        data = self._load(encoder)
+        return {k: data[k] for k in keys if k in data}
+
+    def put_many(self, encoder: str, items: dict[bytes, np.ndarray]) -> None:
+        self._load(encoder).update(items)
+        self._dirty.add(encoder)
+
+    def save(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for encoder in self._dirty:
+            data = self._data[encoder]
+            keys = np.array(list(data), dtype="S16")
+            vectors = np.stack(list(data.values())) if data else np.empty((0, 0), np.float32)
+            tmp = self._file(encoder).with_suffix(".tmp.npz")
+            np.savez(tmp, keys=keys, vectors=vectors)
+            tmp.replace(self._file(encoder))
+        self._dirty.clear()
 
 
 @dataclass(slots=True)
