@@ -89,13 +89,38 @@ class MethodSpec(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class AlignSpec(BaseModel):
+    """Hyperparameters of an align job; defaults suit a small model on CPU."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: Literal["dpo", "kto"] = "dpo"
+    base_model: str = "smollm2-135m"
+    beta: float = Field(default=0.1, gt=0, le=10)
+    learning_rate: float = Field(default=1e-4, gt=0, le=1)
+    epochs: float = Field(default=1.0, gt=0, le=100)
+    max_steps: int | None = Field(default=None, ge=1, le=1_000_000)
+    batch_size: int = Field(default=4, ge=1, le=512)
+    grad_accum: int = Field(default=1, ge=1, le=512)
+    max_length: int = Field(default=512, ge=16, le=32768)
+    seed: int = 0
+    lora: bool = True
+    lora_r: int = Field(default=16, ge=1, le=1024)
+    lora_alpha: int = Field(default=32, ge=1, le=4096)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], max_length=32)
+    eval_pairs: int = Field(default=200, ge=1, le=100_000)
+
+
 class JobCreate(BaseModel):
     """``select``: a subset. ``evaluate``: the proxy probe on a method's subset vs. the
     full pool. ``curve``: probe accuracy over a grid of budgets for several methods."""
 
     model_config = ConfigDict(extra="forbid")
-    type: Literal["select", "evaluate", "curve"]
-    dataset_id: str
+    type: Literal["select", "evaluate", "curve", "align"]
+    dataset_id: str | None = None
+    #: align: train on a finished select job's subset instead of a whole data set
+    select_job_id: str | None = None
+    align: AlignSpec = Field(default_factory=AlignSpec)
     method: str = "isa"
     params: dict[str, Any] = Field(default_factory=dict)
     budget: BudgetSpec | None = None
@@ -117,6 +142,10 @@ class JobCreate(BaseModel):
 
     @model_validator(mode="after")
     def _budget_where_needed(self) -> JobCreate:
+        if self.select_job_id is not None and self.type != "align":
+            raise ValueError("select_job_id is for align jobs")
+        if (self.dataset_id is None) == (self.select_job_id is None):
+            raise ValueError("give exactly one of dataset_id and select_job_id")
         if self.type in ("select", "evaluate") and self.budget is None:
             raise ValueError(f"a {self.type} job needs a budget")
         if any(not 0 < b <= 100 for b in self.budgets_percent):
@@ -127,6 +156,7 @@ class JobCreate(BaseModel):
 class Progress(BaseModel):
     done: int = 0
     total: int = 0
+    loss: float | None = None  # align jobs: the latest training loss
 
 
 class JobPublic(BaseModel):
@@ -141,6 +171,7 @@ class JobPublic(BaseModel):
     finished_at: float | None = None
     error: ErrorInfo | None = None
     result: dict[str, Any] | None = None
+    queue: str | None = None
 
 
 class JobsPublic(BaseModel):

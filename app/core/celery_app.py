@@ -13,6 +13,7 @@ TASK_SELECT = "isa.select"
 TASK_EMBED_CHUNK = "isa.embed_chunk"
 TASK_FINISH_SELECT = "isa.finish_select"
 TASK_EVALUATE = "isa.evaluate"  # evaluate and curve jobs
+TASK_ALIGN = "isa.align"
 
 
 def make_celery() -> Celery:
@@ -38,3 +39,21 @@ def make_celery() -> Celery:
 
 
 celery_app = make_celery()
+
+_gpu_seen: dict[str, float] = {}
+
+
+def gpu_queue_served(max_age_s: float = 30.0) -> bool:
+    """Whether any live worker consumes the ``gpu`` queue (asked at most every 30 s)."""
+    import time
+
+    now = time.monotonic()
+    if now - _gpu_seen.get("at", -1e9) > max_age_s:
+        try:
+            queues = celery_app.control.inspect(timeout=1.0).active_queues() or {}
+        except Exception:  # noqa: BLE001 - no answer means no GPU worker known
+            queues = {}
+        _gpu_seen["served"] = float(any(q.get("name") == "gpu" for qs in queues.values()
+                                        for q in qs))
+        _gpu_seen["at"] = now
+    return bool(_gpu_seen["served"])

@@ -183,7 +183,8 @@ class JobStore(RecordStore):
     json_fields = frozenset({"request", "result", "error"})
     int_fields = frozenset({"progress_done", "progress_total", "embedded_new", "texts",
                             "texts_unique", "texts_cached"})
-    float_fields = frozenset({"created_at", "updated_at", "started_at", "finished_at"})
+    float_fields = frozenset({"created_at", "updated_at", "started_at", "finished_at",
+                              "latest_loss"})
 
     def set_progress(self, job_id: str, stage: str, done: int, total: int) -> None:
         self.r.hset(self.key(job_id), mapping={"stage": stage, "progress_done": done,

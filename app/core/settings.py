@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     #: the queue select jobs go to ("cpu", or "gpu" where GPU workers run)
     default_queue: str = "cpu"
     model_cache_dir: Path | None = None
+    #: base models align jobs may name, beyond the built-in smollm2-135m and
+    #: tiny-llama-random: {"name": "/local/model/folder"}
+    model_registry: dict[str, str] = Field(default_factory=dict)
+    #: queue of align jobs; None: "gpu" when a worker serves it, else "cpu"
+    align_queue: str | None = None
     #: days an embedding stays in the cache (0: forever)
     embedding_ttl_days: int = 30
 

@@ -19,12 +19,19 @@ from app.api.deps import (
 from app.api.errors import ApiError, not_found
 from app.api.schemas import JobCreate, JobPublic, JobsPublic, Progress
 from app.core.artifacts import ArtifactStore
-from app.core.celery_app import TASK_EVALUATE, TASK_SELECT, celery_app
+from app.core.celery_app import (
+    TASK_ALIGN,
+    TASK_EVALUATE,
+    TASK_SELECT,
+    celery_app,
+    gpu_queue_served,
+)
 from app.core.records import TERMINAL, new_id, now
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 RESULT_FORMATS = {"json": ("application/json", "json"), "png": ("image/png", "png"),
+                  "archive": ("application/zip", "zip"),
                   "jsonl": ("application/x-ndjson", "jsonl"),
                   "parquet": ("application/vnd.apache.parquet", "parquet"),
                   "trl": ("application/x-ndjson", "jsonl"),
@@ -41,10 +48,11 @@ def _public(doc: dict[str, Any]) -> JobPublic:
                    else f"/v1/jobs/{jid}/result?format={name}") for name in result["files"]}}
     return JobPublic(
         id=doc["id"], type=doc["type"], status=doc["status"], stage=doc.get("stage"),
-        progress=Progress(done=doc.get("progress_done", 0), total=doc.get("progress_total", 0)),
+        progress=Progress(done=doc.get("progress_done", 0), total=doc.get("progress_total", 0),
+                          loss=doc.get("latest_loss")),
         request=doc["request"], created_at=doc["created_at"],
         started_at=doc.get("started_at"), finished_at=doc.get("finished_at"),
-        error=doc.get("error"), result=result)
+        error=doc.get("error"), result=result, queue=doc.get("queue"))
 
 
 @router.post("", response_model=JobPublic, status_code=status.HTTP_201_CREATED,
@@ -71,7 +79,7 @@ def create_job(body: JobCreate, response: Response, tenant: CurrentTenant, jobs:
                 response.status_code = status.HTTP_200_OK
                 return _public(existing)
     specs = ([(m.method, m.params) for m in body.methods] if body.type == "curve"
-             else [(body.method, body.params)])
+             else [] if body.type == "align" else [(body.method, body.params)])
     for name, params in specs:
         if name not in METHODS:
             raise ApiError(422, "unknown_method", f"unknown method {name!r}; available: "
@@ -80,19 +88,43 @@ def create_job(body: JobCreate, response: Response, tenant: CurrentTenant, jobs:
             METHODS[name](**params)
         except TypeError as exc:
             raise ApiError(422, "invalid_parameters", f"method {name!r}: {exc}") from exc
-    ds = datasets.get(body.dataset_id, tenant)
-    if ds is None:
-        raise not_found("dataset", body.dataset_id)
-    if ds["status"] == "invalid":
-        raise ApiError(409, "dataset_invalid", "the data set failed validation",
-                       error=ds.get("error"))
+    if body.type == "align":
+        _check_align(body, tenant, jobs, settings)
+    for dataset_id in (body.dataset_id, body.eval_dataset_id):
+        if dataset_id is None:
+            continue
+        ds = datasets.get(dataset_id, tenant)
+        if ds is None:
+            raise not_found("dataset", dataset_id)
+        if ds["status"] == "invalid":
+            raise ApiError(409, "dataset_invalid", f"data set {dataset_id} failed validation",
+                           error=ds.get("error"))
     jobs.create(tenant, job_id, "queued", {"type": body.type, "request": request,
                                            "stage": "queued", "progress_done": 0,
                                            "progress_total": 0})
     queue = body.queue or settings.default_queue
-    celery_app.send_task(TASK_SELECT if body.type == "select" else TASK_EVALUATE,
-                         args=(job_id,), queue=queue)
+    if body.type == "align" and body.queue is None:
+        queue = settings.align_queue or ("gpu" if gpu_queue_served() else "cpu")
+    task = {"select": TASK_SELECT, "align": TASK_ALIGN}.get(body.type, TASK_EVALUATE)
+    jobs.update(job_id, queue=queue)
+    celery_app.send_task(task, args=(job_id,), queue=queue)
     return _public(jobs.get(job_id))  # type: ignore[arg-type]
+
+
+def _check_align(body: JobCreate, tenant: str, jobs: Jobs, settings: SettingsDep) -> None:
+    from workers.engine.align.models import ModelRegistry  # names only; nothing is loaded
+
+    names = ModelRegistry(settings.model_registry).names()
+    if body.align.base_model not in names:
+        raise ApiError(422, "unknown_model", f"unknown base model {body.align.base_model!r}; "
+                       f"available: {', '.join(names)}")
+    if body.select_job_id is not None:
+        src = jobs.get(body.select_job_id, tenant)
+        if src is None or src["type"] != "select":
+            raise not_found("job", body.select_job_id)
+        if src["status"] != "succeeded":
+            raise ApiError(409, "job_not_succeeded", f"select job {body.select_job_id} is "
+                           f"{src['status']}", status=src["status"])
 
 
 @router.get("", response_model=JobsPublic)
@@ -145,7 +177,9 @@ def _finished(jobs: Jobs, job_id: str, tenant: str) -> dict[str, Any]:
     doc = jobs.get(job_id, tenant)
     if doc is None:
         raise not_found("job", job_id)
-    if doc["status"] != "succeeded":
+    # a cancelled align job keeps (and serves) what it trained before it stopped
+    if doc["status"] != "succeeded" and not (doc["status"] == "cancelled"
+                                             and doc.get("result")):
         raise ApiError(409, "job_not_succeeded", f"the job is {doc['status']}",
                        status=doc["status"])
     return doc
@@ -154,11 +188,12 @@ def _finished(jobs: Jobs, job_id: str, tenant: str) -> dict[str, Any]:
 @router.get("/{job_id}/result", response_class=StreamingResponse)
 def job_result(job_id: str, tenant: CurrentTenant, jobs: Jobs, artifacts: Artifacts,
                format: Annotated[str | None, Query(
-                   pattern="^(jsonl|parquet|trl|kto|openai|json|png)$")] = None
+                   pattern="^(jsonl|parquet|trl|kto|openai|json|png|archive)$")] = None
                ) -> StreamingResponse:
     """A select job's subset: ``jsonl``/``parquet`` in the upload's own shape, or the
     ``trl``, ``kto`` and ``openai`` export shapes (JSON Lines). An evaluate or curve
-    job's report: ``json`` or ``png``."""
+    job's report: ``json`` or ``png``. An align job: ``json`` (metrics), ``png`` (training
+    curves) or ``archive`` (the model or LoRA adapter folder as a zip)."""
     doc = _finished(jobs, job_id, tenant)
     format = format or ("jsonl" if doc["type"] == "select" else "json")
     files = doc["result"]["files"]
