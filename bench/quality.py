@@ -44,6 +44,7 @@ METHODS: list[tuple[str, str, dict]] = [
     ("isa_cluster", "isa_cluster", {}),
     ("isa_dedup", "isa_dedup", {}),
     ("isa_margin (alpha 0.5)", "isa_margin", {"alpha": 0.5}),
+    ("isa_prompt", "isa_prompt", {}),
 ]
 
 

@@ -86,7 +86,8 @@ GOLDEN_ISA = [2, 3, 4, 1, 0, 5, 47, 45]
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_same_seed_same_ranking_other_seed_may_differ(name):
     X = _blobs()
-    meta = {"margin": np.round(np.random.default_rng(1).random(300), 1)}
+    meta = {"margin": np.round(np.random.default_rng(1).random(300), 1),
+            "_prompt_group": (np.arange(300) % 50).astype(float)}
     a = make_method(name, random_state=7).fit(X, meta=meta, n_select=30).ranking_
     b = make_method(name, random_state=7).fit(X, meta=meta, n_select=30).ranking_
     assert np.array_equal(a, b)
@@ -188,3 +189,15 @@ def test_margin_blend_interpolates_between_isa_and_margin():
     assert np.array_equal(make_method("isa_margin", alpha=1.0).fit(X, meta=meta).ranking_, isa)
     assert np.array_equal(make_method("isa_margin", alpha=0.0).fit(X, meta=meta).ranking_,
                           margin)
+
+
+def test_prompt_round_robin_takes_one_pair_per_prompt_first():
+    X = _blobs(90)
+    prompts = np.repeat(np.arange(30), 3).astype(float)  # 30 prompts, 3 pairs each
+    m = make_method("isa_prompt").fit(X, meta={"_prompt_group": prompts})
+    assert len(set(prompts[m.ranking_[:30]])) == 30
+    isa = make_method("isa").fit(X).ranking_
+    first_of_each = [next(u for u in isa if prompts[u] == p) for p in range(30)]
+    assert set(m.ranking_[:30]) == set(first_of_each)
+    with pytest.raises(MethodInputError):
+        make_method("isa_prompt").fit(X)

@@ -91,6 +91,10 @@ def read_units(source: PreferenceFile, *, level: Level = "auto",
         for i, v in values.items():
             col[i] = v
         meta[name] = col[order]
+    # which units share a prompt (a numeric column, so methods can stratify by prompt)
+    prompt_ids: dict[str, int] = {}
+    meta["_prompt_group"] = np.asarray(
+        [prompt_ids.setdefault(records[i][4], len(prompt_ids)) for i in order], dtype=float)
     table = UnitTable(
         level=resolved, template=template,
         row_ids=[records[i][0] for i in order], sides=[records[i][1] for i in order],
