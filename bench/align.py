@@ -2,7 +2,7 @@
 (a) an ISA subset, (b) a random subset of the same size, (c) the full pool, each
 evaluated on held-out AlpacaEval pairs: preference accuracy, margin, seconds per step.
 
-    .venv/bin/python bench/align.py [--pool-pairs 12000] [--budget 0.05] [--steps 40]
+    .venv/bin/python bench/align.py [--pool-pairs 12000] [--budget 0.05] [--steps 15]
 
 The pool is the same seeded sample bench/quality.py uses, so its embeddings come from
 that run's cache when present.
@@ -39,9 +39,9 @@ def main() -> None:
     ap.add_argument("--pool-pairs", type=int, default=12000)
     ap.add_argument("--eval-pairs", type=int, default=100)
     ap.add_argument("--budget", type=float, default=0.05)
-    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--max-length", type=int, default=384)
+    ap.add_argument("--max-length", type=int, default=256)
     args = ap.parse_args()
     model = ModelRegistry().resolve("smollm2-135m")
     cache = DiskEmbeddingCache(OUT / "tmp" / "embeddings")

@@ -238,9 +238,16 @@ def validate(
     typer.echo(json.dumps(data.report.to_dict(), indent=2))
 
 
-def _pairs(path: Path, encoder: Any, progress: Any, on_invalid: str) -> Any:
-    return evaluation.load_pairs(PreferenceFile(path, on_invalid=on_invalid), encoder,  # type: ignore[arg-type]
-                                 progress=progress)
+def _train_and_heldout(pool_file: Path, eval_file: Path | None, enc: Any, progress: Any,
+                       on_invalid: str, eval_fraction: float) -> tuple[Any, Any, dict]:
+    """Embed the pool (and the named evaluation file) and split off the held-out pairs."""
+
+    def pairs(path: Path) -> Any:
+        return evaluation.load_pairs(PreferenceFile(path, on_invalid=on_invalid),  # type: ignore[arg-type]
+                                     enc, progress=progress)
+
+    return evaluation.holdout(pairs(pool_file), pairs(eval_file) if eval_file else None,
+                              eval_fraction=eval_fraction)
 
 
 @app.command()
@@ -266,9 +273,8 @@ def evaluate(
     try:
         enc = _encoder_factory(encoder, model, device, precision, None)()
         with _Bar(quiet) as progress:
-            pool = _pairs(input_, enc, progress, on_invalid)
-            held = _pairs(eval_file, enc, progress, on_invalid) if eval_file else None
-            train, test, split = evaluation.holdout(pool, held, eval_fraction=eval_fraction)
+            train, test, split = _train_and_heldout(input_, eval_file, enc, progress,
+                                                    on_invalid, eval_fraction)
             report = evaluation.evaluate_subset(train, test, method, _parse_params(param),
                                                 Budget.parse(budget), seeds=range(seeds))
     except EngineError as exc:
@@ -313,9 +319,8 @@ def curve(
     try:
         enc = _encoder_factory(encoder, model, device, precision, None)()
         with _Bar(quiet) as progress:
-            pool = _pairs(input_, enc, progress, on_invalid)
-            held = _pairs(eval_file, enc, progress, on_invalid) if eval_file else None
-            train, test, split = evaluation.holdout(pool, held, eval_fraction=eval_fraction)
+            train, test, split = _train_and_heldout(input_, eval_file, enc, progress,
+                                                    on_invalid, eval_fraction)
             report = evaluation.budget_curve(train, test, methods, grid=grid, seeds=seeds,
                                              share=share, progress=progress)
     except EngineError as exc:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
-from ..embed.models import DEFAULT_MODEL_CACHE, SMOLLM2, dequantize_gguf, packaged_gguf
+from ..embed.models import (
+    DEFAULT_MODEL_CACHE,
+    SMOLLM2,
+    dequantize_gguf,
+    packaged_gguf,
+    save_model_folder,
+)
 from ..errors import ConfigError
 
 TINY = "tiny-llama-random"
@@ -29,18 +32,7 @@ def build_tiny_llama(cache_dir: Path, *, seed: int = 0) -> Path:
                          max_position_embeddings=1024, tie_word_embeddings=True,
                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                          pad_token_id=tok.pad_token_id)
-    model = AutoModelForCausalLM.from_config(config)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=cache_dir))
-    try:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        os.replace(tmp, target)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (target / "config.json").is_file():
-            raise
-    return target
+    return save_model_folder(AutoModelForCausalLM.from_config(config), tok, target)
 
 
 class ModelRegistry:

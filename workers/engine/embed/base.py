@@ -87,7 +87,7 @@ class DiskEmbeddingCache(EmbeddingCache):
             path = self._file(encoder)
             if path.is_file():
                 with np.load(path) as npz:
-                    self._data[encoder] = dict(zip((bytes(k) for k in npz["keys"]),
+                    self._data[encoder] = dict(zip((k.tobytes() for k in npz["keys"]),
                                                    npz["vectors"], strict=True))
         return self._data[encoder]
 
@@ -103,7 +103,8 @@ class DiskEmbeddingCache(EmbeddingCache):
         self.folder.mkdir(parents=True, exist_ok=True)
         for encoder in self._dirty:
             data = self._data[encoder]
-            keys = np.array(list(data), dtype="S16")
+            # raw bytes as uint8 rows: numpy's "S" strings would drop trailing NULs
+            keys = np.frombuffer(b"".join(data), dtype=np.uint8).reshape(len(data), 16)
             vectors = np.stack(list(data.values())) if data else np.empty((0, 0), np.float32)
             tmp = self._file(encoder).with_suffix(".tmp.npz")
             np.savez(tmp, keys=keys, vectors=vectors)

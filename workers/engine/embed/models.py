@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from ..errors import EncoderError
 
@@ -64,10 +65,16 @@ def dequantize_gguf(gguf: Path, cache_dir: Path) -> Path:
     plain.config.quantization_config = None
     if hasattr(plain.config, "__dict__"):
         plain.config.__dict__.pop("quantization_config", None)
-    # Write beside the target and rename: a crash never leaves a half-written model.
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=cache_dir))
+    return save_model_folder(plain, tokenizer, target)
+
+
+def save_model_folder(model: Any, tokenizer: Any, target: Path) -> Path:
+    """Save beside ``target`` and rename: a crash never leaves a half-written model, and
+    two processes racing to build the same folder both end with a complete one."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
     try:
-        plain.save_pretrained(tmp)
+        model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         os.replace(tmp, target)
     except OSError:

@@ -29,6 +29,12 @@ def _first_item(groups: np.ndarray, n_units: int) -> np.ndarray:
 
 
 class _ISABased(SelectionMethod):
+    def __init__(self, covariance_type: str = "diag", pca_components: int | None = None,
+                 random_state: int = 0) -> None:
+        self.covariance_type = covariance_type
+        self.pca_components = pca_components
+        self.random_state = random_state
+
     def _isa(self, X: np.ndarray, groups: np.ndarray, n_units: int) -> ISA:
         isa = ISA(covariance_type=self.covariance_type, pca_components=self.pca_components,
                   random_state=self.random_state)
@@ -49,12 +55,6 @@ class ISAComponentStratified(_ISABased):
 
     name = "isa_component"
     summary = "ISA stratified by GMM component (proportional)"
-
-    def __init__(self, covariance_type: str = "diag", pca_components: int | None = None,
-                 random_state: int = 0) -> None:
-        self.covariance_type = covariance_type
-        self.pca_components = pca_components
-        self.random_state = random_state
 
     def _fit(self, X, groups, n_units, meta, n_select):  # type: ignore[no-untyped-def]
         isa = self._isa(X, groups, n_units)
@@ -193,12 +193,6 @@ class ISAPromptRoundRobin(_ISABased):
 
     name = "isa_prompt"
     summary = "ISA round-robin over prompts (best pair of each prompt first)"
-
-    def __init__(self, covariance_type: str = "diag", pca_components: int | None = None,
-                 random_state: int = 0) -> None:
-        self.covariance_type = covariance_type
-        self.pca_components = pca_components
-        self.random_state = random_state
 
     def _fit(self, X, groups, n_units, meta, n_select):  # type: ignore[no-untyped-def]
         from ..errors import MethodInputError
