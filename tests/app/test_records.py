@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 
@@ -10,7 +11,7 @@ import redis
 
 from app.core.records import IdempotencyKeys, JobStore
 
-REDIS_URL = "redis://127.0.0.1:6379/14"
+REDIS_URL = os.environ.get("ISA_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 
 
 @pytest.fixture()
