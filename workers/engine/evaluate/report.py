@@ -19,8 +19,9 @@ def plot_curve(report: dict[str, Any], path: str | Path, *, title: str | None = 
     grid = np.asarray(report["grid_percent"], dtype=float)
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
     xs = np.geomspace(max(grid.min() / 2, 0.1), grid.max(), 200)
+    palette = plt.get_cmap("tab10" if len(report["methods"]) <= 10 else "tab20")
     for i, m in enumerate(report["methods"]):
-        color = f"C{i}"
+        color = palette(i % palette.N)
         acc = np.asarray(m["accuracy"])
         ax.errorbar(grid, acc, yerr=m["ci_half_width"], fmt="o", color=color, capsize=3,
                     label=f"{m['method']}" + (f" ({m['seeds']} seeds)" if m["seeds"] > 1
