@@ -11,23 +11,20 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from app.core.celery_app import TASK_ALIGN, celery_app
-from app.core.records import TERMINAL, now
+from app.core.records import now
 from workers.engine import ConfigError
 from workers.engine.align import AlignConfig, ModelRegistry, run_alignment
 from workers.engine.align.train import plot_history
 from workers.tasks.context import WorkerContext, context
 from workers.tasks.datasets import open_dataset
-from workers.tasks.select import _fail, _stage, requeued_while_validating
+from workers.tasks.select import _fail, _stage, begin_job
 
 
 @celery_app.task(name=TASK_ALIGN)
 def align_job(job_id: str) -> None:
     ctx = context()
-    job = ctx.jobs.get(job_id)
-    if job is None or job["status"] in TERMINAL or requeued_while_validating(ctx, job,
-                                                                            align_job):
-        return
-    if not ctx.jobs.transition(job_id, "running", started_at=now())[0]:
+    job = begin_job(ctx, job_id, align_job)
+    if job is None:
         return
     try:
         _run(ctx, job)

@@ -9,24 +9,19 @@ from pathlib import Path
 from typing import Any
 
 from app.core.celery_app import TASK_EVALUATE, celery_app
-from app.core.records import TERMINAL, now
+from app.core.records import now
 from workers.engine import Budget, ConfigError
 from workers.engine.evaluate import runner
 from workers.engine.evaluate.report import plot_curve, plot_evaluation
 from workers.tasks.context import WorkerContext, context, get_encoder
 from workers.tasks.datasets import open_dataset
-from workers.tasks.select import _check_cancel, _guard, _stage, requeued_while_validating
+from workers.tasks.select import _check_cancel, _guard, _stage, begin_job
 
 
 @celery_app.task(name=TASK_EVALUATE)
 def evaluate_job(job_id: str) -> None:
     ctx = context()
-    job = ctx.jobs.get(job_id)
-    if job is None or job["status"] in TERMINAL or requeued_while_validating(ctx, job,
-                                                                            evaluate_job):
-        return
-    moved, _ = ctx.jobs.transition(job_id, "running", started_at=now())
-    if moved:
+    if begin_job(ctx, job_id, evaluate_job) is not None:
         _guard(ctx, job_id, _run)
 
 

@@ -93,6 +93,17 @@ class SelectPlan:
         return table
 
 
+def begin_job(ctx: WorkerContext, job_id: str, task: Any) -> dict[str, Any] | None:
+    """Claim a job for this task: None when it is gone, finished, cancelled, waiting for
+    its data set (re-sent shortly) or claimed by another delivery."""
+    job = ctx.jobs.get(job_id)
+    if job is None or job["status"] in TERMINAL or requeued_while_validating(ctx, job, task):
+        return None
+    if not ctx.jobs.transition(job_id, "running", started_at=now())[0]:
+        return None
+    return job
+
+
 def requeued_while_validating(ctx: WorkerContext, job: dict[str, Any], task: Any) -> bool:
     """If a data set the job reads is still being validated, send the task again shortly
     (rather than hold a worker slot) and say so."""
@@ -113,14 +124,8 @@ def _stage(ctx: WorkerContext, job_id: str, stage: str, done: int = 0, total: in
 @celery_app.task(name=TASK_SELECT)
 def select_job(job_id: str) -> None:
     ctx = context()
-    job = ctx.jobs.get(job_id)
-    if job is None or job["status"] in TERMINAL or requeued_while_validating(ctx, job,
-                                                                            select_job):
-        return
-    moved, _ = ctx.jobs.transition(job_id, "running", started_at=now())
-    if not moved:
-        return
-    _guard(ctx, job_id, _start)
+    if begin_job(ctx, job_id, select_job) is not None:
+        _guard(ctx, job_id, _start)
 
 
 def _start(ctx: WorkerContext, job_id: str) -> None:
