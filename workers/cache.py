@@ -59,6 +59,10 @@ class ScoreCache:
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()
                               ).hexdigest()[:32]
 
+    def has(self, key: str) -> bool:
+        artifact = self.r.get(f"{self.prefix}scorecache:{key}")
+        return artifact is not None and self.artifacts.exists(artifact)
+
     def get(self, key: str) -> dict[str, np.ndarray] | None:
         artifact = self.r.get(f"{self.prefix}scorecache:{key}")
         if artifact is None or not self.artifacts.exists(artifact):

@@ -136,17 +136,14 @@ def _start(ctx: WorkerContext, job_id: str) -> None:
     table = plan.units()
     ctx.metrics.observe_stage("reading", time.perf_counter() - t)
     plan.budget.size(len(table))  # a budget larger than the data fails now, not later
-    if ctx.scores.get(plan.score_key) is not None or not plan.method.needs_embeddings:
+    if not plan.method.needs_embeddings or ctx.scores.has(plan.score_key):
         _finish(ctx, job_id)
         return
     encoder = get_encoder(plan.encoder_config)
-    keys = list(dict.fromkeys(text_key(t) for t in table.texts))
+    distinct = dict(zip((text_key(t) for t in table.texts), table.texts, strict=True))
+    keys = list(distinct)
     cached = ctx.embeddings.get_many(encoder.name, keys)
-    todo: dict[bytes, str] = {}
-    for text in table.texts:
-        k = text_key(text)
-        if k not in cached and k not in todo:
-            todo[k] = text
+    todo = {k: t for k, t in distinct.items() if k not in cached}
     ctx.metrics.incr("embed_cache_hits", len(cached))
     ctx.metrics.incr("embed_cache_misses", len(todo))
     ctx.jobs.update(job_id, texts=len(table.texts), texts_unique=len(keys),

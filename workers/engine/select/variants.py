@@ -81,9 +81,7 @@ class ISAClusterStratified(_ISABased):
     def __init__(self, n_clusters: int = 20, covariance_type: str = "diag",
                  pca_components: int | None = None, random_state: int = 0) -> None:
         self.n_clusters = n_clusters
-        self.covariance_type = covariance_type
-        self.pca_components = pca_components
-        self.random_state = random_state
+        super().__init__(covariance_type, pca_components, random_state)
 
     def _fit(self, X, groups, n_units, meta, n_select):  # type: ignore[no-untyped-def]
         from sklearn.cluster import KMeans
@@ -115,9 +113,7 @@ class ISADedup(_ISABased):
     def __init__(self, threshold: float = 0.9, covariance_type: str = "diag",
                  pca_components: int | None = None, random_state: int = 0) -> None:
         self.threshold = threshold
-        self.covariance_type = covariance_type
-        self.pca_components = pca_components
-        self.random_state = random_state
+        super().__init__(covariance_type, pca_components, random_state)
 
     def _fit(self, X, groups, n_units, meta, n_select):  # type: ignore[no-untyped-def]
         isa = self._isa(X, groups, n_units)
@@ -163,9 +159,7 @@ class ISAMarginBlend(_ISABased):
                  random_state: int = 0) -> None:
         self.alpha = alpha
         self.column = column
-        self.covariance_type = covariance_type
-        self.pca_components = pca_components
-        self.random_state = random_state
+        super().__init__(covariance_type, pca_components, random_state)
 
     def _fit(self, X, groups, n_units, meta, n_select):  # type: ignore[no-untyped-def]
         if not 0 <= self.alpha <= 1:
