@@ -2,6 +2,8 @@ FROM python:3.11-slim
 WORKDIR /srv
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 COPY pyproject.toml README.md ./
+COPY isa ./isa
+COPY core ./core
 COPY app ./app
 COPY workers ./workers
 # torch pinned first (CPU wheels; a GPU image would install the CUDA build instead)

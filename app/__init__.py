@@ -1,2 +1,3 @@
-"""The FastAPI gateway (light: never imports torch). It arrives with the service issue;
-until then the engine is used through the library and the ``isa`` CLI."""
+"""The HTTP gateway (FastAPI): authenticates, validates against the job contract, streams
+uploads into the artifact store, writes records and enqueues tasks by name. Light: it
+never imports torch or model code."""

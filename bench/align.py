@@ -30,10 +30,10 @@ OUT = ROOT / "bench" / "results"
 def main() -> None:
     from quality import sample
 
-    from workers.engine import Budget, PreferenceFile, SentenceTransformerEncoder, make_method
-    from workers.engine.align import AlignConfig, ModelRegistry, run_alignment
-    from workers.engine.embed.base import DiskEmbeddingCache
-    from workers.engine.evaluate.runner import load_pairs
+    from isa import Budget, PreferenceFile, SentenceTransformerEncoder, make_method
+    from isa.align import AlignConfig, ModelRegistry, run_alignment
+    from isa.embed.base import DiskEmbeddingCache
+    from isa.evaluate.runner import load_pairs
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--pool-pairs", type=int, default=12000)

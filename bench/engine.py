@@ -42,9 +42,9 @@ def bench_encoder(pool: list[dict], n_pairs: int) -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from workers.engine import Budget, SentenceTransformerEncoder, embed_texts, make_method
-    from workers.engine.embed.templates import join_prompt
-    from workers.engine.select import apply_budget
+    from isa import Budget, SentenceTransformerEncoder, embed_texts, make_method
+    from isa.embed.templates import join_prompt
+    from isa.select import apply_budget
 
     rows = random.Random(0).sample(pool, n_pairs)
     texts = [join_prompt(r["prompt"], r[side]) for r in rows for side in ("chosen", "rejected")]
@@ -87,7 +87,7 @@ def bench_encoder(pool: list[dict], n_pairs: int) -> None:
 def bench_isa(skip_1m: bool) -> None:
     from sklearn.mixture import GaussianMixture
 
-    from workers.engine import make_method
+    from isa import make_method
 
     print("== ISA scoring, random 384-d embeddings, diag covariance, 2 components")
     sizes = [10_000, 100_000] + ([] if skip_1m else [1_000_000])
@@ -110,7 +110,7 @@ def bench_isa(skip_1m: bool) -> None:
 _INGEST_OURS = """
 import re, sys
 sys.path.insert(0, {root!r})
-from workers.engine.ingest.dataset import PreferenceFile
+from isa.ingest.dataset import PreferenceFile
 n = sum(1 for _ in PreferenceFile({path!r}))
 # VmHWM: this process's own peak RSS (ru_maxrss would carry the parent's over exec)
 print(n, int(re.search(r"VmHWM:\s+(\d+)", open("/proc/self/status").read()).group(1)) // 1024)

@@ -82,8 +82,8 @@ def table(report: dict, labels: list[str]) -> str:
 def what_they_pick(pool, labels: list[str], budget: float = 0.05) -> str:  # noqa: ANN001
     """What each method's subset looks like next to the pool: prompt coverage, mixture
     component shares, near-duplicates, distance from the centre, margin, length."""
-    from workers.engine import make_method
-    from workers.engine.select.base import unit_features
+    from isa import make_method
+    from isa.select.base import unit_features
 
     t = pool.table
     n = len(t)
@@ -122,10 +122,10 @@ def what_they_pick(pool, labels: list[str], budget: float = 0.05) -> str:  # noq
 
 
 def main() -> None:
-    from workers.engine import PreferenceFile, SentenceTransformerEncoder
-    from workers.engine.embed.base import DiskEmbeddingCache
-    from workers.engine.evaluate.report import plot_curve
-    from workers.engine.evaluate.runner import budget_curve, holdout, load_pairs
+    from isa import PreferenceFile, SentenceTransformerEncoder
+    from isa.embed.base import DiskEmbeddingCache
+    from isa.evaluate.report import plot_curve
+    from isa.evaluate.runner import budget_curve, holdout, load_pairs
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--pool-pairs", type=int, default=12000)

@@ -49,7 +49,7 @@ def make_data(path: Path, n: int) -> None:
 
 
 def library_run(path: Path, out: Path) -> float:
-    from workers.engine import (
+    from isa import (
         Budget,
         PreferenceFile,
         SentenceTransformerEncoder,

@@ -44,6 +44,6 @@ def alpaca_rows() -> list[dict]:
 @pytest.fixture(scope="session")
 def sentence_encoder():
     """The real packaged all-MiniLM-L6-v2, loaded once per test session."""
-    from workers.engine import SentenceTransformerEncoder
+    from isa import SentenceTransformerEncoder
 
     return SentenceTransformerEncoder(batch_size=32)

@@ -1,25 +1,23 @@
-"""Caches shared by every worker through Redis.
+"""Caches shared by every worker through Redis and the artifact store.
 
 - ``RedisEmbeddingCache``: content-addressed embeddings, key (encoder name, text hash) →
   float32 bytes. A second job on the same data set embeds nothing; a data set that
   overlaps an old one embeds only its new texts.
-- ``ScoreCache``: a method's fitted scores for (data set hash, options, method, params,
-  encoder, template, level), kept as an ``.npz`` artifact, indexed in Redis.
+- ``ArtifactScoreCache``: a method's fitted state (``SelectionMethod.state_dict()``) as an
+  ``.npz`` artifact, indexed in Redis by the plan's score key.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import redis
 
-from app.core.artifacts import ArtifactStore
-from workers.engine.embed.base import EmbeddingCache
+from core.artifacts import ArtifactStore, Keys
+from isa.embed.base import EmbeddingCache
+from isa.pipeline import ScoreCache
 
 
 class RedisEmbeddingCache(EmbeddingCache):
@@ -50,30 +48,24 @@ class RedisEmbeddingCache(EmbeddingCache):
         pipe.execute()
 
 
-class ScoreCache:
+class ArtifactScoreCache(ScoreCache):
     def __init__(self, client: redis.Redis, artifacts: ArtifactStore, prefix: str) -> None:
         self.r, self.artifacts, self.prefix = client, artifacts, prefix
 
-    @staticmethod
-    def key(parts: dict[str, Any]) -> str:
-        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()
-                              ).hexdigest()[:32]
-
-    def has(self, key: str) -> bool:
-        artifact = self.r.get(f"{self.prefix}scorecache:{key}")
-        return artifact is not None and self.artifacts.exists(artifact)
+    def _index(self, key: str) -> str:
+        return f"{self.prefix}scorecache:{key}"
 
     def get(self, key: str) -> dict[str, np.ndarray] | None:
-        artifact = self.r.get(f"{self.prefix}scorecache:{key}")
+        artifact = self.r.get(self._index(key))
         if artifact is None or not self.artifacts.exists(artifact):
             return None
         with self.artifacts.open_read(artifact) as fh, np.load(io.BytesIO(fh.read())) as npz:
             return {k: npz[k] for k in npz.files}
 
-    def put(self, key: str, arrays: dict[str, np.ndarray]) -> None:
-        artifact = f"score-cache/{key}.npz"
+    def put(self, key: str, state: dict[str, np.ndarray]) -> None:
+        artifact = Keys.score_state(key)
         buf = io.BytesIO()
-        np.savez(buf, **arrays)
+        np.savez(buf, **state)
         with self.artifacts.open_write(artifact) as fh:
             fh.write(buf.getvalue())
-        self.r.set(f"{self.prefix}scorecache:{key}", artifact)
+        self.r.set(self._index(key), artifact)

@@ -1,6 +1,6 @@
 """Celery entry point for workers: ``celery -A workers.worker worker -Q cpu``."""
 
-from app.core.celery_app import celery_app
+from core.celery_app import celery_app
 from workers.tasks import align, datasets, evaluate, select  # noqa: F401  (registers tasks)
 
 __all__ = ["celery_app"]

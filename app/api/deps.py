@@ -11,9 +11,9 @@ import redis.asyncio as aioredis
 from fastapi import Depends, Header
 
 from app.api.errors import ApiError
-from app.core.artifacts import ArtifactStore
-from app.core.records import AsyncJobReader, DatasetStore, IdempotencyKeys, JobStore, Metrics
-from app.core.settings import Settings, get_settings
+from core.artifacts import ArtifactStore
+from core.records import AsyncJobReader, DatasetStore, IdempotencyKeys, JobStore, Metrics
+from core.settings import Settings, get_settings
 
 
 @cache

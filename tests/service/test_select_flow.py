@@ -141,7 +141,7 @@ def test_an_overlapping_data_set_embeds_only_its_new_texts(service, tmp_path):
                                      ).json()["id"])
     assert job["status"] == "succeeded", job
     emb = job["result"]["embedding"]
-    from workers.engine.embed.templates import join_prompt
+    from isa.embed.templates import join_prompt
     old = {join_prompt(r["prompt"], r[s]) for r in rows[:60] for s in ("chosen", "rejected")}
     new = {join_prompt(r["prompt"], r[s]) for r in rows[60:80] for s in ("chosen", "rejected")}
     assert emb["newly_embedded"] == len(new - old) > 0

@@ -6,76 +6,56 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
 
-from app.core.celery_app import TASK_EVALUATE, celery_app
-from app.core.records import now
-from workers.engine import Budget, ConfigError
-from workers.engine.evaluate import runner
-from workers.engine.evaluate.report import plot_curve, plot_evaluation
-from workers.tasks.context import WorkerContext, context, get_encoder
-from workers.tasks.datasets import open_dataset
-from workers.tasks.select import _check_cancel, _guard, _stage, begin_job
+from core.artifacts import REPORT_FORMATS
+from core.celery_app import TASK_EVALUATE, celery_app
+from core.contract import CurveJob, EvaluateJob
+from isa.embed.base import Encoder
+from isa.evaluate import runner
+from isa.evaluate.report import plot_curve, plot_evaluation
+from workers.lifecycle import JobRun, run_claimed
 
 
 @celery_app.task(name=TASK_EVALUATE)
 def evaluate_job(job_id: str) -> None:
-    ctx = context()
-    if begin_job(ctx, job_id, evaluate_job) is not None:
-        _guard(ctx, job_id, _run)
+    run_claimed(job_id, evaluate_job, _evaluate)
 
 
-def _pairs(ctx: WorkerContext, job: dict[str, Any], dataset_id: str, encoder: Any,
-           progress: Any) -> runner.PairSet:
-    ds = ctx.datasets.get(dataset_id, job["tenant"])
-    if ds is None or ds["status"] != "ready":
-        raise ConfigError(f"data set {dataset_id!r} is missing or not ready",
-                          code="dataset_not_ready")
-    return runner.load_pairs(open_dataset(ds), encoder, cache=ctx.embeddings,
-                             progress=progress)
+def _pairs(job: JobRun, dataset_id: str, encoder: Encoder) -> runner.PairSet:
+    data = job.open(job.dataset(dataset_id))
+    return runner.load_pairs(data, encoder, cache=job.ctx.embeddings, progress=job.progress)
 
 
-def _run(ctx: WorkerContext, job_id: str) -> None:
-    job = ctx.jobs.get(job_id)
-    req = job["request"]  # type: ignore[index]
-    encoder = get_encoder(req.get("encoder") or {"name": "sentence"})
-
-    def progress(stage: str, done: int, total: int) -> None:
-        _check_cancel(ctx, job_id)
-        _stage(ctx, job_id, stage, done, total)
-
-    pool = _pairs(ctx, job, req["dataset_id"], encoder, progress)  # type: ignore[arg-type]
-    held = (_pairs(ctx, job, req["eval_dataset_id"], encoder, progress)  # type: ignore[arg-type]
-            if req.get("eval_dataset_id") else None)
-    train, test, split = runner.holdout(pool, held, eval_fraction=req.get("eval_fraction", 0.2),
-                                        seed=req.get("seed", 0))
-    _stage(ctx, job_id, "evaluating", 0, 0)
-    if req["type"] == "evaluate":
-        report = runner.evaluate_subset(
-            train, test, req["method"], req.get("params") or {},
-            Budget(**{k: v for k, v in req["budget"].items() if v is not None}),
-            seeds=range(req.get("seeds") or 1))
+def _evaluate(job: JobRun) -> None:
+    req: EvaluateJob | CurveJob = job.request
+    encoder = job.ctx.encoder(req.encoder)
+    pool = _pairs(job, req.dataset_id, encoder)
+    held = _pairs(job, req.eval_dataset_id, encoder) if req.eval_dataset_id else None
+    train, test, split = runner.holdout(pool, held, eval_fraction=req.eval_fraction,
+                                        seed=req.seed)
+    job.stage("evaluating")
+    if isinstance(req, EvaluateJob):
+        report = runner.evaluate_subset(train, test, req.method, req.params, req.budget,
+                                        seeds=range(req.seeds or 1))
         plot = plot_evaluation
         summary = {"accuracy": report["subset"]["accuracy"],
                    "full_accuracy": report["full"]["accuracy"], "pairs": report["pairs"]}
     else:
-        methods = [(m["method"], m.get("params") or {}) for m in req["methods"]]
-        report = runner.budget_curve(train, test, methods, grid=req["budgets_percent"],
-                                     seeds=req.get("seeds") or 5, share=req.get("share", 0.95),
-                                     progress=progress)
+        report = runner.budget_curve(train, test, [(m.method, m.params) for m in req.methods],
+                                     grid=req.budgets_percent, seeds=req.seeds or 5,
+                                     share=req.share, progress=job.progress)
         plot = plot_curve
         summary = {"recommended_budget_percent": {
             m["method"]: m.get("recommended_budget_percent") for m in report["methods"]},
             "full_accuracy": report["full"]["accuracy"]}
     report |= {"split": split, "encoder": encoder.name, "eval_pairs": len(test.table),
                "pool_pairs": len(train.table)}
-    _check_cancel(ctx, job_id)
-    _stage(ctx, job_id, "writing", 0, 2)
-    with tempfile.TemporaryDirectory(dir=ctx.settings.data_dir) as tmp:
-        (Path(tmp) / "report.json").write_text(json.dumps(report, indent=1))
-        plot(report, Path(tmp) / "plot.png")
-        for name in ("report.json", "plot.png"):
-            ctx.artifacts.put_file(Path(tmp) / name, f"jobs/{job_id}/{name}")
-    ctx.jobs.transition(job_id, "succeeded", finished_at=now(), stage="done",
-                        result={**summary, "files": {"json": "report.json",
-                                                      "png": "plot.png"}})
+    job.check_cancel()
+    json_file, png_file = REPORT_FORMATS
+    job.stage("writing", 0, 2)
+    with tempfile.TemporaryDirectory(dir=job.ctx.settings.data_dir) as tmp:
+        (Path(tmp) / json_file.filename).write_text(json.dumps(report, indent=1))
+        plot(report, Path(tmp) / png_file.filename)
+        for f in REPORT_FORMATS:
+            job.put_file(Path(tmp) / f.filename)
+    job.succeed({**summary, "files": {f.name: f.filename for f in REPORT_FORMATS}})

@@ -10,9 +10,11 @@ from fastapi import APIRouter, Form, Query, Request, UploadFile, status
 
 from app.api.deps import Artifacts, CurrentTenant, Datasets, SettingsDep
 from app.api.errors import ApiError, not_found
-from app.api.schemas import DatasetOptions, DatasetPublic, DatasetRows, DatasetsPublic
-from app.core.celery_app import TASK_VALIDATE, celery_app
-from app.core.records import new_id
+from app.api.schemas import DatasetPublic, DatasetRows, DatasetsPublic
+from core.artifacts import Keys
+from core.celery_app import TASK_VALIDATE, celery_app
+from core.contract import DatasetOptions, open_dataset
+from core.records import new_id
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 _CHUNK = 1 << 20
@@ -45,7 +47,7 @@ async def upload_dataset(
         raise ApiError(422, "invalid_options", f"invalid upload options: {exc}") from exc
     dataset_id = new_id("ds")
     suffix = "".join(s for s in _suffixes(file.filename or "") if s)
-    artifact = f"datasets/{dataset_id}/data{suffix}"
+    artifact = Keys.upload(dataset_id, suffix)
     digest, size = hashlib.sha256(), 0
     try:
         with artifacts.open_write(artifact) as out:
@@ -99,18 +101,13 @@ def preview_rows(dataset_id: str, tenant: CurrentTenant, datasets: Datasets,
                  artifacts: Artifacts, offset: Annotated[int, Query(ge=0)] = 0,
                  limit: Annotated[int, Query(ge=1, le=200)] = 20) -> DatasetRows:
     """Normalised rows (row_id, prompt, chosen/rejected or completion/label, extra)."""
-    from workers.engine.ingest.dataset import PreferenceFile
-
     doc = datasets.get(dataset_id, tenant)
     if doc is None:
         raise not_found("dataset", dataset_id)
     if doc["status"] != "ready":
         raise ApiError(409, "dataset_not_ready", f"the data set is {doc['status']}",
                        status=doc["status"])
-    opts = doc["options"]
-    data = PreferenceFile(artifacts.local_path(doc["artifact"]), file_format=opts["format"],
-                          shape=opts["shape"], column_map=opts["column_map"],
-                          id_field=opts["id_field"], on_invalid=opts["on_invalid"])
+    data = open_dataset(doc, artifacts)
     rows: list[dict[str, Any]] = []
     for i, ex in enumerate(data):
         if i < offset:
@@ -131,4 +128,4 @@ def delete_dataset(dataset_id: str, tenant: CurrentTenant, datasets: Datasets,
     if doc is None:
         raise not_found("dataset", dataset_id)
     datasets.delete(dataset_id, tenant)
-    artifacts.delete_prefix(f"datasets/{dataset_id}")
+    artifacts.delete_prefix(Keys.dataset(dataset_id))

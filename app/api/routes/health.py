@@ -8,8 +8,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily
 
 from app.api.deps import Datasets, Jobs, MetricsStore, RedisDep
-from app.core.celery_app import celery_app
 from app.metrics import REGISTRY
+from core.celery_app import celery_app
 
 router = APIRouter(tags=["health"])
 

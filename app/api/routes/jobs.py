@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response, status
@@ -17,26 +18,15 @@ from app.api.deps import (
     SettingsDep,
 )
 from app.api.errors import ApiError, not_found
-from app.api.schemas import JobCreate, JobPublic, JobsPublic, Progress
-from app.core.artifacts import ArtifactStore
-from app.core.celery_app import (
-    TASK_ALIGN,
-    TASK_EVALUATE,
-    TASK_SELECT,
-    celery_app,
-    gpu_queue_served,
-)
-from app.core.records import TERMINAL, new_id, now
+from app.api.schemas import JobPublic, JobsPublic, Progress
+from core.artifacts import SCORES, ArtifactStore, Keys, ResultFormat, result_format
+from core.celery_app import TASK_FOR_JOB_TYPE, celery_app, gpu_queue_served
+from core.contract import AlignJob, JobRequest, check_methods
+from core.records import TERMINAL, new_id, now
+from isa.align.models import ModelRegistry
+from isa.errors import ConfigError
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-
-RESULT_FORMATS = {"json": ("application/json", "json"), "png": ("image/png", "png"),
-                  "archive": ("application/zip", "zip"),
-                  "jsonl": ("application/x-ndjson", "jsonl"),
-                  "parquet": ("application/vnd.apache.parquet", "parquet"),
-                  "trl": ("application/x-ndjson", "jsonl"),
-                  "kto": ("application/x-ndjson", "jsonl"),
-                  "openai": ("application/x-ndjson", "jsonl")}
 
 
 def _public(doc: dict[str, Any]) -> JobPublic:
@@ -57,14 +47,12 @@ def _public(doc: dict[str, Any]) -> JobPublic:
 
 @router.post("", response_model=JobPublic, status_code=status.HTTP_201_CREATED,
              responses={200: {"description": "an Idempotency-Key replay"}})
-def create_job(body: JobCreate, response: Response, tenant: CurrentTenant, jobs: Jobs,
+def create_job(body: JobRequest, response: Response, tenant: CurrentTenant, jobs: Jobs,
                datasets: Datasets, idem: Idempotency, settings: SettingsDep,
                idempotency_key: Annotated[str | None, Header(max_length=255)] = None
                ) -> JobPublic:
     """Start a job. With an ``Idempotency-Key`` header, repeating the same request returns
     the same job (for 24 h); the same key with another body answers 422."""
-    from workers.engine.select import METHODS  # registry only; no model is loaded
-
     request = body.model_dump()
     job_id = new_id("job")
     if idempotency_key is not None:
@@ -78,19 +66,13 @@ def create_job(body: JobCreate, response: Response, tenant: CurrentTenant, jobs:
             if existing is not None:
                 response.status_code = status.HTTP_200_OK
                 return _public(existing)
-    specs = ([(m.method, m.params) for m in body.methods] if body.type == "curve"
-             else [] if body.type == "align" else [(body.method, body.params)])
-    for name, params in specs:
-        if name not in METHODS:
-            raise ApiError(422, "unknown_method", f"unknown method {name!r}; available: "
-                           f"{', '.join(sorted(METHODS))}")
-        try:
-            METHODS[name](**params)
-        except TypeError as exc:
-            raise ApiError(422, "invalid_parameters", f"method {name!r}: {exc}") from exc
-    if body.type == "align":
+    try:
+        check_methods(body)
+    except ConfigError as exc:
+        raise ApiError(422, exc.code, exc.message) from exc
+    if isinstance(body, AlignJob):
         _check_align(body, tenant, jobs, settings)
-    for dataset_id in (body.dataset_id, body.eval_dataset_id):
+    for dataset_id in (getattr(body, "dataset_id", None), getattr(body, "eval_dataset_id", None)):
         if dataset_id is None:
             continue
         ds = datasets.get(dataset_id, tenant)
@@ -105,16 +87,13 @@ def create_job(body: JobCreate, response: Response, tenant: CurrentTenant, jobs:
     queue = body.queue or settings.default_queue
     if body.type == "align" and body.queue is None:
         queue = settings.align_queue or ("gpu" if gpu_queue_served() else "cpu")
-    task = {"select": TASK_SELECT, "align": TASK_ALIGN}.get(body.type, TASK_EVALUATE)
     jobs.update(job_id, queue=queue)
-    celery_app.send_task(task, args=(job_id,), queue=queue)
+    celery_app.send_task(TASK_FOR_JOB_TYPE[body.type], args=(job_id,), queue=queue)
     return _public(jobs.get(job_id))  # type: ignore[arg-type]
 
 
-def _check_align(body: JobCreate, tenant: str, jobs: Jobs, settings: SettingsDep) -> None:
-    from workers.engine.align.models import ModelRegistry  # names only; nothing is loaded
-
-    names = ModelRegistry(settings.model_registry).names()
+def _check_align(body: AlignJob, tenant: str, jobs: Jobs, settings: SettingsDep) -> None:
+    names = ModelRegistry(settings.model_registry).names()  # names only; nothing is loaded
     if body.align.base_model not in names:
         raise ApiError(422, "unknown_model", f"unknown base model {body.align.base_model!r}; "
                        f"available: {', '.join(names)}")
@@ -162,13 +141,17 @@ def cancel_job(job_id: str, tenant: CurrentTenant, jobs: Jobs) -> JobPublic:
     return _public(jobs.get(job_id))  # type: ignore[arg-type]
 
 
-def _stream(artifacts: ArtifactStore, key: str, media: str, filename: str) -> StreamingResponse:
+def _stream(artifacts: ArtifactStore, job_id: str, fmt: ResultFormat,
+            name: str) -> StreamingResponse:
+    key = Keys.job_file(job_id, fmt.filename)
+    filename = name + "".join(Path(fmt.filename).suffixes)
+
     def chunks():  # noqa: ANN202
         with artifacts.open_read(key) as fh:
             while block := fh.read(1 << 20):
                 yield block
 
-    return StreamingResponse(chunks(), media_type=media, headers={
+    return StreamingResponse(chunks(), media_type=fmt.media_type, headers={
         "Content-Disposition": f'attachment; filename="{filename}"',
         "Content-Length": str(artifacts.size(key))})
 
@@ -195,20 +178,20 @@ def job_result(job_id: str, tenant: CurrentTenant, jobs: Jobs, artifacts: Artifa
     job's report: ``json`` or ``png``. An align job: ``json`` (metrics), ``png`` (training
     curves) or ``archive`` (the model or LoRA adapter folder as a zip)."""
     doc = _finished(jobs, job_id, tenant)
-    format = format or ("jsonl" if doc["type"] == "select" else "json")
+    name = format or ("jsonl" if doc["type"] == "select" else "json")
     files = doc["result"]["files"]
-    if format not in files:
-        raise ApiError(422, "format_unavailable", f"format {format!r} does not apply to this "
-                       f"job's subset; available: {', '.join(k for k in files if k != 'scores')}")
-    media, ext = RESULT_FORMATS[format]
-    return _stream(artifacts, f"jobs/{job_id}/{files[format]}", media,
-                   f"{job_id}-{format}.{ext}")
+    fmt = result_format(doc["type"], name)
+    if fmt is None or name not in files or fmt == SCORES:
+        raise ApiError(422, "format_unavailable", f"format {name!r} does not apply to this "
+                       f"job; available: {', '.join(k for k in files if k != SCORES.name)}")
+    return _stream(artifacts, job_id, fmt, f"{job_id}-{name}")
 
 
 @router.get("/{job_id}/scores", response_class=StreamingResponse)
 def job_scores(job_id: str, tenant: CurrentTenant, jobs: Jobs,
                artifacts: Artifacts) -> StreamingResponse:
     """Per-row scores as Parquet: row_id, score, rank, selected and method details."""
-    _finished(jobs, job_id, tenant)
-    return _stream(artifacts, f"jobs/{job_id}/scores.parquet",
-                   "application/vnd.apache.parquet", f"{job_id}-scores.parquet")
+    doc = _finished(jobs, job_id, tenant)
+    if SCORES.name not in doc["result"].get("files", {}):
+        raise ApiError(422, "format_unavailable", f"a {doc['type']} job has no per-row scores")
+    return _stream(artifacts, job_id, SCORES, f"{job_id}-scores")

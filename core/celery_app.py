@@ -1,0 +1,63 @@
+"""The Celery application, shared by the gateway (which only *sends* tasks, by name) and
+the workers (which import the task modules)."""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from .settings import get_settings
+
+TASK_VALIDATE = "isa.validate_dataset"
+TASK_SELECT = "isa.select"
+TASK_EMBED_CHUNK = "isa.embed_chunk"
+TASK_FINISH_SELECT = "isa.finish_select"
+TASK_EVALUATE = "isa.evaluate"  # evaluate and curve jobs
+TASK_ALIGN = "isa.align"
+
+#: the first task of each job type
+TASK_FOR_JOB_TYPE = {"select": TASK_SELECT, "evaluate": TASK_EVALUATE, "curve": TASK_EVALUATE,
+                     "align": TASK_ALIGN}
+
+
+def make_celery() -> Celery:
+    s = get_settings()
+    app = Celery("isa", broker=s.redis_url, backend=s.redis_url)
+    transport = {"visibility_timeout": s.visibility_timeout_s}
+    app.conf.update(
+        task_acks_late=True,  # a task is acknowledged when done: a killed worker's task
+        task_reject_on_worker_lost=True,  # ... is redelivered to another worker
+        worker_prefetch_multiplier=1,  # long tasks: don't hoard messages
+        broker_transport_options=transport,
+        result_backend_transport_options=transport,
+        task_default_queue=s.default_queue,
+        task_queues=(Queue("cpu"), Queue("gpu")),
+        task_serializer="json",
+        accept_content=["json"],
+        result_expires=24 * 3600,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        task_track_started=False,
+    )
+    return app
+
+
+celery_app = make_celery()
+
+_gpu_seen: dict[str, float] = {}
+
+
+def gpu_queue_served(max_age_s: float = 30.0) -> bool:
+    """Whether any live worker consumes the ``gpu`` queue (asked at most every 30 s)."""
+    import time
+
+    now = time.monotonic()
+    if now - _gpu_seen.get("at", -1e9) > max_age_s:
+        try:
+            queues = celery_app.control.inspect(timeout=1.0).active_queues() or {}
+        except Exception:  # noqa: BLE001 - no answer means no GPU worker known
+            queues = {}
+        _gpu_seen["served"] = float(any(q.get("name") == "gpu" for qs in queues.values()
+                                        for q in qs))
+        _gpu_seen["at"] = now
+    return bool(_gpu_seen["served"])

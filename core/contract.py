@@ -1,0 +1,173 @@
+"""The typed job contract: what a client may ask for, validated once by the gateway (which
+also publishes it as OpenAPI) and parsed again by the workers, which read typed fields
+instead of indexing dicts.
+
+One model per job type under a discriminated union on ``type``. Budgets and alignment
+settings are the library's own classes (``isa.Budget``, ``isa.align.AlignConfig``), so
+their rules are written once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+
+from core.artifacts import ArtifactStore
+from isa.align.train import AlignConfig
+from isa.embed.factory import ENCODERS
+from isa.ingest.dataset import PreferenceFile
+from isa.select import Budget, make_method
+
+Level = Literal["auto", "pair", "item"]
+Template = Literal["prompt_completion", "completion", "prompt", "pair"]
+Queue = Literal["cpu", "gpu"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetOptions(_Strict):
+    """How an uploaded file is read (the ``PreferenceFile`` options)."""
+
+    format: str | None = None
+    shape: str | None = None
+    column_map: dict[str, str] | None = None
+    id_field: str | None = None
+    on_invalid: Literal["fail", "skip"] = "fail"
+
+    def open(self, path: Path, *, max_rows: int | None = None) -> PreferenceFile:
+        """The library's view of the uploaded file read with these options."""
+        return PreferenceFile(path, file_format=self.format, shape=self.shape,  # type: ignore[arg-type]
+                              column_map=self.column_map, id_field=self.id_field,
+                              on_invalid=self.on_invalid, max_rows=max_rows)
+
+
+def open_dataset(record: dict[str, Any], artifacts: ArtifactStore, *,
+                 max_rows: int | None = None) -> PreferenceFile:
+    """A data set record's file, read with the options it was uploaded with."""
+    return DatasetOptions.model_validate(record["options"]).open(
+        artifacts.local_path(record["artifact"]), max_rows=max_rows)
+
+
+class EncoderSpec(_Strict):
+    """Which encoder embeds the texts (see ``isa.embed.make_encoder``)."""
+
+    name: Literal[ENCODERS] = "sentence"  # type: ignore[valid-type]
+    model: str | None = None
+    precision: Literal["auto", "float32", "bfloat16", "float16"] | None = None
+    max_seq_length: int | None = Field(default=None, ge=8, le=8192)
+    batch_size: int | None = Field(default=None, ge=1, le=1024)
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments of ``make_encoder``."""
+        return self.model_dump(exclude_none=True)
+
+
+class MethodSpec(_Strict):
+    """A selection method by its registered name, with its parameters."""
+
+    method: str = "isa"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    def check(self) -> None:
+        """Raise ``ConfigError`` (``unknown_method``, ``invalid_parameters``) unless the
+        registry knows the method and its parameters."""
+        make_method(self.method, **self.params)
+
+
+class _JobBase(_Strict):
+    queue: Queue | None = None
+
+
+class _OnDataset(_JobBase):
+    dataset_id: str
+    encoder: EncoderSpec = Field(default_factory=EncoderSpec)
+    seed: int = 0
+
+
+class SelectJob(_OnDataset, MethodSpec):
+    """A subset of a data set, chosen by ``method`` within ``budget``."""
+
+    type: Literal["select"]
+    budget: Budget
+    level: Level = "auto"
+    template: Template = "prompt_completion"
+
+    def method_specs(self) -> list[MethodSpec]:
+        return [MethodSpec(method=self.method, params=self.params)]
+
+
+class _Evaluation(_OnDataset):
+    #: held-out pairs: a data set of their own, or (None) a split of the pool by prompt
+    eval_dataset_id: str | None = None
+    eval_fraction: float = Field(default=0.2, gt=0, lt=1)
+
+
+class EvaluateJob(_Evaluation, MethodSpec):
+    """The proxy probe trained on a method's subset vs. on the whole pool."""
+
+    type: Literal["evaluate"]
+    budget: Budget
+    seeds: int | None = Field(default=None, ge=1, le=20)
+
+    def method_specs(self) -> list[MethodSpec]:
+        return [MethodSpec(method=self.method, params=self.params)]
+
+
+class CurveJob(_Evaluation):
+    """Probe accuracy over a grid of budgets for several methods, with the plateau fit."""
+
+    type: Literal["curve"]
+    methods: list[MethodSpec] = Field(
+        default_factory=lambda: [MethodSpec(method="isa"), MethodSpec(method="random")],
+        min_length=1, max_length=20)
+    budgets_percent: list[Annotated[float, Field(gt=0, le=100)]] = Field(
+        default_factory=lambda: [1, 2, 3.5, 5, 10, 25, 50, 100], min_length=3, max_length=30)
+    seeds: int | None = Field(default=None, ge=1, le=20)
+    share: float = Field(default=0.95, gt=0, lt=1)
+
+    def method_specs(self) -> list[MethodSpec]:
+        return self.methods
+
+
+class AlignJob(_JobBase):
+    """DPO or KTO with TRL on a data set, or on a finished select job's subset."""
+
+    type: Literal["align"]
+    dataset_id: str | None = None
+    select_job_id: str | None = None
+    eval_dataset_id: str | None = None
+    align: AlignConfig = Field(default_factory=AlignConfig)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AlignJob:
+        if (self.dataset_id is None) == (self.select_job_id is None):
+            raise ValueError("give exactly one of dataset_id and select_job_id")
+        return self
+
+    def method_specs(self) -> list[MethodSpec]:
+        return []
+
+
+JobRequest = Annotated[SelectJob | EvaluateJob | CurveJob | AlignJob,
+                       Field(discriminator="type")]
+_REQUEST: TypeAdapter[SelectJob | EvaluateJob | CurveJob | AlignJob] = TypeAdapter(JobRequest)
+
+
+def parse_job_request(data: dict[str, Any]) -> SelectJob | EvaluateJob | CurveJob | AlignJob:
+    """A stored request (``model_dump`` of a validated one) as its typed model."""
+    return _REQUEST.validate_python(data)
+
+
+def check_methods(request: SelectJob | EvaluateJob | CurveJob | AlignJob) -> None:
+    """Every method a request names exists and takes the parameters given."""
+    for spec in request.method_specs():
+        spec.check()
+
+
+__all__ = ["AlignJob", "CurveJob", "DatasetOptions", "EncoderSpec",
+           "EvaluateJob", "JobRequest", "MethodSpec", "SelectJob", "check_methods",
+           "open_dataset", "parse_job_request"]

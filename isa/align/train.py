@@ -1,0 +1,257 @@
+"""DPO / KTO training with TRL on a subset, on CPU or GPU, with LoRA (peft) or full
+fine-tuning."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+
+from ..embed.device import resolve_device
+from ..errors import ConfigError
+from ..ingest.records import Example, render_text
+
+ProgressFn = Callable[[int, int, float | None], None]  # (step, total steps, latest loss)
+
+
+@pydantic_dataclass(config=ConfigDict(extra="forbid"))
+class AlignConfig:
+    """Settings of an alignment run (TRL's defaults where they fit CPU work). Validated on
+    construction; the service's job contract embeds this class as it is."""
+
+    method: Literal["dpo", "kto"] = "dpo"  # "kto": a pair becomes two items
+    #: a name in the server's model registry (the library takes a folder in run_alignment)
+    base_model: str = "smollm2-135m"
+    beta: float = Field(default=0.1, gt=0, le=10)
+    learning_rate: float = Field(default=1e-4, gt=0, le=1)
+    epochs: float = Field(default=1.0, gt=0, le=100)
+    max_steps: int | None = Field(default=None, ge=1, le=1_000_000)  # overrides epochs
+    batch_size: int = Field(default=4, ge=1, le=512)
+    grad_accum: int = Field(default=1, ge=1, le=512)
+    max_length: int = Field(default=512, ge=16, le=32768)
+    seed: int = 0
+    lora: bool = True
+    lora_r: int = Field(default=16, ge=1, le=1024)
+    lora_alpha: int = Field(default=32, ge=1, le=4096)
+    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], max_length=32)
+    logging_steps: int = Field(default=1, ge=1)
+    #: held-out pairs the trained policy is scored on (when an evaluation set is given)
+    eval_pairs: int = Field(default=200, ge=1, le=100_000)
+
+
+@dataclass
+class AlignResult:
+    steps: int
+    stopped_early: bool
+    seconds: float
+    seconds_per_step: float
+    history: list[dict[str, Any]]
+    evaluation: dict[str, Any] | None
+    model_dir: Path
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["model_dir"] = str(self.model_dir)
+        return d
+
+
+def dpo_rows(examples: Sequence[Example]) -> list[dict[str, str]]:
+    rows = []
+    for e in examples:
+        if e.kind != "pair":
+            raise ConfigError("DPO needs paired data; use method 'kto' for unpaired items",
+                              code="invalid_parameters")
+        rows.append({"prompt": render_text(e.prompt), "chosen": render_text(e.chosen or ""),
+                     "rejected": render_text(e.rejected or "")})
+    return rows
+
+
+def kto_rows(examples: Sequence[Example]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for e in examples:
+        p = render_text(e.prompt)
+        if e.kind == "pair":
+            rows.append({"prompt": p, "completion": render_text(e.chosen or ""), "label": True})
+            rows.append({"prompt": p, "completion": render_text(e.rejected or ""),
+                         "label": False})
+        else:
+            rows.append({"prompt": p, "completion": render_text(e.completion or ""),
+                         "label": bool(e.label)})
+    return rows
+
+
+def run_alignment(train: Sequence[Example], model_path: Path, out_dir: Path,
+                  config: AlignConfig, *, eval_pairs: Sequence[Example] = (),
+                  progress: ProgressFn | None = None,
+                  should_stop: Callable[[], bool] | None = None,
+                  device: str = "auto") -> AlignResult:
+    """Train on ``train``; save the model (or LoRA adapter) under ``out_dir/model``.
+    ``should_stop`` is polled after every step: training then ends and what was trained
+    so far is saved."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+    device = resolve_device(device)
+    torch.manual_seed(config.seed)
+    tok = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(str(model_path), local_files_only=True,
+                                                 dtype=torch.float32)
+    common = dict(output_dir=str(out_dir / "checkpoints"), per_device_train_batch_size=
+                  config.batch_size, gradient_accumulation_steps=config.grad_accum,
+                  learning_rate=config.learning_rate, num_train_epochs=config.epochs,
+                  max_steps=config.max_steps or -1, logging_steps=config.logging_steps,
+                  save_strategy="no", report_to=[], seed=config.seed, beta=config.beta,
+                  max_length=config.max_length, use_cpu=device == "cpu",
+                  disable_tqdm=True, remove_unused_columns=False)
+    peft_config = None
+    if config.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
+                                 lora_dropout=config.lora_dropout,
+                                 target_modules=list(config.target_modules),
+                                 task_type="CAUSAL_LM")
+    history: list[dict[str, Any]] = []
+    state = {"stopped": False}
+
+    class Hooks(TrainerCallback):
+        def on_log(self, args, st, control, logs=None, **kw):  # type: ignore[no-untyped-def]
+            if logs and "loss" in logs:
+                history.append({"step": st.global_step, **{k: float(v) for k, v in
+                                                          logs.items()}})
+                if progress:
+                    progress(st.global_step, st.max_steps, float(logs["loss"]))
+
+        def on_step_end(self, args, st, control, **kw):  # type: ignore[no-untyped-def]
+            if should_stop is not None and should_stop():
+                state["stopped"] = True
+                control.should_training_stop = True
+
+    if config.method == "dpo":
+        from trl import DPOConfig, DPOTrainer
+
+        trainer = DPOTrainer(model=model, args=DPOConfig(**common),
+                             train_dataset=Dataset.from_list(dpo_rows(train)),
+                             processing_class=tok, peft_config=peft_config,
+                             callbacks=[Hooks()])
+    else:
+        from trl import KTOConfig, KTOTrainer
+
+        # KTO needs its reference model handed over when the policy has no hub name.
+        ref = None if config.lora else copy.deepcopy(model)
+        trainer = KTOTrainer(model=model, ref_model=ref, args=KTOConfig(**common),
+                             train_dataset=Dataset.from_list(kto_rows(train)),
+                             processing_class=tok, peft_config=peft_config,
+                             callbacks=[Hooks()])
+    t = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - t
+    steps = trainer.state.global_step
+    model_dir = out_dir / "model"
+    trainer.save_model(str(model_dir))
+    tok.save_pretrained(str(model_dir))
+    (model_dir / "isa_align.json").write_text(json.dumps(
+        {"base_model": str(model_path), "config": asdict(config)}, indent=1))
+    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    evaluation = None
+    if eval_pairs:
+        policy = trainer.model.eval()
+        base = AutoModelForCausalLM.from_pretrained(str(model_path), local_files_only=True,
+                                                    dtype=torch.float32).eval()
+        evaluation = preference_eval(policy, base, tok, dpo_rows(eval_pairs),
+                                     beta=config.beta, max_length=config.max_length)
+    return AlignResult(steps, state["stopped"], seconds, seconds / max(steps, 1), history,
+                       evaluation, model_dir)
+
+
+def _logps(model: Any, tok: Any, prompts: list[str], completions: list[str],
+           max_length: int, batch_size: int = 8) -> list[float]:
+    """Sum of log-probabilities of each completion given its prompt (prompt cut from the
+    left when the pair is longer than ``max_length``)."""
+    import torch
+
+    out: list[float] = []
+    device = next(model.parameters()).device
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    with torch.inference_mode():
+        for s in range(0, len(prompts), batch_size):
+            seqs, n_comp = [], []
+            for p, c in zip(prompts[s:s + batch_size], completions[s:s + batch_size],
+                            strict=True):
+                ids_p = tok(p)["input_ids"]
+                ids_c = tok(c, add_special_tokens=False)["input_ids"] or [tok.eos_token_id]
+                ids = (ids_p + ids_c)[-max_length:]
+                seqs.append(ids)
+                n_comp.append(min(len(ids_c), len(ids) - 1))
+            width = max(len(x) for x in seqs)
+            input_ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(seqs), width), dtype=torch.long)
+            for i, ids in enumerate(seqs):
+                input_ids[i, :len(ids)] = torch.tensor(ids)
+                mask[i, :len(ids)] = 1
+            logits = model(input_ids=input_ids.to(device),
+                           attention_mask=mask.to(device)).logits.float()
+            logp = torch.log_softmax(logits[:, :-1], dim=-1)
+            target = input_ids[:, 1:].to(device)
+            token_logp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+            for i, ids in enumerate(seqs):
+                end = len(ids) - 1
+                out.append(float(token_logp[i, end - n_comp[i]:end].sum()))
+    return out
+
+
+def preference_eval(policy: Any, base: Any, tok: Any, pairs: list[dict[str, str]], *,
+                    beta: float, max_length: int) -> dict[str, Any]:
+    """The trained policy's preference accuracy (implicit reward ``β·log π/π_ref`` of
+    chosen above rejected, the base model as reference) and mean margin, next to the base
+    model's own (log-likelihood of chosen above rejected)."""
+    prompts = [p["prompt"] for p in pairs]
+    pc = _logps(policy, tok, prompts, [p["chosen"] for p in pairs], max_length)
+    pr = _logps(policy, tok, prompts, [p["rejected"] for p in pairs], max_length)
+    bc = _logps(base, tok, prompts, [p["chosen"] for p in pairs], max_length)
+    br = _logps(base, tok, prompts, [p["rejected"] for p in pairs], max_length)
+    margins = [beta * ((a - b) - (c - d)) for a, b, c, d in zip(pc, bc, pr, br, strict=True)]
+    n = len(pairs)
+    return {
+        "pairs": n,
+        "policy": {"reward_accuracy": sum(m > 0 for m in margins) / n,
+                   "reward_margin_mean": sum(margins) / n,
+                   "logp_accuracy": sum(a > b for a, b in zip(pc, pr, strict=True)) / n},
+        "base": {"logp_accuracy": sum(a > b for a, b in zip(bc, br, strict=True)) / n,
+                 "logp_margin_mean": sum(a - b for a, b in zip(bc, br, strict=True)) / n},
+    }
+
+
+def plot_history(history: list[dict[str, Any]], path: Path) -> None:
+    """Loss, reward margin and reward accuracy over training steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in ("loss", "rewards/margins", "rewards/accuracies", "kl")
+            if any(k in h for h in history)]
+    fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(4 * max(len(keys), 1), 3.2),
+                             dpi=110, squeeze=False)
+    for ax, k in zip(axes[0], keys, strict=False):
+        pts = [(h["step"], h[k]) for h in history if k in h]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".")
+        ax.set_title(k)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,330 @@
+"""``isa`` — the library on the command line, in-process (no service needed).
+
+    isa select data.jsonl.gz --method isa --budget 0.05 --out subset.jsonl --scores scores.parquet
+    isa methods
+    isa validate data.jsonl.gz --on-invalid skip
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .embed.base import DiskEmbeddingCache
+from .embed.factory import ENCODERS, make_encoder
+from .embed.templates import TEMPLATES
+from .errors import EngineError
+from .evaluate import runner as evaluation
+from .export import EXPORT_SHAPES, write_scores, write_subset
+from .ingest.dataset import PreferenceFile
+from .ingest.readers import FILE_FORMATS
+from .ingest.shapes import SHAPES
+from .pipeline import default_export_shapes, run_selection
+from .select import Budget, describe_methods, make_method
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Choose small, high-value subsets of LLM preference data (ISA).")
+err = Console(stderr=True, soft_wrap=True)
+
+def _parse_params(items: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs; values read as JSON when they parse (numbers, null, true)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise typer.BadParameter(f"{item!r}: expected key=value", param_hint="--param")
+        key, value = item.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def _open(input_: Path, fmt: str | None, shape: str | None, column_map: str | None,
+          id_field: str | None, on_invalid: str) -> PreferenceFile:
+    mapping = None
+    if column_map:
+        try:
+            mapping = json.loads(column_map)
+        except json.JSONDecodeError as exc:
+            raise typer.BadParameter(f"not JSON: {exc}", param_hint="--column-map") from exc
+    return PreferenceFile(input_, file_format=fmt, shape=shape, column_map=mapping,  # type: ignore[arg-type]
+                          id_field=id_field, on_invalid=on_invalid)  # type: ignore[arg-type]
+
+
+def _encoder_factory(encoder: str, model: str | None, device: str, precision: str,
+                     batch_size: int | None) -> Any:
+    return lambda: make_encoder(encoder, model=model, device=device, precision=precision,
+                                batch_size=batch_size)
+
+
+class _Bar:
+    """A rich progress bar driven by (stage, done, total) callbacks."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.progress = Progress(TextColumn("{task.description:<10}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(), console=err,
+                                 disable=quiet)
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> _Bar:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)  # type: ignore[arg-type]
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.progress.add_task(stage, total=total or None)
+        self.progress.update(self.tasks[stage], completed=done, total=total or None)
+
+
+def _fail(exc: EngineError) -> None:
+    err.print(f"[bold red]error[/] {escape(f'[{exc.code}] {exc.message}')}")
+    raise typer.Exit(2)
+
+
+@app.command()
+def select(
+    input_: Annotated[Path, typer.Argument(metavar="INPUT", help="preference data file")],
+    out: Annotated[Path, typer.Option(help="subset file (.jsonl/.json/.parquet/.csv[.gz])")],
+    method: Annotated[str, typer.Option(help="selection method (see `isa methods`)")] = "isa",
+    budget: Annotated[str, typer.Option(help="fraction (0.05), percent (5%) or count (500)")]
+    = "0.05",
+    scores: Annotated[Path | None, typer.Option(help="write per-row scores here")] = None,
+    param: Annotated[list[str], typer.Option("--param", "-p", help="method parameter key=value"
+                                             )] = [],  # noqa: B006
+    seed: Annotated[int, typer.Option(help="random_state of the method")] = 0,
+    level: Annotated[str, typer.Option(help="auto | pair (keep pairs, DPO) | item (KTO items)")]
+    = "auto",
+    template: Annotated[str, typer.Option(help=f"embedded text: {' | '.join(TEMPLATES)}")]
+    = "prompt_completion",
+    export: Annotated[str, typer.Option("--format", "--export",
+                                        help=f"subset shape: {' | '.join(EXPORT_SHAPES)}; "
+                                        "default: input (kto for item level)")] = "",
+    encoder: Annotated[str, typer.Option(help="sentence | causal-lm")] = "sentence",
+    model: Annotated[str | None, typer.Option(help="encoder model name or local path")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")] = "auto",
+    batch_size: Annotated[int | None, typer.Option(help="encoder batch size")] = None,
+    fmt: Annotated[str | None, typer.Option("--input-format", help=f"input container: "
+                                            f"{' | '.join(FILE_FORMATS)} (default: detect)")]
+    = None,
+    shape: Annotated[str | None, typer.Option(help=f"input shape: {' | '.join(SHAPES)} "
+                                              "(default: detect)")] = None,
+    column_map: Annotated[str | None, typer.Option(help='JSON, e.g. {"prompt": "question"}')]
+    = None,
+    id_field: Annotated[str | None, typer.Option(help="column to use as row_id")] = None,
+    on_invalid: Annotated[str, typer.Option(help="fail | skip")] = "fail",
+    summary: Annotated[Path | None, typer.Option(help="write a JSON run summary here")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="keep embeddings here between runs")]
+    = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Select a subset of INPUT and write it (and optionally per-row scores)."""
+    # Checked before any work: a typo must not cost an embedding pass.
+    if encoder not in ENCODERS:
+        raise typer.BadParameter(f"expected one of {', '.join(ENCODERS)}",
+                                 param_hint="--encoder")
+    if export and export not in EXPORT_SHAPES:
+        raise typer.BadParameter(f"expected one of {', '.join(EXPORT_SHAPES)}",
+                                 param_hint="--format")
+    if template not in TEMPLATES:
+        raise typer.BadParameter(f"expected one of {', '.join(TEMPLATES)}",
+                                 param_hint="--template")
+    try:
+        data = _open(input_, fmt, shape, column_map, id_field, on_invalid)
+        params = {"random_state": seed, **_parse_params(param)}
+        chosen = make_method(method, **params)
+        bud = Budget.parse(budget)
+
+        load_encoder = _encoder_factory(encoder, model, device, precision, batch_size)
+        with _Bar(quiet) as progress:
+            cache = DiskEmbeddingCache(cache_dir) if cache_dir else None
+            result = run_selection(data, chosen, bud, encoder=load_encoder, level=level,  # type: ignore[arg-type]
+                                   template=template, cache=cache, progress=progress)
+            if cache is not None:
+                cache.save()
+            shape_out = export or default_export_shapes(result.units)[0]
+            progress("writing", 0, result.n_selected)
+            written = write_subset(data, result, out, shape=shape_out)
+            if scores is not None:
+                write_scores(result, scores)
+            progress("writing", result.n_selected, result.n_selected)
+    except EngineError as exc:
+        _fail(exc)
+        return
+    info = result.summary() | {"out": str(out), "export": shape_out, "records_written": written,
+                               "scores": str(scores) if scores else None}
+    if summary is not None:
+        summary.write_text(json.dumps(info, indent=2, default=str))
+    rep = result.ingest
+    err.print(f"[green]selected[/] {result.n_selected:,} of {len(result.units):,} "
+              f"{result.units.level}s with {method} → {out} ({written:,} records)")
+    if rep.rows_skipped:
+        err.print(f"[yellow]skipped[/] {rep.rows_skipped:,} invalid rows: "
+                  f"{dict(rep.skipped_by_code)}")
+    if result.embed_stats:
+        s = result.embed_stats
+        err.print(f"embedded {s.embedded:,} distinct texts of {s.texts:,} "
+                  f"({s.texts - s.unique:,} repeats skipped)")
+
+
+@app.command()
+def methods(as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False
+            ) -> None:
+    """List selection methods and their parameters."""
+    described = describe_methods()
+    if as_json:
+        typer.echo(json.dumps(described, indent=2, default=str))
+        return
+    console = Console()
+    for m in described:
+        table = Table(title=f"{m['name']} — {m['summary']}", title_justify="left",
+                      show_edge=False)
+        table.add_column("parameter")
+        table.add_column("default")
+        table.add_column("type")
+        for p in m["params"]:
+            table.add_row(p["name"], repr(p["default"]), str(p["type"]))
+        console.print(table)
+        console.print()
+
+
+@app.command()
+def validate(
+    input_: Annotated[Path, typer.Argument(metavar="INPUT")],
+    fmt: Annotated[str | None, typer.Option("--input-format")] = None,
+    shape: Annotated[str | None, typer.Option()] = None,
+    column_map: Annotated[str | None, typer.Option()] = None,
+    id_field: Annotated[str | None, typer.Option()] = None,
+    on_invalid: Annotated[str, typer.Option(help="fail | skip")] = "skip",
+) -> None:
+    """Read INPUT and print its ingest report (shape, rows, skipped rows) as JSON."""
+    try:
+        data = _open(input_, fmt, shape, column_map, id_field, on_invalid)
+        for _ in data:
+            pass
+    except EngineError as exc:
+        _fail(exc)
+        return
+    typer.echo(json.dumps(data.report.to_dict(), indent=2))
+
+
+def _train_and_heldout(pool_file: Path, eval_file: Path | None, enc: Any, progress: Any,
+                       on_invalid: str, eval_fraction: float) -> tuple[Any, Any, dict]:
+    """Embed the pool (and the named evaluation file) and split off the held-out pairs."""
+
+    def pairs(path: Path) -> Any:
+        return evaluation.load_pairs(PreferenceFile(path, on_invalid=on_invalid),  # type: ignore[arg-type]
+                                     enc, progress=progress)
+
+    return evaluation.holdout(pairs(pool_file), pairs(eval_file) if eval_file else None,
+                              eval_fraction=eval_fraction)
+
+
+@app.command()
+def evaluate(
+    input_: Annotated[Path, typer.Argument(metavar="POOL", help="preference data to select from")],
+    out: Annotated[Path, typer.Option(help="JSON report")],
+    method: Annotated[str, typer.Option()] = "isa",
+    budget: Annotated[str, typer.Option()] = "0.05",
+    param: Annotated[list[str], typer.Option("--param", "-p")] = [],  # noqa: B006
+    eval_file: Annotated[Path | None, typer.Option("--eval", help="held-out pairs (default: "
+                                                   "split the pool by prompt)")] = None,
+    eval_fraction: Annotated[float, typer.Option()] = 0.2,
+    seeds: Annotated[int, typer.Option(help="seeds for random methods")] = 1,
+    encoder: Annotated[str, typer.Option()] = "sentence",
+    model: Annotated[str | None, typer.Option()] = None,
+    device: Annotated[str, typer.Option()] = "auto",
+    precision: Annotated[str, typer.Option()] = "auto",
+    on_invalid: Annotated[str, typer.Option()] = "skip",
+    quiet: Annotated[bool, typer.Option()] = False,
+) -> None:
+    """Proxy alignment score of a method's subset vs. the full pool: a Bradley–Terry probe
+    trained on each, its pairwise accuracy on held-out pairs (with a 95% interval)."""
+    try:
+        enc = _encoder_factory(encoder, model, device, precision, None)()
+        with _Bar(quiet) as progress:
+            train, test, split = _train_and_heldout(input_, eval_file, enc, progress,
+                                                    on_invalid, eval_fraction)
+            report = evaluation.evaluate_subset(train, test, method, _parse_params(param),
+                                                Budget.parse(budget), seeds=range(seeds))
+    except EngineError as exc:
+        _fail(exc)
+        return
+    report |= {"pool_pairs": len(train.table), "eval_pairs": len(test.table), "split": split,
+               "encoder": enc.name}
+    out.write_text(json.dumps(report, indent=2))
+    sub, full = report["subset"], report["full"]
+    err.print(f"{method} {budget}: accuracy {sub['accuracy']:.3f} vs full data "
+              f"{full['accuracy']:.3f} on {full['n_eval']:,} held-out pairs → {out}")
+
+
+@app.command()
+def curve(
+    input_: Annotated[Path, typer.Argument(metavar="POOL")],
+    out: Annotated[Path, typer.Option(help="JSON report")],
+    plot: Annotated[Path | None, typer.Option(help="PNG plot")] = None,
+    method: Annotated[list[str], typer.Option("--method", "-m", help="repeat for several; "
+                                              "NAME or NAME:key=value,key=value")]
+    = ["isa", "random"],  # noqa: B006
+    budgets: Annotated[str, typer.Option(help="percent grid")] = "1,2,3.5,5,10,25,50,100",
+    seeds: Annotated[int, typer.Option(help="seeds for random methods")] = 5,
+    share: Annotated[float, typer.Option(help="recommend the budget reaching this share of "
+                                         "the plateau's gain")] = 0.95,
+    eval_file: Annotated[Path | None, typer.Option("--eval")] = None,
+    eval_fraction: Annotated[float, typer.Option()] = 0.2,
+    encoder: Annotated[str, typer.Option()] = "sentence",
+    model: Annotated[str | None, typer.Option()] = None,
+    device: Annotated[str, typer.Option()] = "auto",
+    precision: Annotated[str, typer.Option()] = "auto",
+    on_invalid: Annotated[str, typer.Option()] = "skip",
+    quiet: Annotated[bool, typer.Option()] = False,
+) -> None:
+    """Budget curve: probe accuracy of each method over a grid of budgets, the paper's
+    plateau R(x) = r − (r − a)·exp(−b·x) fitted, and the recommended budget."""
+    try:
+        grid = [float(x) for x in budgets.split(",")]
+    except ValueError as exc:
+        raise typer.BadParameter("comma-separated percents", param_hint="--budgets") from exc
+    methods = [parse_method_spec(m) for m in method]
+    try:
+        enc = _encoder_factory(encoder, model, device, precision, None)()
+        with _Bar(quiet) as progress:
+            train, test, split = _train_and_heldout(input_, eval_file, enc, progress,
+                                                    on_invalid, eval_fraction)
+            report = evaluation.budget_curve(train, test, methods, grid=grid, seeds=seeds,
+                                             share=share, progress=progress)
+    except EngineError as exc:
+        _fail(exc)
+        return
+    report |= {"split": split, "encoder": enc.name}
+    out.write_text(json.dumps(report, indent=2))
+    if plot is not None:
+        from .evaluate.report import plot_curve
+
+        plot_curve(report, plot)
+    for m in report["methods"]:
+        err.print(f"{m['method']:>10}: " + "  ".join(
+            f"{g:g}%={a:.3f}" for g, a in zip(grid, m["accuracy"], strict=True))
+            + f"  → recommended {m.get('recommended_budget_percent')}%")
+
+
+def parse_method_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``isa`` or ``isa:covariance_type=full,pca_components=64``."""
+    name, _, rest = spec.partition(":")
+    return name, _parse_params([p for p in rest.split(",") if p]) if rest else {}
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,49 @@
+"""Encoders by name: the one place the CLI, the evaluation runner and the workers build
+an encoder from a few settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from .base import Encoder
+
+ENCODERS: tuple[str, ...] = ("sentence", "causal-lm")
+
+
+def make_encoder(name: str = "sentence", *, model: str | None = None, device: str = "auto",
+                 precision: str | None = None, batch_size: int | None = None,
+                 max_seq_length: int | None = None, cache_dir: Path | None = None,
+                 **options: Any) -> Encoder:
+    """Load an encoder.
+
+    Args:
+        name: ``"sentence"`` (sentence-transformers, default all-MiniLM-L6-v2) or
+            ``"causal-lm"`` (a causal LM's last token, default SmolLM2-135M-Instruct).
+        model: a packaged model name or a local folder (never a hub download).
+        device, precision, batch_size: as the encoder classes take them (``None``: the
+            encoder's default).
+        max_seq_length: truncation in tokens (``None``: the encoder's default).
+        cache_dir: where de-quantised causal LMs are kept.
+        options: further keyword arguments of the encoder class.
+    """
+    if name not in ENCODERS:
+        raise ConfigError(f"unknown encoder {name!r}; expected one of {', '.join(ENCODERS)}",
+                          code="unknown_encoder")
+    kwargs: dict[str, Any] = {"device": device, **options}
+    if precision is not None:
+        kwargs["precision"] = precision
+    if batch_size is not None:
+        kwargs["batch_size"] = batch_size
+    if name == "sentence":
+        from .sentence import DEFAULT_SENTENCE_MODEL, SentenceTransformerEncoder
+
+        return SentenceTransformerEncoder(model or DEFAULT_SENTENCE_MODEL,
+                                          max_seq_length=max_seq_length, **kwargs)
+    from .causal import CausalLMEncoder
+    from .models import SMOLLM2
+
+    if max_seq_length is not None:
+        kwargs["max_length"] = max_seq_length
+    return CausalLMEncoder(model or SMOLLM2, cache_dir=cache_dir, **kwargs)

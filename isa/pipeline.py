@@ -1,0 +1,413 @@
+"""The selection pipeline as small stages: plan → read → embed → score → select (→ write,
+in ``export``).
+
+Each stage is usable and testable alone. ``SelectionRun`` carries one selection through
+them: the CLI calls ``run()``, which chains every stage in this process; the service's
+workers call the stages one by one, so that the embedding can fan out to other workers
+between ``lookup()`` and ``score()``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from .embed.base import (
+    EmbeddingCache,
+    EmbeddingLookup,
+    EmbedStats,
+    Encoder,
+    complete_embeddings,
+    lookup_embeddings,
+    text_key,
+)
+from .embed.templates import unit_texts
+from .errors import ConfigError
+from .ingest.dataset import IngestReport, PreferenceFile
+from .ingest.records import render_text
+from .select import Budget, SelectionMethod, apply_budget
+
+Level = Literal["auto", "pair", "item"]
+#: progress callback: (stage, done, total)
+StageProgress = Callable[[str, int, int], None]
+
+
+@dataclass(slots=True)
+class UnitTable:
+    """The units a method chooses among, in canonical order (sorted by row_id, side).
+
+    Canonical order makes every result independent of the order of rows in the file.
+    """
+
+    level: str
+    template: str
+    row_ids: list[str]
+    sides: list[str | None]  # None for a whole pair; "chosen"/"rejected"/"completion"
+    source_rows: np.ndarray  # 0-based record ordinal in the file
+    texts: list[str]  # embedded texts
+    text_labels: list[str]  # "chosen", "rejected", "completion", "prompt" or "pair"
+    groups: np.ndarray  # text -> unit index
+    meta: dict[str, np.ndarray] = field(default_factory=dict)
+    prompt_keys: list[str] = field(default_factory=list)  # per unit: hash of its prompt
+
+    def __len__(self) -> int:
+        return len(self.row_ids)
+
+    def unit_keys(self) -> list[str]:
+        return [r if s is None else f"{r}:{s}" for r, s in zip(self.row_ids, self.sides,
+                                                                 strict=True)]
+
+
+def read_units(source: PreferenceFile, *, level: Level = "auto",
+               template: str = "prompt_completion") -> tuple[UnitTable, IngestReport]:
+    """Stage 1: stream the file into units, their texts and numeric metadata."""
+    if level not in ("auto", "pair", "item"):
+        raise ConfigError("level must be 'auto', 'pair' or 'item'")
+    records: list[tuple[str, str | None, int, list[tuple[str, str]], str]] = []
+    numeric: dict[str, dict[int, float]] = {}
+    non_numeric: set[str] = set()
+    resolved: str | None = None if level == "auto" else level
+    for ex in source.iter_examples():
+        if resolved is None:
+            resolved = "pair" if ex.kind == "pair" else "item"
+        if resolved == "pair" and ex.kind != "pair":
+            raise ConfigError("pair-level selection needs paired data; this data is unpaired "
+                              "(KTO): use level 'item'", code="invalid_level")
+        sides: list[str | None] = [None] if resolved == "pair" else (
+            ["chosen", "rejected"] if ex.kind == "pair" else ["completion"])
+        for side in sides:
+            idx = len(records)
+            records.append((ex.row_id, side, ex.row, unit_texts(ex, side, template),
+                            text_key(render_text(ex.prompt)).hex()))
+            _collect_numeric(ex.extra, idx, numeric, non_numeric)
+    assert resolved is not None  # iter_examples raises on a file with no valid rows
+    order = sorted(range(len(records)), key=lambda i: (records[i][0], records[i][1] or ""))
+    texts: list[str] = []
+    labels: list[str] = []
+    groups: list[int] = []
+    for u, i in enumerate(order):
+        for label, text in records[i][3]:
+            texts.append(text)
+            labels.append(label)
+            groups.append(u)
+    meta = {}
+    for name, values in numeric.items():
+        if name in non_numeric:
+            continue
+        col = np.full(len(records), np.nan)
+        for i, v in values.items():
+            col[i] = v
+        meta[name] = col[order]
+    # which units share a prompt (a numeric column, so methods can stratify by prompt)
+    prompt_ids: dict[str, int] = {}
+    meta["_prompt_group"] = np.asarray(
+        [prompt_ids.setdefault(records[i][4], len(prompt_ids)) for i in order], dtype=float)
+    table = UnitTable(
+        level=resolved, template=template,
+        row_ids=[records[i][0] for i in order], sides=[records[i][1] for i in order],
+        source_rows=np.asarray([records[i][2] for i in order], dtype=np.int64),
+        texts=texts, text_labels=labels, groups=np.asarray(groups, dtype=np.int64), meta=meta,
+        prompt_keys=[records[i][4] for i in order],
+    )
+    return table, source.report
+
+
+def _collect_numeric(extra: dict[str, Any], idx: int, numeric: dict[str, dict[int, float]],
+                     non_numeric: set[str]) -> None:
+    for k, v in extra.items():
+        if v is None or k in non_numeric:
+            continue
+        if isinstance(v, bool):
+            non_numeric.add(k)
+            continue
+        if isinstance(v, int | float):
+            numeric.setdefault(k, {})[idx] = float(v)
+            continue
+        if isinstance(v, str):  # CSV cells
+            try:
+                f = float(v)
+            except ValueError:
+                non_numeric.add(k)
+                continue
+            if math.isfinite(f):
+                numeric.setdefault(k, {})[idx] = f
+                continue
+        non_numeric.add(k)
+
+
+def embed_units(table: UnitTable, encoder: Encoder, *, cache: EmbeddingCache | None = None,
+                progress: StageProgress | None = None,
+                lookup: EmbeddingLookup | None = None) -> tuple[np.ndarray, EmbedStats]:
+    """Stage 2: one embedding per text (identical texts embedded once, cached ones not at
+    all). ``lookup``: the cache lookup, when the caller has made it already."""
+    cb = (lambda d, t: progress("embedding", d, t)) if progress else None
+    if lookup is None:
+        lookup = lookup_embeddings(table.texts, encoder.name, cache)
+    return complete_embeddings(table.texts, lookup, encoder, cache=cache, progress=cb)
+
+
+def score_units(table: UnitTable, method: SelectionMethod, X: np.ndarray | None, *,
+                n_select: int | None = None) -> SelectionMethod:
+    """Stage 3: fit the method on the items, scoring every unit."""
+    return method.fit(X, groups=table.groups, meta=table.meta, n_units=len(table),
+                      n_select=n_select)
+
+
+def select_units(method: SelectionMethod, budget: Budget) -> np.ndarray:
+    """Stage 4: the budget applied to the fitted method's ranking (a mask per unit)."""
+    return apply_budget(method.ranking_, budget)
+
+
+def default_export_shapes(units: UnitTable) -> tuple[str, ...]:
+    """The export shapes a selection can be written in, the natural one first: the input's
+    own shape, except for single items picked from pairs, which only ``kto`` can hold."""
+    if units.level == "item" and units.sides and units.sides[0] != "completion":
+        return ("kto",)
+    if units.level == "item":
+        return ("input", "kto")
+    return ("input", "kto", "trl", "openai")
+
+
+class ScoreCache(ABC):
+    """Where fitted method states (``SelectionMethod.state_dict()``) are kept, so another
+    budget on the same selection does no scoring."""
+
+    @abstractmethod
+    def get(self, key: str) -> dict[str, np.ndarray] | None: ...
+
+    @abstractmethod
+    def put(self, key: str, state: dict[str, np.ndarray]) -> None: ...
+
+
+class MemoryScoreCache(ScoreCache):
+    """A process-local score cache."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, dict[str, np.ndarray]] = {}
+
+    def get(self, key: str) -> dict[str, np.ndarray] | None:
+        return self._data.get(key)
+
+    def put(self, key: str, state: dict[str, np.ndarray]) -> None:
+        self._data[key] = dict(state)
+
+
+@dataclass(slots=True)
+class SelectionPlan:
+    """Stage 0, resolved before any work: what to select from, how, and how much.
+
+    Args:
+        source: the data.
+        method: an unfitted method (its parameters are part of the score cache key).
+        budget: how much to keep.
+        level, template: units and embedded texts (see ``read_units``).
+        encoder: an encoder, or a factory called only when the method needs embeddings
+            (``random`` and ``margin`` never load a model).
+        encoder_key: what identifies the encoder's output before it is loaded (its
+            settings); ``None``: the loaded encoder's ``name``.
+        source_key: what identifies the data (e.g. a content hash plus read options);
+            ``None`` turns the score cache off for this plan.
+    """
+
+    source: PreferenceFile
+    method: SelectionMethod
+    budget: Budget
+    level: Level = "auto"
+    template: str = "prompt_completion"
+    encoder: Encoder | Callable[[], Encoder] | None = None
+    encoder_key: Any = None
+    source_key: str | None = None
+
+    def score_key(self) -> str | None:
+        """The score cache key: everything that changes the fitted scores."""
+        if self.source_key is None:
+            return None
+        parts = {
+            "source": self.source_key, "method": self.method.name,
+            "params": self.method.get_params(), "level": self.level,
+            "template": self.template,
+            "encoder": self.encoder_key if self.method.needs_embeddings else None,
+            # a greedy method's order past the budget differs by budget: key it too
+            "budget": self.budget.to_dict() if self.method.uses_budget_hint else None,
+        }
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()
+                              ).hexdigest()[:32]
+
+
+@dataclass(slots=True)
+class SelectionResult:
+    """Everything a selection produced, keyed by unit (see ``UnitTable``)."""
+
+    units: UnitTable
+    method: SelectionMethod
+    budget: Budget
+    selected: np.ndarray  # bool per unit
+    ingest: IngestReport
+    embed_stats: EmbedStats | None
+    encoder_name: str | None
+    timings: dict[str, float]
+    score_cache_hit: bool = False
+
+    @property
+    def n_selected(self) -> int:
+        return int(self.selected.sum())
+
+    def selected_keys(self) -> set[tuple[str, str | None]]:
+        return {(self.units.row_ids[i], self.units.sides[i]) for i in np.flatnonzero(
+            self.selected)}
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "method": self.method.name,
+            "params": self.method.get_params(),
+            "level": self.units.level,
+            "template": self.units.template,
+            "budget": self.budget.to_dict(),
+            "units": len(self.units),
+            "selected": self.n_selected,
+            "encoder": self.encoder_name,
+            "embedding": self.embed_stats.to_dict() if self.embed_stats else None,
+            "score_cache_hit": self.score_cache_hit,
+            "ingest": {k: v for k, v in self.ingest.to_dict().items() if k != "skipped"},
+            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+
+class SelectionRun:
+    """One selection carried through the stages. Each stage method runs once and keeps
+    its output; ``run()`` chains them all.
+
+    Args:
+        plan: what to select.
+        cache: embedding cache (texts embedded before are not embedded again).
+        scores: score cache, used when the plan has a ``source_key``.
+        progress: ``(stage, done, total)`` callback; it may raise to stop the run
+            (the service raises when a job is cancelled).
+    """
+
+    def __init__(self, plan: SelectionPlan, *, cache: EmbeddingCache | None = None,
+                 scores: ScoreCache | None = None,
+                 progress: StageProgress | None = None) -> None:
+        self.plan, self.cache, self.scores = plan, cache, scores
+        self.progress = progress or (lambda stage, done, total: None)
+        self.timings: dict[str, float] = {}
+        self.table: UnitTable | None = None
+        self.report: IngestReport | None = None
+        self.X: np.ndarray | None = None
+        self.embed_stats: EmbedStats | None = None
+        self.score_cache_hit = False
+        self._encoder: Encoder | None = None
+        self._lookup: EmbeddingLookup | None = None
+
+    def _timed(self, stage: str, t0: float) -> None:
+        self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - t0
+
+    @property
+    def units(self) -> UnitTable:
+        if self.table is None:
+            self.read()
+        assert self.table is not None
+        return self.table
+
+    def read(self) -> UnitTable:
+        """Stream the file into units; fails early on a budget larger than the data."""
+        t0 = time.perf_counter()
+        self.progress("reading", 0, 0)
+        self.table, self.report = read_units(self.plan.source, level=self.plan.level,
+                                             template=self.plan.template)
+        self.plan.budget.size(len(self.table))
+        self.progress("reading", self.report.rows_read, self.report.rows_read)
+        self._timed("reading", t0)
+        return self.table
+
+    def restore_scores(self) -> bool:
+        """Take the fitted scores from the score cache when it has them."""
+        key = self.plan.score_key()
+        state = self.scores.get(key) if self.scores is not None and key else None
+        if state is not None:
+            self.plan.method.load_state_dict(state)
+            self.score_cache_hit = True
+        return self.score_cache_hit
+
+    @property
+    def encoder(self) -> Encoder:
+        """The plan's encoder, loaded on first use."""
+        if self._encoder is None:
+            enc = self.plan.encoder
+            if enc is None:
+                raise ConfigError(f"method {self.plan.method.name!r} needs an encoder")
+            t0 = time.perf_counter()
+            self._encoder = enc if isinstance(enc, Encoder) else enc()
+            self._timed("loading_encoder", t0)
+        return self._encoder
+
+    def lookup(self) -> EmbeddingLookup:
+        """Ask the embedding cache, once, for every distinct text."""
+        if self._lookup is None:
+            self._lookup = lookup_embeddings(self.units.texts, self.encoder.name, self.cache)
+        return self._lookup
+
+    def embed(self) -> np.ndarray:
+        """Embed what the cache lacks, in this process."""
+        t0 = time.perf_counter()
+        self.X, self.embed_stats = embed_units(self.units, self.encoder, cache=self.cache,
+                                               progress=self.progress, lookup=self.lookup())
+        self._timed("embedding", t0)
+        return self.X
+
+    def score(self) -> SelectionMethod:
+        """Fit the method (unless its scores were restored) and cache its state."""
+        method = self.plan.method
+        if self.score_cache_hit:
+            return method
+        if method.needs_embeddings and self.X is None:
+            self.embed()
+        t0 = time.perf_counter()
+        n = len(self.units)
+        self.progress("scoring", 0, n)
+        score_units(self.units, method, self.X, n_select=self.plan.budget.size(n))
+        key = self.plan.score_key()
+        if self.scores is not None and key:
+            self.scores.put(key, method.state_dict())
+        self.progress("scoring", n, n)
+        self._timed("scoring", t0)
+        return method
+
+    def select(self) -> SelectionResult:
+        """Apply the budget to the ranking."""
+        t0 = time.perf_counter()
+        self.progress("selecting", 0, len(self.units))
+        selected = select_units(self.plan.method, self.plan.budget)
+        self._timed("selecting", t0)
+        assert self.report is not None
+        return SelectionResult(self.units, self.plan.method, self.plan.budget, selected,
+                               self.report, self.embed_stats,
+                               self._encoder.name if self._encoder else None,
+                               dict(self.timings), self.score_cache_hit)
+
+    def run(self) -> SelectionResult:
+        """read → (restore scores | embed → score) → select, in this process."""
+        self.read()
+        if not self.restore_scores():
+            self.score()
+        return self.select()
+
+
+def run_selection(source: PreferenceFile, method: SelectionMethod, budget: Budget, *,
+                  encoder: Encoder | Callable[[], Encoder] | None = None,
+                  level: Level = "auto", template: str = "prompt_completion",
+                  cache: EmbeddingCache | None = None,
+                  progress: StageProgress | None = None) -> SelectionResult:
+    """read → embed → score → select in this process. ``encoder`` may be a factory, called
+    only when the method needs embeddings (``random`` and ``margin`` never load a model)."""
+    plan = SelectionPlan(source, method, budget, level=level, template=template,
+                         encoder=encoder)
+    return SelectionRun(plan, cache=cache, progress=progress).run()

@@ -1,0 +1,194 @@
+"""The shared interface of selection methods, and the registry that names them.
+
+Methods follow scikit-learn's conventions: the constructor only stores parameters,
+``fit`` validates them, resolves ``random_state`` and returns ``self``; results end in
+an underscore. A method scores *units* (a pair, or a single KTO item); the embedding
+matrix has one row per *item* and ``groups[i]`` names item i's unit. The budget is
+applied outside, on ``ranking_``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..errors import ConfigError
+
+Meta = Mapping[str, np.ndarray]  # per-unit numeric columns (e.g. "margin")
+_DETAILS, _ITEM_DETAILS = "details.", "item_details."
+
+
+class SelectionMethod:
+    """Base class. Subclasses set ``name`` and implement ``_fit``.
+
+    After ``fit``:
+        scores_: (n_units,) float — higher is kept first.
+        ranking_: (n_units,) int — unit indices, best first (ties: lower index first).
+        details_: per-unit diagnostic columns.
+        item_details_: per-item diagnostic columns (e.g. ISA's log-likelihood).
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str] = ""
+    needs_embeddings: ClassVar[bool] = True
+    #: True when ``n_select`` changes the ranking (greedy methods stop at the budget)
+    uses_budget_hint: ClassVar[bool] = False
+
+    scores_: np.ndarray
+    ranking_: np.ndarray
+    details_: dict[str, np.ndarray]
+    item_details_: dict[str, np.ndarray]
+
+    def fit(self, X: np.ndarray | None, *, groups: np.ndarray | None = None,
+            meta: Meta | None = None, n_units: int | None = None,
+            n_select: int | None = None) -> SelectionMethod:
+        """Score every unit.
+
+        Args:
+            X: item embeddings ``(n_items, d)`` (may be ``None`` for methods that do not
+                need embeddings, then ``n_units`` is required).
+            groups: item -> unit index; default: each item is its own unit.
+            meta: per-unit numeric columns.
+            n_units: number of units (default ``groups.max() + 1``).
+            n_select: the budget, when known; lets greedy methods stop early. The
+                ranking beyond it is still complete.
+        """
+        if X is not None:
+            X = np.asarray(X)
+            if X.ndim != 2 or not np.issubdtype(X.dtype, np.floating):
+                raise ConfigError("X must be a 2-d float array")
+            if not np.isfinite(X).all():
+                raise ConfigError("X contains NaN or infinite values")
+        elif self.needs_embeddings:
+            raise ConfigError(f"method {self.name!r} needs embeddings")
+        if groups is None:
+            if X is None and n_units is None:
+                raise ConfigError("n_units is required without X or groups")
+            groups = np.arange(X.shape[0] if X is not None else n_units)  # type: ignore[arg-type]
+        groups = np.asarray(groups, dtype=np.int64)
+        if n_units is None:
+            n_units = int(groups.max()) + 1 if groups.size else 0
+        if X is not None and groups.shape[0] != X.shape[0]:
+            raise ConfigError("groups must have one entry per row of X")
+        if n_units == 0:
+            raise ConfigError("nothing to select from: no units")
+        self.details_, self.item_details_ = {}, {}
+        self._ranking: np.ndarray | None = None  # set by _fit when the order is not by score
+        scores = np.asarray(self._fit(X, groups, n_units, dict(meta or {}), n_select),
+                            dtype=np.float64)
+        self.scores_ = scores
+        self.ranking_ = (np.argsort(-scores, kind="stable") if self._ranking is None
+                         else self._ranking)
+        return self
+
+    def _fit(self, X: np.ndarray | None, groups: np.ndarray, n_units: int, meta: dict,
+             n_select: int | None) -> np.ndarray:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The fitted results as named arrays, for a score cache to store.
+        ``load_state_dict`` on a method built with the same parameters restores them."""
+        if not hasattr(self, "ranking_"):
+            raise ConfigError(f"method {self.name!r} is not fitted")
+        state = {"scores": self.scores_, "ranking": self.ranking_}
+        state |= {f"{_DETAILS}{k}": v for k, v in self.details_.items()}
+        state |= {f"{_ITEM_DETAILS}{k}": v for k, v in self.item_details_.items()}
+        return state
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray]) -> SelectionMethod:
+        """Restore what ``state_dict`` returned, as if ``fit`` had just run."""
+        self.scores_ = np.asarray(state["scores"])
+        self.ranking_ = np.asarray(state["ranking"])
+        self.details_ = {k[len(_DETAILS):]: np.asarray(v) for k, v in state.items()
+                         if k.startswith(_DETAILS)}
+        self.item_details_ = {k[len(_ITEM_DETAILS):]: np.asarray(v) for k, v in state.items()
+                              if k.startswith(_ITEM_DETAILS)}
+        return self
+
+    def get_params(self) -> dict[str, Any]:
+        return {p: getattr(self, p) for p in _param_names(type(self))}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+
+# --- helpers shared by methods --------------------------------------------------------
+
+
+def unit_matrix(groups: np.ndarray, n_units: int) -> sp.csr_matrix:
+    """A sparse (n_units, n_items) matrix averaging each unit's items."""
+    counts = np.bincount(groups, minlength=n_units).astype(np.float64)
+    weights = 1.0 / counts[groups]
+    return sp.csr_matrix((weights, (groups, np.arange(groups.size))),
+                         shape=(n_units, groups.size))
+
+
+def unit_features(X: np.ndarray, groups: np.ndarray, n_units: int) -> np.ndarray:
+    """One vector per unit: the mean of its items' embeddings (the item itself when a
+    unit has one item)."""
+    if groups.size == n_units and np.array_equal(groups, np.arange(n_units)):
+        return np.asarray(X, dtype=np.float32)
+    return np.asarray(unit_matrix(groups, n_units) @ X, dtype=np.float32)
+
+
+def reduce_items(values: np.ndarray, groups: np.ndarray, n_units: int, how: str) -> np.ndarray:
+    """Combine per-item values into per-unit values."""
+    if how == "sum":
+        return np.bincount(groups, weights=values, minlength=n_units)
+    if how == "mean":
+        return np.bincount(groups, weights=values, minlength=n_units) / np.bincount(
+            groups, minlength=n_units)
+    if how in ("max", "min"):
+        out = np.full(n_units, -np.inf if how == "max" else np.inf)
+        (np.maximum if how == "max" else np.minimum).at(out, groups, values)
+        return out
+    raise ConfigError(f"unknown reduction {how!r}; expected sum, mean, max or min")
+
+
+# --- registry --------------------------------------------------------------------------
+
+METHODS: dict[str, type[SelectionMethod]] = {}
+
+
+def register(cls: type[SelectionMethod]) -> type[SelectionMethod]:
+    METHODS[cls.name] = cls
+    return cls
+
+
+def _param_names(cls: type) -> list[str]:
+    sig = inspect.signature(cls.__init__)
+    return [p for p in sig.parameters if p != "self"]
+
+
+def make_method(name: str, **params: Any) -> SelectionMethod:
+    """Build a registered method from its name and parameters, rejecting unknown ones."""
+    if name not in METHODS:
+        raise ConfigError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}",
+                          code="unknown_method")
+    cls = METHODS[name]
+    unknown = sorted(set(params) - set(_param_names(cls)))
+    if unknown:
+        raise ConfigError(f"method {name!r} has no parameter(s) {unknown}; its parameters are "
+                          f"{_param_names(cls)}", code="invalid_parameters")
+    return cls(**params)
+
+
+def describe_methods() -> list[dict[str, Any]]:
+    """Every method with its summary and parameters (name, default, type)."""
+    out = []
+    for name in sorted(METHODS):
+        cls = METHODS[name]
+        sig = inspect.signature(cls.__init__)
+        params = []
+        for p in list(sig.parameters.values())[1:]:
+            ann = p.annotation if isinstance(p.annotation, str) else getattr(
+                p.annotation, "__name__", str(p.annotation))
+            params.append({"name": p.name, "default": p.default, "type": ann})
+        out.append({"name": name, "summary": cls.summary,
+                    "needs_embeddings": cls.needs_embeddings, "params": params})
+    return out

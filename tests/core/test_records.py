@@ -1,0 +1,68 @@
+"""Job and data set records on the real Redis: atomic, one-way state transitions."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+
+import pytest
+import redis
+
+from core.records import IdempotencyKeys, JobStore
+
+REDIS_URL = os.environ.get("ISA_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+
+
+@pytest.fixture()
+def jobs():
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    prefix = f"isa-unit-{uuid.uuid4().hex[:8]}:"
+    yield JobStore(client, prefix)
+    for key in client.scan_iter(f"{prefix}*"):
+        client.delete(key)
+
+
+def test_a_finished_job_never_runs_again(jobs):
+    jobs.create("t", "j1", "queued", {"type": "select", "request": {}})
+    assert jobs.transition("j1", "running") == (True, "queued")
+    assert jobs.transition("j1", "succeeded", result={"rows_selected": 3}) == (True, "running")
+    for status in ("running", "cancelling", "cancelled", "failed"):
+        assert jobs.transition("j1", status)[0] is False
+    doc = jobs.get("j1")
+    assert doc["status"] == "succeeded" and doc["result"] == {"rows_selected": 3}
+    assert jobs.counts() == {"queued": 0, "running": 0, "succeeded": 1}
+
+
+def test_unknown_record_and_other_tenant(jobs):
+    assert jobs.transition("nope", "running") == (False, "")
+    jobs.create("t1", "j2", "queued", {"type": "select", "request": {}})
+    assert jobs.get("j2", "t2") is None and jobs.get("j2", "t1") is not None
+
+
+def test_concurrent_transitions_let_exactly_one_win(jobs):
+    jobs.create("t", "j3", "queued", {"type": "select", "request": {}})
+    jobs.transition("j3", "running")
+    wins = []
+
+    def attempt(status: str) -> None:
+        if jobs.transition("j3", status)[0]:
+            wins.append(status)
+
+    threads = [threading.Thread(target=attempt, args=(s,))
+               for s in ["succeeded", "failed"] * 10]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1
+    assert sum(jobs.counts().values()) == 1
+
+
+def test_idempotency_keys_remember_the_first_claim(jobs):
+    keys = IdempotencyKeys(jobs.r, jobs.prefix, ttl=60)
+    first = keys.claim("t", "k", "fp1", "job-a")
+    again = keys.claim("t", "k", "fp2", "job-b")
+    assert first == again == {"fingerprint": "fp1", "job_id": "job-a"}
+    assert keys.claim("other-tenant", "k", "fp2", "job-c")["job_id"] == "job-c"
+    assert 0 < jobs.r.ttl(next(jobs.r.scan_iter(f"{jobs.prefix}idem:t:*"))) <= 60

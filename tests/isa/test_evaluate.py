@@ -1,0 +1,82 @@
+"""Evaluation: the plateau fit, prompt-grouped splits, the probe on real pairs."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from tests.conftest import write_jsonl
+from isa import Budget, PreferenceFile
+from isa.evaluate import fit_plateau, split_by_prompt, wilson_interval
+from isa.evaluate.runner import budget_curve, evaluate_subset, holdout, load_pairs
+
+
+@pytest.mark.parametrize(("r", "a", "b"), [(0.82, 0.5, 0.3), (0.7, 0.55, 0.02),
+                                           (0.9, 0.6, 0.055)])
+def test_plateau_fit_recovers_known_parameters(r, a, b):
+    rng = np.random.default_rng(0)
+    x = np.array([0, 1, 2, 3.5, 5, 10, 25, 50, 75, 100], dtype=float)
+    y = r - (r - a) * np.exp(-b * x) + rng.normal(0, 0.002, x.size)
+    fit = fit_plateau(x, y)
+    assert fit.r == pytest.approx(r, abs=0.01)
+    assert fit.a == pytest.approx(a, abs=0.01)
+    assert fit.b == pytest.approx(b, rel=0.15)
+    assert fit.r2 > 0.99
+    assert fit.budget_for(0.95) == pytest.approx(-np.log(0.05) / fit.b)
+
+
+def test_split_never_puts_a_prompt_on_both_sides():
+    rng = random.Random(1)
+    prompts = [f"prompt {rng.randrange(300)}" for _ in range(3000)]
+    train, test = split_by_prompt(prompts, eval_fraction=0.25, seed=3)
+    assert len(train) + len(test) == 3000
+    assert not {prompts[i] for i in train} & {prompts[i] for i in test}
+    assert 0.15 < len(test) / 3000 < 0.35
+    shuffled = prompts[::-1]
+    _, test2 = split_by_prompt(shuffled, eval_fraction=0.25, seed=3)
+    assert {shuffled[i] for i in test2} == {prompts[i] for i in test}
+
+
+def test_wilson_interval():
+    lo, hi = wilson_interval(80, 100)
+    assert lo < 0.8 < hi and hi - lo == pytest.approx(0.16, abs=0.02)
+    assert wilson_interval(0, 10)[0] == 0.0
+
+
+@pytest.fixture(scope="module")
+def alpaca_pairs(tmp_path_factory, sentence_encoder):
+    from tests.conftest import ALPACA_TEST, read_rows
+
+    rows = read_rows(ALPACA_TEST, 900)
+    path = write_jsonl(tmp_path_factory.mktemp("eval") / "pairs.jsonl", rows)
+    return load_pairs(PreferenceFile(path), sentence_encoder)
+
+
+def test_probe_beats_chance_on_real_pairs(alpaca_pairs):
+    train, test, info = holdout(alpaca_pairs, None, eval_fraction=0.3, seed=0)
+    assert info["kind"] == "split_by_prompt"
+    assert not set(train.table.prompt_keys) & set(test.table.prompt_keys)
+    report = evaluate_subset(train, test, "random", {}, Budget(fraction=1.0))
+    full = report["full"]
+    assert full["n_eval"] == len(test.table) > 100
+    assert full["ci_low"] > 0.5, full  # clearly above chance
+
+
+def test_budget_curve_reports_every_method_and_a_fit(alpaca_pairs, tmp_path):
+    from isa.evaluate.report import plot_curve
+
+    train, test, _ = holdout(alpaca_pairs, None, eval_fraction=0.3, seed=0)
+    report = budget_curve(train, test, [("random", {}), ("isa", {})], grid=(5, 10, 25, 50, 100),
+                          seeds=2)
+    assert [m["method"] for m in report["methods"]] == ["random", "isa"]
+    rnd = report["methods"][0]
+    assert rnd["seeds"] == 2 and len(rnd["accuracy"]) == 5
+    # at 100% every method trains on the whole pool: the same probe as "full"
+    assert all(m["accuracy"][-1] == pytest.approx(report["full"]["accuracy"])
+               for m in report["methods"])
+    assert rnd["fit"] is not None and rnd["fit"]["b"] > 0
+    png = tmp_path / "curve.png"
+    plot_curve(report, png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

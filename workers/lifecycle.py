@@ -1,0 +1,161 @@
+"""The life of a job inside the workers, the same for every task type: claim it, run the
+body under a guard that maps every outcome onto the job record, report stage and
+progress, notice a cancel request, and resolve the data sets it reads.
+
+    @celery_app.task(name=TASK_EVALUATE)
+    def evaluate_job(job_id):
+        run_claimed(job_id, evaluate_job, _evaluate)   # _evaluate(job: JobRun) -> None
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from core.artifacts import Keys
+from core.contract import open_dataset, parse_job_request
+from core.records import TERMINAL, now
+from isa.errors import ConfigError, EngineError
+from isa.ingest.dataset import PreferenceFile
+from workers.context import WorkerContext, context
+
+
+class JobCancelled(Exception):
+    """Raised inside a job's body when its record left ``running`` (a cancel request)."""
+
+
+@dataclass
+class JobRun:
+    """A claimed job and what its body needs to report on it."""
+
+    ctx: WorkerContext
+    id: str
+    tenant: str
+    request: Any  # one of the core.contract job models
+    record: dict[str, Any]
+
+    def check_cancel(self) -> None:
+        if self.ctx.jobs.status(self.id) != "running":
+            raise JobCancelled
+
+    def stage(self, stage: str, done: int = 0, total: int = 0) -> None:
+        self.ctx.jobs.set_progress(self.id, stage, done, total)
+
+    def progress(self, stage: str, done: int, total: int) -> None:
+        """A ``(stage, done, total)`` callback for the library: reports, then stops the
+        work by raising ``JobCancelled`` if the job is being cancelled."""
+        self.check_cancel()
+        self.stage(stage, done, total)
+
+    def dataset(self, dataset_id: str) -> dict[str, Any]:
+        """The tenant's data set record, which must be ready."""
+        ds = self.ctx.datasets.get(dataset_id, self.tenant)
+        if ds is None or ds["status"] != "ready":
+            raise ConfigError(f"data set {dataset_id!r} is missing or not ready",
+                              code="dataset_not_ready")
+        return ds
+
+    def open(self, dataset: dict[str, Any]) -> PreferenceFile:
+        """The data set's file, read with its upload options."""
+        return open_dataset(dataset, self.ctx.artifacts)
+
+    def put_file(self, local: Path, filename: str | None = None) -> None:
+        """Store a result file under the job's key (written atomically)."""
+        self.ctx.artifacts.put_file(local, Keys.job_file(self.id, filename or local.name))
+
+    def succeed(self, result: dict[str, Any], **fields: Any) -> None:
+        self.ctx.jobs.transition(self.id, "succeeded", finished_at=now(), stage="done",
+                                 result=result, **fields)
+        self.ctx.metrics.incr("jobs_succeeded")
+
+    def cancelled(self, **fields: Any) -> None:
+        self.ctx.jobs.transition(self.id, "cancelled", finished_at=now(), **fields)
+
+    def fail(self, code: str, message: str, **details: Any) -> None:
+        _fail(self.ctx, self.id, code, message, **details)
+
+
+def _fail(ctx: WorkerContext, job_id: str, code: str, message: str, **details: Any) -> None:
+    ctx.jobs.transition(job_id, "failed", finished_at=now(),
+                        error={"code": code, "message": message, "details": details})
+    ctx.metrics.incr("jobs_failed")
+
+
+def load(ctx: WorkerContext, job_id: str) -> JobRun | None:
+    """The job's record with its request parsed; a request the contract no longer
+    accepts fails the job (it could never run)."""
+    record = ctx.jobs.get(job_id)
+    if record is None:
+        return None
+    try:
+        request = parse_job_request(record["request"])
+    except ValidationError as exc:
+        _fail(ctx, job_id, "invalid_request", f"the stored request is not valid: {exc}")
+        return None
+    return JobRun(ctx, job_id, record["tenant"], request, record)
+
+
+def claim(job_id: str, task: Any) -> JobRun | None:
+    """Move a queued job to ``running`` for this delivery. None when the job is gone,
+    finished or cancelled, claimed by another delivery, or waiting for a data set that is
+    still being validated (then the task is sent again shortly instead of holding a
+    worker slot)."""
+    ctx = context()
+    job = load(ctx, job_id)
+    if job is None or job.record["status"] in TERMINAL or _requeued_while_validating(job,
+                                                                                     task):
+        return None
+    if not ctx.jobs.transition(job_id, "running", started_at=now())[0]:
+        return None
+    return job
+
+
+def _requeued_while_validating(job: JobRun, task: Any) -> bool:
+    for dataset_id in (getattr(job.request, "dataset_id", None),
+                       getattr(job.request, "eval_dataset_id", None)):
+        ds = job.ctx.datasets.get(dataset_id, job.tenant) if dataset_id else None
+        if ds is not None and ds["status"] in ("uploaded", "validating"):
+            task.apply_async(args=(job.id,), countdown=1,
+                             queue=job.request.queue or job.ctx.settings.default_queue)
+            return True
+    return False
+
+
+def guard(job: JobRun, body: Callable[[JobRun], None]) -> None:
+    """Run a job's body; every way it can end lands on the job record, and no exception
+    reaches the worker."""
+    try:
+        body(job)
+    except JobCancelled:
+        job.cancelled()
+    except EngineError as exc:
+        job.fail(exc.code, exc.message, **exc.details)
+    except ValidationError as exc:  # settings the library refused (e.g. AlignConfig)
+        job.fail("invalid_parameters", str(exc))
+    except Exception as exc:  # a bug or a broken dependency: fail the job, keep the worker
+        job.fail("internal_error", f"{type(exc).__name__}: {exc}")
+
+
+def run_claimed(job_id: str, task: Any, body: Callable[[JobRun], None]) -> None:
+    """A job's first task: claim the job, then run ``body`` under the guard."""
+    job = claim(job_id, task)
+    if job is not None:
+        guard(job, body)
+
+
+def run_continuation(job_id: str, body: Callable[[JobRun], None]) -> None:
+    """A later task of a running job (a chord's member or its callback): runs ``body``
+    under the guard while the job is running, ends a job being cancelled."""
+    ctx = context()
+    status = ctx.jobs.status(job_id)
+    job = load(ctx, job_id) if status in ("running", "cancelling") else None
+    if job is None:
+        return
+    if status == "cancelling":
+        job.cancelled()
+        return
+    guard(job, body)
