@@ -34,6 +34,25 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Choose small, high-value subsets of LLM preference data (ISA).")
 err = Console(stderr=True, soft_wrap=True)
 
+# Options several commands share, declared once (same names and help everywhere).
+EncoderOpt = Annotated[str, typer.Option(help="sentence | causal-lm")]
+ModelOpt = Annotated[str | None, typer.Option(help="encoder model name or local path")]
+DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")]
+PrecisionOpt = Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")]
+FormatOpt = Annotated[str | None, typer.Option(
+    "--input-format", help=f"input container: {' | '.join(FILE_FORMATS)} (default: detect)")]
+ShapeOpt = Annotated[str | None, typer.Option(
+    help=f"input shape: {' | '.join(SHAPES)} (default: detect)")]
+ColumnMapOpt = Annotated[str | None, typer.Option(help='JSON, e.g. {"prompt": "question"}')]
+IdFieldOpt = Annotated[str | None, typer.Option(help="column to use as row_id")]
+OnInvalidOpt = Annotated[str, typer.Option(help="fail | skip")]
+ParamOpt = Annotated[list[str], typer.Option("--param", "-p", help="method parameter key=value")]
+EvalFileOpt = Annotated[Path | None, typer.Option(
+    "--eval", help="held-out pairs (default: split the pool by prompt)")]
+EvalFractionOpt = Annotated[float, typer.Option(help="share of prompts held out by the split")]
+QuietOpt = Annotated[bool, typer.Option(help="no progress bar")]
+
+
 def _parse_params(items: list[str]) -> dict[str, Any]:
     """``key=value`` pairs; values read as JSON when they parse (numbers, null, true)."""
     out: dict[str, Any] = {}
@@ -101,8 +120,7 @@ def select(
     budget: Annotated[str, typer.Option(help="fraction (0.05), percent (5%) or count (500)")]
     = "0.05",
     scores: Annotated[Path | None, typer.Option(help="write per-row scores here")] = None,
-    param: Annotated[list[str], typer.Option("--param", "-p", help="method parameter key=value"
-                                             )] = [],  # noqa: B006
+    param: ParamOpt = [],  # noqa: B006
     seed: Annotated[int, typer.Option(help="random_state of the method")] = 0,
     level: Annotated[str, typer.Option(help="auto | pair (keep pairs, DPO) | item (KTO items)")]
     = "auto",
@@ -111,24 +129,20 @@ def select(
     export: Annotated[str, typer.Option("--format", "--export",
                                         help=f"subset shape: {' | '.join(EXPORT_SHAPES)}; "
                                         "default: input (kto for item level)")] = "",
-    encoder: Annotated[str, typer.Option(help="sentence | causal-lm")] = "sentence",
-    model: Annotated[str | None, typer.Option(help="encoder model name or local path")] = None,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
-    precision: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")] = "auto",
+    encoder: EncoderOpt = "sentence",
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
     batch_size: Annotated[int | None, typer.Option(help="encoder batch size")] = None,
-    fmt: Annotated[str | None, typer.Option("--input-format", help=f"input container: "
-                                            f"{' | '.join(FILE_FORMATS)} (default: detect)")]
-    = None,
-    shape: Annotated[str | None, typer.Option(help=f"input shape: {' | '.join(SHAPES)} "
-                                              "(default: detect)")] = None,
-    column_map: Annotated[str | None, typer.Option(help='JSON, e.g. {"prompt": "question"}')]
-    = None,
-    id_field: Annotated[str | None, typer.Option(help="column to use as row_id")] = None,
-    on_invalid: Annotated[str, typer.Option(help="fail | skip")] = "fail",
+    fmt: FormatOpt = None,
+    shape: ShapeOpt = None,
+    column_map: ColumnMapOpt = None,
+    id_field: IdFieldOpt = None,
+    on_invalid: OnInvalidOpt = "fail",
     summary: Annotated[Path | None, typer.Option(help="write a JSON run summary here")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="keep embeddings here between runs")]
     = None,
-    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Select a subset of INPUT and write it (and optionally per-row scores)."""
     # Checked before any work: a typo must not cost an embedding pass.
@@ -203,11 +217,11 @@ def methods(as_json: Annotated[bool, typer.Option("--json", help="machine-readab
 @app.command()
 def validate(
     input_: Annotated[Path, typer.Argument(metavar="INPUT")],
-    fmt: Annotated[str | None, typer.Option("--input-format")] = None,
-    shape: Annotated[str | None, typer.Option()] = None,
-    column_map: Annotated[str | None, typer.Option()] = None,
-    id_field: Annotated[str | None, typer.Option()] = None,
-    on_invalid: Annotated[str, typer.Option(help="fail | skip")] = "skip",
+    fmt: FormatOpt = None,
+    shape: ShapeOpt = None,
+    column_map: ColumnMapOpt = None,
+    id_field: IdFieldOpt = None,
+    on_invalid: OnInvalidOpt = "skip",
 ) -> None:
     """Read INPUT and print its ingest report (shape, rows, skipped rows) as JSON."""
     try:
@@ -238,17 +252,16 @@ def evaluate(
     out: Annotated[Path, typer.Option(help="JSON report")],
     method: Annotated[str, typer.Option()] = "isa",
     budget: Annotated[str, typer.Option()] = "0.05",
-    param: Annotated[list[str], typer.Option("--param", "-p")] = [],  # noqa: B006
-    eval_file: Annotated[Path | None, typer.Option("--eval", help="held-out pairs (default: "
-                                                   "split the pool by prompt)")] = None,
-    eval_fraction: Annotated[float, typer.Option()] = 0.2,
+    param: ParamOpt = [],  # noqa: B006
+    eval_file: EvalFileOpt = None,
+    eval_fraction: EvalFractionOpt = 0.2,
     seeds: Annotated[int, typer.Option(help="seeds for random methods")] = 1,
-    encoder: Annotated[str, typer.Option()] = "sentence",
-    model: Annotated[str | None, typer.Option()] = None,
-    device: Annotated[str, typer.Option()] = "auto",
-    precision: Annotated[str, typer.Option()] = "auto",
-    on_invalid: Annotated[str, typer.Option()] = "skip",
-    quiet: Annotated[bool, typer.Option()] = False,
+    encoder: EncoderOpt = "sentence",
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    on_invalid: OnInvalidOpt = "skip",
+    quiet: QuietOpt = False,
 ) -> None:
     """Proxy alignment score of a method's subset vs. the full pool: a Bradley–Terry probe
     trained on each, its pairwise accuracy on held-out pairs (with a 95% interval)."""
@@ -282,14 +295,14 @@ def curve(
     seeds: Annotated[int, typer.Option(help="seeds for random methods")] = 5,
     share: Annotated[float, typer.Option(help="recommend the budget reaching this share of "
                                          "the plateau's gain")] = 0.95,
-    eval_file: Annotated[Path | None, typer.Option("--eval")] = None,
-    eval_fraction: Annotated[float, typer.Option()] = 0.2,
-    encoder: Annotated[str, typer.Option()] = "sentence",
-    model: Annotated[str | None, typer.Option()] = None,
-    device: Annotated[str, typer.Option()] = "auto",
-    precision: Annotated[str, typer.Option()] = "auto",
-    on_invalid: Annotated[str, typer.Option()] = "skip",
-    quiet: Annotated[bool, typer.Option()] = False,
+    eval_file: EvalFileOpt = None,
+    eval_fraction: EvalFractionOpt = 0.2,
+    encoder: EncoderOpt = "sentence",
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    on_invalid: OnInvalidOpt = "skip",
+    quiet: QuietOpt = False,
 ) -> None:
     """Budget curve: probe accuracy of each method over a grid of budgets, the paper's
     plateau R(x) = r − (r − a)·exp(−b·x) fitted, and the recommended budget."""

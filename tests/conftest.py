@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 HH_FILE = SHARED_DATA / "hh_rlhf_harmless_base_test.jsonl.gz"
 ALPACA_TRAIN = SHARED_DATA / "alpaca_eval_prefs_train.jsonl.gz"
 ALPACA_TEST = SHARED_DATA / "alpaca_eval_prefs_test.jsonl.gz"
+#: the Redis the tests use; they flush this database or keep to a key prefix of their own
+TEST_REDIS_URL = os.environ.get("ISA_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 
 
 def read_rows(path: Path, n: int) -> list[dict]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 
@@ -10,13 +9,12 @@ import pytest
 import redis
 
 from core.records import IdempotencyKeys, JobStore
-
-REDIS_URL = os.environ.get("ISA_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+from tests.conftest import TEST_REDIS_URL
 
 
 @pytest.fixture()
 def jobs():
-    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    client = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
     prefix = f"isa-unit-{uuid.uuid4().hex[:8]}:"
     yield JobStore(client, prefix)
     for key in client.scan_iter(f"{prefix}*"):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import write_jsonl
 from isa import PreferenceFile
 from isa.align import AlignConfig, ModelRegistry, run_alignment
+from tests.conftest import write_jsonl
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import write_jsonl
 from isa import Budget, CausalLMEncoder, PreferenceFile, make_method, run_selection
+from tests.conftest import write_jsonl
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import random
 import numpy as np
 import pytest
 
-from tests.conftest import write_jsonl
 from isa import Budget, PreferenceFile
 from isa.evaluate import fit_plateau, split_by_prompt, wilson_interval
 from isa.evaluate.runner import budget_curve, evaluate_subset, holdout, load_pairs
+from tests.conftest import write_jsonl
 
 
 @pytest.mark.parametrize(("r", "a", "b"), [(0.82, 0.5, 0.3), (0.7, 0.55, 0.02),

@@ -10,17 +10,22 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import write_jsonl
 from isa import (
     Budget,
     MemoryEmbeddingCache,
+    MemoryScoreCache,
     PreferenceFile,
+    SelectionPlan,
+    SelectionRun,
+    default_export_shapes,
     embed_texts,
     make_method,
     run_selection,
     write_scores,
     write_subset,
+    write_subsets,
 )
+from tests.conftest import write_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +124,39 @@ def test_disk_cache_survives_a_new_process_object(tmp_path, sentence_encoder):
     Y, stats = embed_texts(["two", "one", "three"], sentence_encoder, cache=again)
     assert (stats.cached, stats.embedded) == (2, 1)
     assert np.array_equal(Y[1], X[0]) and np.array_equal(Y[0], X[1])
+
+
+def test_a_second_budget_restores_the_scores_and_loads_no_encoder(hh_file, sentence_encoder):
+    scores, cache = MemoryScoreCache(), MemoryEmbeddingCache()
+    loads = []
+
+    def encoder():  # noqa: ANN202
+        loads.append(1)
+        return sentence_encoder
+
+    def plan(budget: Budget) -> SelectionPlan:
+        return SelectionPlan(PreferenceFile(hh_file), make_method("isa"), budget,
+                             encoder=encoder, encoder_key="minilm", source_key="hh-120")
+
+    first = SelectionRun(plan(Budget(count=10)), cache=cache, scores=scores).run()
+    second = SelectionRun(plan(Budget(count=30)), cache=cache, scores=scores).run()
+    assert len(loads) == 1 and not first.score_cache_hit and second.score_cache_hit
+    assert np.array_equal(first.method.ranking_, second.method.ranking_)
+    assert second.n_selected == 30 and first.selected_keys() <= second.selected_keys()
+    # anything that changes the scores changes the key
+    other = plan(Budget(count=10))
+    other.method = make_method("isa", covariance_type="spherical")
+    assert other.score_key() != plan(Budget(count=10)).score_key()
+
+
+def test_write_subsets_matches_one_file_per_shape(tmp_path, hh_file, sentence_encoder):
+    data = PreferenceFile(hh_file)
+    result = run_selection(data, make_method("random"), Budget(count=7))
+    shapes = default_export_shapes(result.units)
+    assert shapes == ("input", "kto", "trl", "openai")
+    written = write_subsets(data, result, {tmp_path / f"all-{s}.jsonl": s for s in shapes})
+    for shape in shapes:
+        alone = write_subset(data, result, tmp_path / f"one-{shape}.jsonl", shape=shape)
+        assert written[tmp_path / f"all-{shape}.jsonl"] == alone
+        assert ((tmp_path / f"all-{shape}.jsonl").read_bytes()
+                == (tmp_path / f"one-{shape}.jsonl").read_bytes())

@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import write_jsonl
 from isa import IngestError, PreferenceFile
+from tests.conftest import write_jsonl
 
 
 def _write(path: Path, fmt: str, rows: list[dict], gz: bool) -> Path:

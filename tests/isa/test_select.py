@@ -201,3 +201,22 @@ def test_prompt_round_robin_takes_one_pair_per_prompt_first():
     assert set(m.ranking_[:30]) == set(first_of_each)
     with pytest.raises(MethodInputError):
         make_method("isa_prompt").fit(X)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_a_fitted_state_restores_into_a_new_method(name):
+    X = _blobs(n=120)
+    groups = np.repeat(np.arange(60), 2)
+    meta = {"margin": np.linspace(0, 1, 60), "_prompt_group": np.arange(60) % 7.0}
+    fitted = make_method(name, random_state=2).fit(X, groups=groups, meta=meta, n_select=10)
+    state = fitted.state_dict()
+    assert all(isinstance(v, np.ndarray) for v in state.values())
+    restored = make_method(name, random_state=2).load_state_dict(state)
+    assert np.array_equal(restored.ranking_, fitted.ranking_)
+    assert np.array_equal(restored.scores_, fitted.scores_)
+    assert set(restored.details_) == set(fitted.details_)
+    assert set(restored.item_details_) == set(fitted.item_details_)
+    for k, v in fitted.item_details_.items():
+        assert np.array_equal(restored.item_details_[k], v)
+    with pytest.raises(ConfigError, match="not fitted"):
+        make_method(name).state_dict()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import write_jsonl
 from isa import IngestError, PreferenceFile
 from isa.export import export_record, write_records
+from tests.conftest import write_jsonl
 
 
 def _distinct(rows: list[dict]) -> list[dict]:

@@ -3,14 +3,13 @@ own, a Celery worker process and the gateway process."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
+from tests.conftest import TEST_REDIS_URL
 from tests.service.harness import Service, running_service
 
-REDIS_URL = os.environ.get("ISA_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 MAX_UPLOAD = 3 * 1024 * 1024
 
 
@@ -19,6 +18,6 @@ def service(tmp_path_factory) -> Iterator[Service]:
     env = {"ISA_MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
            # small chunks: a data set of a few thousand texts fans out to a chord
            "ISA_EMBED_CHUNK_SIZE": "256"}
-    with running_service(REDIS_URL, tmp_path_factory.mktemp("service-data"),
+    with running_service(TEST_REDIS_URL, tmp_path_factory.mktemp("service-data"),
                          extra_env=env) as svc:
         yield svc
