@@ -47,9 +47,9 @@ def test_wilson_interval():
 
 @pytest.fixture(scope="module")
 def alpaca_pairs(tmp_path_factory, sentence_encoder):
-    from tests.conftest import ALPACA_TEST, read_rows
+    from tests.conftest import ALPACA_SAMPLE, read_rows
 
-    rows = read_rows(ALPACA_TEST, 900)
+    rows = read_rows(ALPACA_SAMPLE, 500)
     path = write_jsonl(tmp_path_factory.mktemp("eval") / "pairs.jsonl", rows)
     return load_pairs(PreferenceFile(path), sentence_encoder)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import redis
 
-KEYS = {"key-a": "tenant-a", "key-b": "tenant-b"}
+KEYS = {"key-a": "tenant-a", "key-b": "tenant-b", "dev-key": "local"}  # dev-key: the README tour
 
 
 def _free_port() -> int:

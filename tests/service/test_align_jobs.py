@@ -5,13 +5,13 @@ from __future__ import annotations
 import io
 import zipfile
 
-from tests.conftest import ALPACA_TEST, read_rows, write_jsonl
+from tests.conftest import ALPACA_SAMPLE, read_rows, write_jsonl
 
 
 def test_align_on_a_select_jobs_subset_returns_metrics_plot_and_a_loadable_archive(
         service, tmp_path):
     c = service.client()
-    rows = read_rows(ALPACA_TEST, 60)
+    rows = read_rows(ALPACA_SAMPLE, 60)
     ds = service.wait_dataset(c, service.upload(c, write_jsonl(tmp_path / "p.jsonl",
                                                                rows[:40]))["id"])
     held = service.wait_dataset(c, service.upload(c, write_jsonl(tmp_path / "h.jsonl",
@@ -71,7 +71,7 @@ def test_cancel_stops_training_and_keeps_what_was_trained(service, tmp_path):
 
     c = service.client()
     ds = service.wait_dataset(c, service.upload(c, write_jsonl(
-        tmp_path / "p.jsonl", read_rows(ALPACA_TEST, 40)))["id"])
+        tmp_path / "p.jsonl", read_rows(ALPACA_SAMPLE, 40)))["id"])
     job = c.post("/v1/jobs", json={
         "type": "align", "dataset_id": ds["id"],
         "align": {"base_model": "tiny-llama-random", "max_steps": 500, "batch_size": 2,

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import ALPACA_TEST, ROOT, read_rows, write_jsonl
+from tests.conftest import ALPACA_SAMPLE, ROOT, read_rows, varied_rows, write_jsonl
 from tests.service.conftest import MAX_UPLOAD
 
 
 def _ready_dataset(service, c, tmp_path: Path, n: int = 60, name: str = "d.jsonl") -> dict:
-    path = write_jsonl(tmp_path / name, read_rows(ALPACA_TEST, n), gz=name.endswith(".gz"))
+    rows = read_rows(ALPACA_SAMPLE, n) if n <= 500 else varied_rows(
+        read_rows(ALPACA_SAMPLE, 500), -(-n // 500))[:n]
+    path = write_jsonl(tmp_path / name, rows, gz=name.endswith(".gz"))
     ds = service.wait_dataset(c, service.upload(c, path)["id"])
     assert ds["status"] == "ready", ds
     return ds
@@ -123,7 +125,7 @@ def test_oversized_upload_is_refused_with_413(service, tmp_path):
 
 def test_invalid_files_end_invalid_with_line_numbers(service, tmp_path):
     c = service.client()
-    good = read_rows(ALPACA_TEST, 3)
+    good = read_rows(ALPACA_SAMPLE, 3)
     bad = tmp_path / "bad.jsonl"
     lines = [__import__("json").dumps(r) for r in good]
     lines.insert(2, '{"prompt": "p", "chosen": "c"')

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import ALPACA_TEST, read_rows, write_jsonl
+from tests.conftest import ALPACA_SAMPLE, read_rows, write_jsonl
 
 PNG = b"\x89PNG\r\n\x1a\n"
 ENCODER = {"name": "sentence", "max_seq_length": 128}
@@ -10,9 +10,9 @@ ENCODER = {"name": "sentence", "max_seq_length": 128}
 
 def test_curve_and_evaluate_jobs(service, tmp_path):
     c = service.client()
-    rows = read_rows(ALPACA_TEST, 700)
-    pool = service.upload(c, write_jsonl(tmp_path / "pool.jsonl", rows[:400]))
-    held = service.upload(c, write_jsonl(tmp_path / "held.jsonl", rows[550:700]))
+    rows = read_rows(ALPACA_SAMPLE, 500)
+    pool = service.upload(c, write_jsonl(tmp_path / "pool.jsonl", rows[:350]))
+    held = service.upload(c, write_jsonl(tmp_path / "held.jsonl", rows[380:500]))
     curve = c.post("/v1/jobs", json={
         "type": "curve", "dataset_id": pool["id"], "encoder": ENCODER, "seeds": 2,
         "methods": [{"method": "random"}, {"method": "isa"}],
@@ -33,10 +33,10 @@ def test_curve_and_evaluate_jobs(service, tmp_path):
     evaluate = service.wait_job(c, evaluate["id"])
     assert evaluate["status"] == "succeeded", evaluate
     rep = c.get(f"/v1/jobs/{evaluate['id']}/result").json()  # json is the default here
-    assert rep["split"]["kind"] == "named" and rep["eval_pairs"] == 150
+    assert rep["split"]["kind"] == "named" and rep["eval_pairs"] == 120
     # pool pairs whose prompt also occurs in the evaluation set are left out of the pool
     dropped = rep["split"]["pool_pairs_dropped_for_shared_prompts"]
-    assert rep["pool_pairs"] == 400 - dropped > 0
+    assert rep["pool_pairs"] == 350 - dropped > 0
     assert rep["pairs"] == int(0.25 * rep["pool_pairs"] + 0.5)
     assert 0 <= rep["subset"]["accuracy"] <= 1
     assert c.get(evaluate["result"]["files"]["png"]).content[:8] == PNG

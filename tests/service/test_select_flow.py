@@ -9,7 +9,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tests.conftest import ALPACA_TEST, HH_FILE, read_rows, write_jsonl
+from tests.conftest import ALPACA_SAMPLE, HH_SAMPLE, read_rows, write_jsonl
 
 FAST_ENCODER = {"name": "sentence", "max_seq_length": 128}
 
@@ -20,12 +20,12 @@ def _jsonl(body: bytes) -> list[dict]:
 
 def test_hh_upload_isa_job_download_and_cached_rerun(service):
     c = service.client()
-    ds = service.upload(c, HH_FILE)
+    ds = service.upload(c, HH_SAMPLE)
     assert ds["status"] in ("uploaded", "validating", "ready")
-    assert ds["size_bytes"] == HH_FILE.stat().st_size and len(ds["sha256"]) == 64
+    assert ds["size_bytes"] == HH_SAMPLE.stat().st_size and len(ds["sha256"]) == 64
     ds = service.wait_dataset(c, ds["id"])
     assert ds["status"] == "ready", ds
-    assert (ds["shape"], ds["rows_valid"], ds["format"]) == ("hh_raw", 2312, "jsonl")
+    assert (ds["shape"], ds["rows_valid"], ds["format"]) == ("hh_raw", 600, "jsonl")
 
     preview = c.get(f"/v1/datasets/{ds['id']}/rows", params={"offset": 0, "limit": 2}).json()
     assert preview["data"][0]["prompt"].endswith("\n\nAssistant:")
@@ -37,13 +37,13 @@ def test_hh_upload_isa_job_download_and_cached_rerun(service):
     job = service.wait_job(c, r.json()["id"])
     assert job["status"] == "succeeded", job
     res = job["result"]
-    assert res["rows_selected"] == 116 and res["units"] == 2312
-    assert res["embedding"]["texts"] == 4624
+    assert res["rows_selected"] == 30 and res["units"] == 600
+    assert res["embedding"]["texts"] == 1200
     assert res["embedding"]["newly_embedded"] == res["embedding"]["unique"] > 256  # chunked
 
     subset = _jsonl(c.get(res["files"]["jsonl"]).content)
-    assert len(subset) == 116
-    with gzip.open(HH_FILE, "rt") as fh:
+    assert len(subset) == 30
+    with gzip.open(HH_SAMPLE, "rt") as fh:
         source = {line.strip() for line in fh}
     assert all(json.dumps(row, ensure_ascii=False) in source or
                any(json.loads(s) == row for s in source) for row in subset[:5])
@@ -51,16 +51,16 @@ def test_hh_upload_isa_job_download_and_cached_rerun(service):
     assert all(row in source_rows for row in subset)
 
     scores = pq.read_table(io.BytesIO(c.get(f"/v1/jobs/{job['id']}/scores").content))
-    assert scores.num_rows == 2312
+    assert scores.num_rows == 600
     table = scores.to_pylist()
-    assert sorted(x["rank"] for x in table) == list(range(1, 2313))
-    assert {x["rank"] for x in table if x["selected"]} == set(range(1, 117))
+    assert sorted(x["rank"] for x in table) == list(range(1, 601))
+    assert {x["rank"] for x in table if x["selected"]} == set(range(1, 31))
 
     # Another budget on the same data set: no embedding at all, the scores come from cache.
     body2 = {**body, "budget": {"fraction": 0.1}}
     job2 = service.wait_job(c, c.post("/v1/jobs", json=body2).json()["id"])
     assert job2["status"] == "succeeded", job2
-    assert job2["result"]["rows_selected"] == 231
+    assert job2["result"]["rows_selected"] == 60
     assert job2["result"]["score_cache_hit"] is True
     assert job2["result"]["embedding"]["newly_embedded"] == 0
     subset2 = _jsonl(c.get(job2["result"]["files"]["jsonl"]).content)
@@ -78,7 +78,7 @@ def test_hh_upload_isa_job_download_and_cached_rerun(service):
 
 
 def _alpaca(n: int = 150) -> list[dict]:
-    return read_rows(ALPACA_TEST, n)
+    return read_rows(ALPACA_SAMPLE, n)
 
 
 def test_jsonl_parquet_and_conversational_uploads(service, tmp_path):
@@ -123,7 +123,7 @@ def test_jsonl_parquet_and_conversational_uploads(service, tmp_path):
 
 def test_an_overlapping_data_set_embeds_only_its_new_texts(service, tmp_path):
     c = service.client()
-    rows = read_rows(ALPACA_TEST, 400)[300:]
+    rows = read_rows(ALPACA_SAMPLE, 400)[300:]
     # an encoder setting no other test uses: its cache namespace starts empty
     body = {"type": "select", "method": "isa", "budget": {"count": 5},
             "encoder": {"name": "sentence", "max_seq_length": 120}}
