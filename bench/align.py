@@ -21,9 +21,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from data_dir import add_data_dir, data_file  # noqa: E402  (bench/ is on the path)
+
 sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-DATA = ROOT.parent / "shared" / "data"
 OUT = ROOT / "bench" / "results"
 
 
@@ -42,13 +43,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--max-length", type=int, default=256)
+    add_data_dir(ap)
     args = ap.parse_args()
     model = ModelRegistry().resolve("smollm2-135m")
     cache = DiskEmbeddingCache(OUT / "tmp" / "embeddings")
     with tempfile.TemporaryDirectory() as tmp:
         pool_file, eval_file = Path(tmp) / "pool.jsonl", Path(tmp) / "eval.jsonl"
-        sample(DATA / "alpaca_eval_prefs_train.jsonl.gz", args.pool_pairs, pool_file, 0)
-        sample(DATA / "alpaca_eval_prefs_test.jsonl.gz", args.eval_pairs, eval_file, 2)
+        sample(data_file(args.data_dir, "alpaca_eval_prefs_train.jsonl.gz"),
+               args.pool_pairs, pool_file, 0)
+        sample(data_file(args.data_dir, "alpaca_eval_prefs_test.jsonl.gz"),
+               args.eval_pairs, eval_file, 2)
         pool = PreferenceFile(pool_file)
         examples = {e.row_id: e for e in pool}
         pairs = load_pairs(pool, SentenceTransformerEncoder(), cache=cache)

@@ -28,12 +28,14 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from data_dir import add_data_dir, data_file  # noqa: E402  (bench/ is on the path)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-POOL = ROOT.parent / "shared" / "data" / "alpaca_eval_prefs_train.jsonl.gz"
 
 
-def load_pool() -> list[dict]:
-    with gzip.open(POOL, "rt", encoding="utf-8") as fh:
+def load_pool(data_dir: Path) -> list[dict]:
+    with gzip.open(data_file(data_dir, "alpaca_eval_prefs_train.jsonl.gz"), "rt",
+                   encoding="utf-8") as fh:
         return [json.loads(line) for line in fh]
 
 
@@ -152,8 +154,9 @@ def main() -> None:
     ap.add_argument("--ingest-mb", type=int, default=520)
     ap.add_argument("--skip-1m", action="store_true")
     ap.add_argument("--only", choices=["encoder", "isa", "ingest"])
+    add_data_dir(ap)
     args = ap.parse_args()
-    pool = load_pool()
+    pool = load_pool(args.data_dir)
     if args.only in (None, "isa"):
         bench_isa(args.skip_1m)
     if args.only in (None, "ingest"):

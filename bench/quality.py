@@ -27,8 +27,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from data_dir import add_data_dir, data_file  # noqa: E402  (bench/ is on the path)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-DATA = ROOT.parent / "shared" / "data"
 OUT = ROOT / "bench" / "results"
 
 METHODS: list[tuple[str, str, dict]] = [
@@ -132,6 +133,7 @@ def main() -> None:
     ap.add_argument("--eval-pairs", type=int, default=3000)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--grid", default="1,2,3.5,5,10,25,50,100")
+    add_data_dir(ap)
     args = ap.parse_args()
     grid = [float(g) for g in args.grid.split(",")]
     t0 = time.perf_counter()
@@ -140,8 +142,10 @@ def main() -> None:
     cache = DiskEmbeddingCache(OUT / "tmp" / "embeddings")
     with tempfile.TemporaryDirectory() as tmp:
         pool_file, eval_file = Path(tmp) / "pool.jsonl", Path(tmp) / "eval.jsonl"
-        sample(DATA / "alpaca_eval_prefs_train.jsonl.gz", args.pool_pairs, pool_file, 0)
-        sample(DATA / "alpaca_eval_prefs_test.jsonl.gz", args.eval_pairs, eval_file, 1)
+        sample(data_file(args.data_dir, "alpaca_eval_prefs_train.jsonl.gz"),
+               args.pool_pairs, pool_file, 0)
+        sample(data_file(args.data_dir, "alpaca_eval_prefs_test.jsonl.gz"),
+               args.eval_pairs, eval_file, 1)
         pool = load_pairs(PreferenceFile(pool_file), enc, cache=cache)
         held = load_pairs(PreferenceFile(eval_file), enc, cache=cache)
     cache.save()

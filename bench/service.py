@@ -33,14 +33,15 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from data_dir import add_data_dir, data_file  # noqa: E402  (bench/ is on the path)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-POOL = ROOT.parent / "shared" / "data" / "alpaca_eval_prefs_train.jsonl.gz"
 ENCODER = {"name": "sentence", "max_seq_length": 128}
 
 
-def make_data(path: Path, n: int) -> None:
+def make_data(pool: Path, path: Path, n: int) -> None:
     rows = []
-    with gzip.open(POOL, "rt", encoding="utf-8") as fh:
+    with gzip.open(pool, "rt", encoding="utf-8") as fh:
         for line in fh:
             rows.append(line)
     step = max(1, len(rows) // n)  # spread over the pool, not its first rows
@@ -120,10 +121,12 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=10_000)
     ap.add_argument("--poll-seconds", type=float, default=10)
     ap.add_argument("--redis", default="redis://127.0.0.1:6379/15")
+    add_data_dir(ap)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "pairs.jsonl.gz"
-        make_data(data, args.pairs)
+        make_data(data_file(args.data_dir, "alpaca_eval_prefs_train.jsonl.gz"), data,
+                  args.pairs)
         print(f"== {args.pairs:,} AlpacaEval pairs, ISA 5%, MiniLM (max 128 tokens), "
               "one worker process")
         lib = library_run(data, Path(tmp) / "lib.jsonl")
