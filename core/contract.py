@@ -12,10 +12,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    model_validator,
+)
 
 from core.artifacts import ArtifactStore
-from isa.align.train import AlignConfig
+from isa.align.config import AlignConfig
 from isa.embed.factory import ENCODERS
 from isa.ingest.dataset import PreferenceFile
 from isa.select import Budget, make_method
@@ -81,6 +87,26 @@ class MethodSpec(_Strict):
 class _JobBase(_Strict):
     queue: Queue | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _ignore_nulls_of_other_types(cls, data: Any) -> Any:
+        # Clients built against the earlier flat request send every field, null where
+        # unused: a null field of another job type is ignored, a value is refused.
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None or k in cls.model_fields}
+        return data
+
+    def dataset_ids(self) -> list[str]:
+        """The data sets the job reads (each must belong to the caller and be ready)."""
+        return [d for d in (getattr(self, "dataset_id", None),
+                            getattr(self, "eval_dataset_id", None)) if d is not None]
+
+    def method_specs(self) -> list[MethodSpec]:
+        """The methods the job runs (checked against the registry at submission)."""
+        if isinstance(self, MethodSpec):
+            return [MethodSpec(method=self.method, params=self.params)]
+        return []
+
 
 class _OnDataset(_JobBase):
     dataset_id: str
@@ -96,9 +122,6 @@ class SelectJob(_OnDataset, MethodSpec):
     level: Level = "auto"
     template: Template = "prompt_completion"
 
-    def method_specs(self) -> list[MethodSpec]:
-        return [MethodSpec(method=self.method, params=self.params)]
-
 
 class _Evaluation(_OnDataset):
     #: held-out pairs: a data set of their own, or (None) a split of the pool by prompt
@@ -113,9 +136,6 @@ class EvaluateJob(_Evaluation, MethodSpec):
     budget: Budget
     seeds: int | None = Field(default=None, ge=1, le=20)
 
-    def method_specs(self) -> list[MethodSpec]:
-        return [MethodSpec(method=self.method, params=self.params)]
-
 
 class CurveJob(_Evaluation):
     """Probe accuracy over a grid of budgets for several methods, with the plateau fit."""
@@ -128,6 +148,9 @@ class CurveJob(_Evaluation):
         default_factory=lambda: [1, 2, 3.5, 5, 10, 25, 50, 100], min_length=3, max_length=30)
     seeds: int | None = Field(default=None, ge=1, le=20)
     share: float = Field(default=0.95, gt=0, lt=1)
+    #: what the plateau is fitted on; auto: length-balanced accuracy when the evaluation
+    #: pairs are length-dominated (one side above 75%), else accuracy
+    metric: Literal["auto", "accuracy", "balanced_accuracy"] = "auto"
 
     def method_specs(self) -> list[MethodSpec]:
         return self.methods
@@ -148,17 +171,22 @@ class AlignJob(_JobBase):
             raise ValueError("give exactly one of dataset_id and select_job_id")
         return self
 
-    def method_specs(self) -> list[MethodSpec]:
-        return []
 
-
+JOB_TYPES = ("select", "evaluate", "curve", "align")
 JobRequest = Annotated[SelectJob | EvaluateJob | CurveJob | AlignJob,
                        Field(discriminator="type")]
 _REQUEST: TypeAdapter[SelectJob | EvaluateJob | CurveJob | AlignJob] = TypeAdapter(JobRequest)
+_MODELS = {"select": SelectJob, "evaluate": EvaluateJob, "curve": CurveJob, "align": AlignJob}
 
 
-def parse_job_request(data: dict[str, Any]) -> SelectJob | EvaluateJob | CurveJob | AlignJob:
-    """A stored request (``model_dump`` of a validated one) as its typed model."""
+def parse_job_request(data: dict[str, Any], *, stored: bool = False
+                      ) -> SelectJob | EvaluateJob | CurveJob | AlignJob:
+    """A request as its typed model. ``stored``: a request the service accepted earlier,
+    read back by a worker; fields the contract has since dropped are ignored, so a job
+    queued before an upgrade still runs."""
+    if stored and data.get("type") in _MODELS:
+        fields = _MODELS[data["type"]].model_fields
+        data = {k: v for k, v in data.items() if k in fields}
     return _REQUEST.validate_python(data)
 
 

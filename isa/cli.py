@@ -281,6 +281,21 @@ def evaluate(
     sub, full = report["subset"], report["full"]
     err.print(f"{method} {budget}: accuracy {sub['accuracy']:.3f} vs full data "
               f"{full['accuracy']:.3f} on {full['n_eval']:,} held-out pairs → {out}")
+    _print_length(report, sub.get("balanced_accuracy"), full.get("balanced_accuracy"))
+
+
+def _print_length(report: dict[str, Any], subset_balanced: float | None,
+                  full_balanced: float | None) -> None:
+    """The length baseline beside every accuracy the CLI prints."""
+    length = report["length"]
+    line = f"length rule (longer answer wins): {length['length_rule_accuracy']:.3f}"
+    if full_balanced is not None:
+        line += (f"; length-balanced accuracy {subset_balanced:.3f} vs full data "
+                 f"{full_balanced:.3f}" if subset_balanced is not None else
+                 f"; length-balanced accuracy of the full data {full_balanced:.3f}")
+    err.print(line)
+    if length["warning"]:
+        err.print(f"[yellow]warning[/] {escape(length['warning'])}")
 
 
 @app.command()
@@ -295,6 +310,9 @@ def curve(
     seeds: Annotated[int, typer.Option(help="seeds for random methods")] = 5,
     share: Annotated[float, typer.Option(help="recommend the budget reaching this share of "
                                          "the plateau's gain")] = 0.95,
+    metric: Annotated[str, typer.Option(help="fit the plateau on: auto (length-balanced "
+                                        "when the evaluation pairs are length-dominated) | "
+                                        "accuracy | balanced_accuracy")] = "auto",
     eval_file: EvalFileOpt = None,
     eval_fraction: EvalFractionOpt = 0.2,
     encoder: EncoderOpt = "sentence",
@@ -311,13 +329,16 @@ def curve(
     except ValueError as exc:
         raise typer.BadParameter("comma-separated percents", param_hint="--budgets") from exc
     methods = [parse_method_spec(m) for m in method]
+    if metric not in ("auto", *evaluation.METRICS):
+        raise typer.BadParameter(f"expected auto or one of {', '.join(evaluation.METRICS)}",
+                                 param_hint="--metric")
     try:
         enc = _encoder_factory(encoder, model, device, precision, None)()
         with _Bar(quiet) as progress:
             train, test, split = _train_and_heldout(input_, eval_file, enc, progress,
                                                     on_invalid, eval_fraction)
             report = evaluation.budget_curve(train, test, methods, grid=grid, seeds=seeds,
-                                             share=share, progress=progress)
+                                             share=share, metric=metric, progress=progress)
     except EngineError as exc:
         _fail(exc)
         return
@@ -327,10 +348,13 @@ def curve(
         from .evaluate.report import plot_curve
 
         plot_curve(report, plot)
+    metric = report["metric"]
+    err.print(f"{metric} ({report['metric_reason']}):")
     for m in report["methods"]:
         err.print(f"{m['method']:>10}: " + "  ".join(
-            f"{g:g}%={a:.3f}" for g, a in zip(grid, m["accuracy"], strict=True))
+            f"{g:g}%={a:.3f}" for g, a in zip(grid, m[metric], strict=True))
             + f"  → recommended {m.get('recommended_budget_percent')}%")
+    _print_length(report, None, report["full"].get("balanced_accuracy"))
 
 
 def parse_method_spec(spec: str) -> tuple[str, dict[str, Any]]:

@@ -34,8 +34,10 @@ from .errors import ConfigError
 from .ingest.dataset import IngestReport, PreferenceFile
 from .ingest.records import render_text
 from .select import Budget, SelectionMethod, apply_budget
+from .select.base import CHOSEN_CHARS, PROMPT_GROUP, REJECTED_CHARS
 
 Level = Literal["auto", "pair", "item"]
+
 #: progress callback: (stage, done, total)
 StageProgress = Callable[[str, int, int], None]
 
@@ -88,6 +90,10 @@ def read_units(source: PreferenceFile, *, level: Level = "auto",
             records.append((ex.row_id, side, ex.row, unit_texts(ex, side, template),
                             text_key(render_text(ex.prompt)).hex()))
             _collect_numeric(ex.extra, idx, numeric, non_numeric)
+            if ex.kind == "pair":  # answer lengths: for length-aware evaluation and methods
+                numeric.setdefault(CHOSEN_CHARS, {})[idx] = len(render_text(ex.chosen or ""))
+                numeric.setdefault(REJECTED_CHARS, {})[idx] = len(render_text(ex.rejected
+                                                                              or ""))
     assert resolved is not None  # iter_examples raises on a file with no valid rows
     order = sorted(range(len(records)), key=lambda i: (records[i][0], records[i][1] or ""))
     texts: list[str] = []
@@ -108,7 +114,7 @@ def read_units(source: PreferenceFile, *, level: Level = "auto",
         meta[name] = col[order]
     # which units share a prompt (a numeric column, so methods can stratify by prompt)
     prompt_ids: dict[str, int] = {}
-    meta["_prompt_group"] = np.asarray(
+    meta[PROMPT_GROUP] = np.asarray(
         [prompt_ids.setdefault(records[i][4], len(prompt_ids)) for i in order], dtype=float)
     table = UnitTable(
         level=resolved, template=template,

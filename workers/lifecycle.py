@@ -39,7 +39,7 @@ class JobRun:
     record: dict[str, Any]
 
     def check_cancel(self) -> None:
-        if self.ctx.jobs.status(self.id) != "running":
+        if self.cancel_requested():
             raise JobCancelled
 
     def stage(self, stage: str, done: int = 0, total: int = 0) -> None:
@@ -67,10 +67,16 @@ class JobRun:
         """Store a result file under the job's key (written atomically)."""
         self.ctx.artifacts.put_file(local, Keys.job_file(self.id, filename or local.name))
 
+    def cancel_requested(self) -> bool:
+        return self.ctx.jobs.status(self.id) != "running"
+
     def succeed(self, result: dict[str, Any], **fields: Any) -> None:
-        self.ctx.jobs.transition(self.id, "succeeded", finished_at=now(), stage="done",
-                                 result=result, **fields)
-        self.ctx.metrics.incr("jobs_succeeded")
+        moved, prev = self.ctx.jobs.transition(self.id, "succeeded", finished_at=now(),
+                                               stage="done", result=result, **fields)
+        if moved:
+            self.ctx.metrics.incr("jobs_succeeded")
+        elif prev == "cancelling":  # a cancel arrived after the last check: honour it
+            self.cancelled()
 
     def cancelled(self, **fields: Any) -> None:
         self.ctx.jobs.transition(self.id, "cancelled", finished_at=now(), **fields)
@@ -80,19 +86,20 @@ class JobRun:
 
 
 def _fail(ctx: WorkerContext, job_id: str, code: str, message: str, **details: Any) -> None:
-    ctx.jobs.transition(job_id, "failed", finished_at=now(),
-                        error={"code": code, "message": message, "details": details})
-    ctx.metrics.incr("jobs_failed")
+    moved, _ = ctx.jobs.transition(job_id, "failed", finished_at=now(),
+                                   error={"code": code, "message": message, "details": details})
+    if moved:
+        ctx.metrics.incr("jobs_failed")
 
 
 def load(ctx: WorkerContext, job_id: str) -> JobRun | None:
-    """The job's record with its request parsed; a request the contract no longer
-    accepts fails the job (it could never run)."""
+    """The job's record with its request parsed, unless it has ended; a request the
+    contract does not accept fails the job (it could never run)."""
     record = ctx.jobs.get(job_id)
-    if record is None:
+    if record is None or record["status"] in TERMINAL:
         return None
     try:
-        request = parse_job_request(record["request"])
+        request = parse_job_request(record["request"], stored=True)
     except ValidationError as exc:
         _fail(ctx, job_id, "invalid_request", f"the stored request is not valid: {exc}")
         return None
@@ -106,8 +113,7 @@ def claim(job_id: str, task: Any) -> JobRun | None:
     worker slot)."""
     ctx = context()
     job = load(ctx, job_id)
-    if job is None or job.record["status"] in TERMINAL or _requeued_while_validating(job,
-                                                                                     task):
+    if job is None or _requeued_while_validating(job, task):
         return None
     if not ctx.jobs.transition(job_id, "running", started_at=now())[0]:
         return None
@@ -115,9 +121,8 @@ def claim(job_id: str, task: Any) -> JobRun | None:
 
 
 def _requeued_while_validating(job: JobRun, task: Any) -> bool:
-    for dataset_id in (getattr(job.request, "dataset_id", None),
-                       getattr(job.request, "eval_dataset_id", None)):
-        ds = job.ctx.datasets.get(dataset_id, job.tenant) if dataset_id else None
+    for dataset_id in job.request.dataset_ids():
+        ds = job.ctx.datasets.get(dataset_id, job.tenant)
         if ds is not None and ds["status"] in ("uploaded", "validating"):
             task.apply_async(args=(job.id,), countdown=1,
                              queue=job.request.queue or job.ctx.settings.default_queue)

@@ -10,6 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from core.contract import JOB_TYPES
+
 logger = logging.getLogger("isa.api")
 
 
@@ -35,6 +37,19 @@ _STATUS_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found",
                  405: "method_not_allowed", 413: "payload_too_large"}
 
 
+def _field_error(error: dict[str, Any]) -> dict[str, str]:
+    """One validation error as ``{field, message}``, in the client's terms: the job
+    request union's tag is not part of a field's path, a missing tag says which types
+    exist."""
+    loc = [str(p) for p in error["loc"]]
+    if len(loc) > 1 and loc[0] == "body" and loc[1] in JOB_TYPES:
+        del loc[1]
+    if error["type"] in ("union_tag_not_found", "union_tag_invalid"):
+        return {"field": ".".join([*loc, "type"]),
+                "message": f"must be one of {', '.join(JOB_TYPES)}"}
+    return {"field": ".".join(loc), "message": error["msg"]}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(_: Request, exc: ApiError) -> JSONResponse:
@@ -42,8 +57,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
-                  for e in exc.errors()]
+        errors = [_field_error(e) for e in exc.errors()]
         first = errors[0] if errors else {"field": "", "message": "invalid request"}
         return JSONResponse(_body("validation_error", f"{first['field']}: {first['message']}",
                                   {"errors": errors}), status_code=422)

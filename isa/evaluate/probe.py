@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
 from ..errors import ConfigError
+from .length import balanced_accuracy
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -29,14 +31,35 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 
 @dataclass(frozen=True, slots=True)
 class ProbeScore:
+    """Pairwise accuracy with its 95% interval and, when the pairs' answer lengths are
+    known, the length-balanced accuracy (see ``length.balanced_accuracy``)."""
+
     accuracy: float
     ci_low: float
     ci_high: float
     n_eval: int
     n_train: int
+    balanced: dict[str, Any] | None = None
 
-    def to_dict(self) -> dict[str, float | int]:
-        return asdict(self)
+    @property
+    def balanced_accuracy(self) -> float | None:
+        return self.balanced["balanced_accuracy"] if self.balanced else None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if k != "balanced"}
+        return out | (self.balanced or {})
+
+
+def score_margins(margins: np.ndarray, *, n_train: int = 0,
+                  length_diff: np.ndarray | None = None) -> ProbeScore:
+    """Pairwise accuracy of reward margins ``r(chosen) − r(rejected)`` (a pair counts as
+    right when its margin is positive), length-balanced when ``length_diff`` is given."""
+    m = np.asarray(margins, dtype=np.float64)
+    correct = m > 0
+    wins = int(correct.sum())
+    lo, hi = wilson_interval(wins, len(m))
+    balanced = balanced_accuracy(correct, length_diff) if length_diff is not None else None
+    return ProbeScore(wins / len(m) if len(m) else 0.0, lo, hi, len(m), n_train, balanced)
 
 
 class PreferenceProbe:
@@ -69,9 +92,8 @@ class PreferenceProbe:
         """Reward margin ``r(chosen) − r(rejected)`` of each pair."""
         return np.asarray(diff, dtype=np.float64) @ self.coef_
 
-    def score(self, diff: np.ndarray) -> ProbeScore:
-        """Pairwise accuracy (chosen scored above rejected) with a 95% interval."""
-        m = self.margins(diff)
-        wins = int((m > 0).sum())
-        lo, hi = wilson_interval(wins, len(m))
-        return ProbeScore(wins / len(m) if len(m) else 0.0, lo, hi, len(m), self.n_train_)
+    def score(self, diff: np.ndarray, length_diff: np.ndarray | None = None) -> ProbeScore:
+        """Pairwise accuracy (chosen scored above rejected) with a 95% interval, and the
+        length-balanced accuracy when the pairs' ``length_diff`` is given."""
+        return score_margins(self.margins(diff), n_train=self.n_train_,
+                             length_diff=length_diff)

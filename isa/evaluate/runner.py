@@ -13,11 +13,14 @@ from ..errors import ConfigError
 from ..ingest.dataset import PreferenceFile
 from ..pipeline import UnitTable, embed_units, read_units
 from ..select import Budget, make_method
+from ..select.base import CHOSEN_CHARS, REJECTED_CHARS
 from .curve import fit_plateau
+from .length import length_baseline
 from .probe import PreferenceProbe, ProbeScore
 from .split import split_by_prompt
 
 DEFAULT_GRID = (1.0, 2.0, 3.5, 5.0, 10.0, 25.0, 50.0, 100.0)
+METRICS = ("accuracy", "balanced_accuracy")
 #: methods whose subset changes with the seed: the curve averages several seeds
 STOCHASTIC = {"random", "density"}
 
@@ -29,6 +32,11 @@ class PairSet:
     table: UnitTable
     X: np.ndarray  # item embeddings, rows follow table.groups
     diff: np.ndarray  # per pair: e(chosen) − e(rejected)
+
+    @property
+    def length_diff(self) -> np.ndarray:
+        """Per pair: len(chosen) − len(rejected), in characters."""
+        return self.table.meta[CHOSEN_CHARS] - self.table.meta[REJECTED_CHARS]
 
     def subset(self, idx: np.ndarray) -> PairSet:
         keep = np.zeros(len(self.table), dtype=bool)
@@ -84,7 +92,22 @@ def holdout(pool: PairSet, eval_set: PairSet | None, *, eval_fraction: float = 0
 
 def probe_score(train: PairSet, idx: np.ndarray, eval_set: PairSet, *, C: float = 1.0
                 ) -> ProbeScore:
-    return PreferenceProbe(C=C).fit(train.diff[idx]).score(eval_set.diff)
+    """The probe trained on ``train``'s pairs ``idx``, scored on ``eval_set`` (accuracy
+    and length-balanced accuracy)."""
+    return PreferenceProbe(C=C).fit(train.diff[idx]).score(eval_set.diff,
+                                                           eval_set.length_diff)
+
+
+def resolve_metric(metric: str, length: dict[str, Any]) -> tuple[str, str]:
+    """The metric budget advice is computed on, and why: ``auto`` takes length-balanced
+    accuracy when the evaluation pairs are length-dominated."""
+    if metric not in METRICS + ("auto",):
+        raise ConfigError(f"metric must be one of {METRICS + ('auto',)}, not {metric!r}")
+    if metric != "auto":
+        return metric, "asked for"
+    if length["length_dominated"]:
+        return "balanced_accuracy", "auto: the evaluation pairs are length-dominated"
+    return "accuracy", "auto: the evaluation pairs are not length-dominated"
 
 
 def ranking_for(pool: PairSet, method: str, params: dict[str, Any], seed: int,
@@ -99,64 +122,94 @@ def ranking_for(pool: PairSet, method: str, params: dict[str, Any], seed: int,
 def evaluate_subset(pool: PairSet, eval_set: PairSet, method: str, params: dict[str, Any],
                     budget: Budget, *, seeds: Sequence[int] = (0,), C: float = 1.0
                     ) -> dict[str, Any]:
-    """The probe trained on the method's subset vs. on the whole pool."""
+    """The probe trained on the method's subset vs. on the whole pool, each scored by
+    accuracy and length-balanced accuracy, beside the length rule on the same pairs."""
     k = budget.size(len(pool.table))
     runs = [probe_score(pool, ranking_for(pool, method, params, s, k)[:k], eval_set, C=C)
             for s in seeds]
     full = probe_score(pool, np.arange(len(pool.table)), eval_set, C=C)
-    accs = [r.accuracy for r in runs]
+    if len(runs) == 1:
+        subset = runs[0].to_dict()
+    else:
+        subset = {"accuracy": float(np.mean([r.accuracy for r in runs])),
+                  "accuracy_sd": float(np.std([r.accuracy for r in runs])),
+                  "balanced_accuracy": _mean_or_none([r.balanced_accuracy for r in runs]),
+                  "runs": [r.to_dict() for r in runs]}
     return {"method": method, "params": params, "budget": budget.to_dict(), "pairs": k,
-            "subset": runs[0].to_dict() if len(runs) == 1 else {
-                "accuracy": float(np.mean(accs)), "accuracy_sd": float(np.std(accs)),
-                "runs": [r.to_dict() for r in runs]},
-            "full": full.to_dict()}
+            "subset": subset, "full": full.to_dict(),
+            "length": length_baseline(eval_set.length_diff)}
+
+
+def _mean_or_none(values: Sequence[float | None]) -> float | None:
+    return None if any(v is None for v in values) else float(np.mean(values))
 
 
 def budget_curve(pool: PairSet, eval_set: PairSet, methods: Sequence[tuple[str, dict]], *,
                  grid: Sequence[float] = DEFAULT_GRID, seeds: int = 5, share: float = 0.95,
-                 C: float = 1.0, progress: Callable[[str, int, int], None] | None = None
-                 ) -> dict[str, Any]:
-    """Probe accuracy of each method at each budget (percent of the pool); the plateau
-    curve fitted per method, with the smallest budget reaching ``share`` of its gain."""
+                 C: float = 1.0, metric: str = "auto",
+                 progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    """Probe accuracy and length-balanced accuracy of each method at each budget (percent
+    of the pool); the plateau curve fitted per method on ``metric`` (``auto``: balanced
+    when the evaluation pairs are length-dominated), with the smallest budget reaching
+    ``share`` of its gain."""
     n = len(pool.table)
     sizes = [Budget(fraction=g / 100).size(n) for g in grid]
+    length = length_baseline(eval_set.length_diff)
+    metric, reason = resolve_metric(metric, length)
     full = probe_score(pool, np.arange(n), eval_set, C=C)
+    if metric == "balanced_accuracy" and full.balanced_accuracy is None:
+        raise ConfigError("length-balanced accuracy needs evaluation pairs on both sides "
+                          "(chosen longer and chosen shorter)", code="invalid_parameters")
     total = sum((seeds if name in STOCHASTIC else 1) * len(grid) for name, _ in methods)
     done = 0
     out: dict[str, Any] = {"grid_percent": list(grid), "pool_pairs": n,
                            "eval_pairs": len(eval_set.table), "full": full.to_dict(),
+                           "length": length, "metric": metric, "metric_reason": reason,
                            "share": share, "methods": []}
     for name, params in methods:
-        runs = []
+        runs: list[list[ProbeScore]] = []
         for seed in range(seeds if name in STOCHASTIC else 1):
             ranking = ranking_for(pool, name, params, seed, max(sizes))
-            accs = []
+            scores = []
             for k in sizes:
-                accs.append(probe_score(pool, ranking[:k], eval_set, C=C).accuracy)
+                scores.append(probe_score(pool, ranking[:k], eval_set, C=C))
                 done += 1
                 if progress:
                     progress("evaluating", done, total)
-            runs.append(accs)
-        acc = np.asarray(runs)
-        mean = acc.mean(axis=0)
-        n_eval = len(eval_set.table)
-        # the interval of a mean of several seeds: the per-run binomial sd over sqrt(seeds)
-        half = 1.96 * np.sqrt(mean * (1 - mean) / n_eval) / np.sqrt(acc.shape[0])
-        entry: dict[str, Any] = {"method": name, "params": params, "seeds": acc.shape[0],
-                                 "accuracy": mean.tolist(), "ci_half_width": half.tolist(),
-                                 "runs": acc.tolist()}
-        # x = 0 is the untrained probe: chance, the curve's "a" for a proxy score
-        x = np.concatenate([[0.0], np.asarray(grid, dtype=float)])
-        y = np.concatenate([[0.5], mean])
-        try:
-            fit = fit_plateau(x, y)
-            x_star = fit.budget_for(share)
-            reached = [g for g in grid if g >= x_star]
-            entry["fit"] = fit.to_dict()
-            entry["budget_for_share"] = x_star
-            entry["recommended_budget_percent"] = reached[0] if reached else None
-        except ValueError as exc:
-            entry["fit"] = None
-            entry["fit_error"] = str(exc)
+            runs.append(scores)
+        entry: dict[str, Any] = {"method": name, "params": params, "seeds": len(runs)}
+        for key in METRICS:
+            values = np.asarray([[getattr(s, key) if getattr(s, key) is not None else np.nan
+                                  for s in run] for run in runs])
+            entry[key] = values.mean(axis=0).tolist()
+            entry[f"{key}_ci_half_width"] = _half_widths(runs, key).tolist()
+            entry[f"{key}_runs"] = values.tolist()
+        # the accuracy curve's intervals and runs also under their earlier names
+        entry["ci_half_width"] = entry["accuracy_ci_half_width"]
+        entry["runs"] = entry["accuracy_runs"]
+        entry |= _plateau(grid, np.asarray(entry[metric]), share)
         out["methods"].append(entry)
     return out
+
+
+def _half_widths(runs: list[list[ProbeScore]], key: str) -> np.ndarray:
+    """95% half-width of a mean over seeds: each run's own half-width over √seeds."""
+    per_run = np.asarray([[(s.ci_high - s.ci_low) / 2 if key == "accuracy" else
+                           ((s.balanced["balanced_ci_high"] - s.balanced["balanced_ci_low"]) / 2
+                            if s.balanced and s.balanced["balanced_ci_low"] is not None
+                            else np.nan) for s in run] for run in runs])
+    return per_run.mean(axis=0) / np.sqrt(len(runs))
+
+
+def _plateau(grid: Sequence[float], mean: np.ndarray, share: float) -> dict[str, Any]:
+    # x = 0 is the untrained probe: chance, the curve's "a" for a proxy score
+    x = np.concatenate([[0.0], np.asarray(grid, dtype=float)])
+    y = np.concatenate([[0.5], mean])
+    try:
+        fit = fit_plateau(x, y)
+    except ValueError as exc:
+        return {"fit": None, "fit_error": str(exc)}
+    x_star = fit.budget_for(share)
+    reached = [g for g in grid if g >= x_star]
+    return {"fit": fit.to_dict(), "budget_for_share": x_star,
+            "recommended_budget_percent": reached[0] if reached else None}

@@ -19,6 +19,9 @@ import scipy.sparse as sp
 from ..errors import ConfigError
 
 Meta = Mapping[str, np.ndarray]  # per-unit numeric columns (e.g. "margin")
+#: meta columns the pipeline's reader adds to the data's own (a leading "_" keeps them
+#: apart): a prompt id shared by the units of one prompt, and a pair's answer lengths
+PROMPT_GROUP, CHOSEN_CHARS, REJECTED_CHARS = "_prompt_group", "_chosen_chars", "_rejected_chars"
 _DETAILS, _ITEM_DETAILS = "details.", "item_details."
 
 

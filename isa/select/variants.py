@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ConfigError
-from .base import SelectionMethod, register, unit_features
+from .base import PROMPT_GROUP, SelectionMethod, register, unit_features
 from .baselines import MarginSelection
 from .isa import ISA
 
@@ -191,11 +191,11 @@ class ISAPromptRoundRobin(_ISABased):
     def _fit(self, X, groups, n_units, meta, n_select):  # type: ignore[no-untyped-def]
         from ..errors import MethodInputError
 
-        if "_prompt_group" not in meta:
+        if PROMPT_GROUP not in meta:
             raise MethodInputError("isa_prompt needs the prompt groups the pipeline adds "
                                    "(meta '_prompt_group')", code="missing_prompt_groups")
         isa = self._isa(X, groups, n_units)
-        prompt = np.asarray(meta["_prompt_group"], dtype=np.int64)
+        prompt = np.asarray(meta[PROMPT_GROUP], dtype=np.int64)
         isa_pos = np.empty(n_units, dtype=np.int64)
         isa_pos[isa.ranking_] = np.arange(n_units)
         # rank of each unit inside its prompt, by ISA order

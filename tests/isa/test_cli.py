@@ -103,3 +103,8 @@ def test_curve_command_writes_report_and_plot(tmp_path, alpaca_rows):
     assert [m["method"] for m in report["methods"]] == ["random", "margin"]
     assert report["methods"][1]["params"] == {"order": "low"}
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    # the length baseline is printed beside the accuracies, with the dominance warning
+    assert "length rule (longer answer wins)" in proc.stderr and "warning" in proc.stderr
+    assert report["metric"] == "balanced_accuracy"
+    bad = run("curve", str(src), "--out", str(tmp_path / "x.json"), "--metric", "f1")
+    assert bad.returncode == 2 and "--metric" in bad.stderr

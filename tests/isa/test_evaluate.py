@@ -9,6 +9,8 @@ import pytest
 
 from isa import Budget, PreferenceFile
 from isa.evaluate import fit_plateau, split_by_prompt, wilson_interval
+from isa.evaluate.length import balanced_accuracy, length_baseline
+from isa.evaluate.probe import score_margins
 from isa.evaluate.runner import budget_curve, evaluate_subset, holdout, load_pairs
 from tests.conftest import write_jsonl
 
@@ -80,3 +82,44 @@ def test_budget_curve_reports_every_method_and_a_fit(alpaca_pairs, tmp_path):
     png = tmp_path / "curve.png"
     plot_curve(report, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_the_pure_length_rule_scores_exactly_half_balanced_on_real_pairs(alpaca_pairs):
+    diff = alpaca_pairs.length_diff
+    assert (diff != 0).mean() > 0.95  # the reader measured every pair's answers
+    rule = score_margins(diff, length_diff=diff)  # "the longer answer wins"
+    assert rule.balanced["accuracy_chosen_longer"] == 1.0
+    assert rule.balanced["accuracy_chosen_shorter"] == 0.0
+    assert rule.balanced_accuracy == 0.5
+    base = length_baseline(diff)
+    # AlpacaEval judges prefer the longer answer: the rule's plain accuracy is high
+    assert base["length_rule_accuracy"] > 0.75 and base["length_dominated"]
+    assert "length-dominated" in base["warning"]
+    assert rule.accuracy == pytest.approx(base["chosen_longer_share"])
+
+
+def test_balanced_accuracy_counts_each_side_apart():
+    correct = np.array([1, 1, 1, 0, 1, 0, 0, 1], dtype=bool)
+    diff = np.array([5, 3, 2, 9, -4, -1, -7, 0])  # 4 longer, 3 shorter, 1 tie
+    out = balanced_accuracy(correct, diff)
+    assert (out["n_chosen_longer"], out["n_chosen_shorter"], out["n_length_tied"]) == (4, 3, 1)
+    assert out["balanced_accuracy"] == pytest.approx((3 / 4 + 1 / 3) / 2)
+    assert out["n_min_side"] == 3
+    assert out["balanced_ci_low"] < out["balanced_accuracy"] < out["balanced_ci_high"]
+    assert balanced_accuracy(correct[:3], diff[:3])["balanced_accuracy"] is None
+
+
+def test_reports_carry_the_length_baseline_and_pick_the_metric(alpaca_pairs):
+    train, test, _ = holdout(alpaca_pairs, None, eval_fraction=0.3, seed=0)
+    rep = evaluate_subset(train, test, "random", {}, Budget(fraction=0.5))
+    assert {"balanced_accuracy", "n_min_side", "accuracy_chosen_shorter"} <= set(rep["full"])
+    assert rep["length"]["length_dominated"] is True
+    curve = budget_curve(train, test, [("random", {})], grid=(10, 50, 100), seeds=1)
+    assert curve["metric"] == "balanced_accuracy" and "length-dominated" in curve[
+        "metric_reason"]
+    entry = curve["methods"][0]
+    assert len(entry["balanced_accuracy"]) == 3
+    assert entry["balanced_accuracy"][-1] == pytest.approx(curve["full"]["balanced_accuracy"])
+    plain = budget_curve(train, test, [("random", {})], grid=(10, 50, 100), seeds=1,
+                         metric="accuracy")
+    assert plain["metric"] == "accuracy" and plain["metric_reason"] == "asked for"

@@ -27,6 +27,11 @@ def test_curve_and_evaluate_jobs(service, tmp_path):
     assert report["grid_percent"] == [10, 25, 50, 100]
     assert report["methods"][0]["seeds"] == 2
     assert set(curve["result"]["recommended_budget_percent"]) == {"random", "isa"}
+    # length-aware: AlpacaEval judges favour longer answers, so the plateau is fitted on
+    # length-balanced accuracy and the length rule stands beside it
+    assert report["metric"] == curve["result"]["metric"] == "balanced_accuracy"
+    assert len(report["methods"][0]["balanced_accuracy"]) == 4
+    assert curve["result"]["length_rule_accuracy"] > 0.7 and curve["result"]["warning"]
     png = c.get(curve["result"]["files"]["png"])
     assert png.headers["content-type"] == "image/png" and png.content[:8] == PNG
 
@@ -39,6 +44,9 @@ def test_curve_and_evaluate_jobs(service, tmp_path):
     assert rep["pool_pairs"] == 350 - dropped > 0
     assert rep["pairs"] == int(0.25 * rep["pool_pairs"] + 0.5)
     assert 0 <= rep["subset"]["accuracy"] <= 1
+    assert 0 <= rep["subset"]["balanced_accuracy"] <= 1 and rep["subset"]["n_min_side"] > 0
+    assert rep["length"]["length_rule_accuracy"] == evaluate["result"]["length_rule_accuracy"]
+    assert evaluate["result"]["balanced_accuracy"] == rep["subset"]["balanced_accuracy"]
     assert c.get(evaluate["result"]["files"]["png"]).content[:8] == PNG
     bad = c.post("/v1/jobs", json={"type": "evaluate", "dataset_id": pool["id"]})
     assert bad.status_code == 422 and "budget" in bad.json()["error"]["message"]

@@ -57,17 +57,14 @@ def _align(job: JobRun) -> None:
                                ctx.settings.model_cache_dir).resolve(config.base_model)
 
     def progress(step: int, total: int, loss: float | None) -> None:
-        ctx.jobs.set_progress(job.id, "training", step, total)
+        job.stage("training", step, total)
         if loss is not None:
             ctx.jobs.update(job.id, latest_loss=loss)
-
-    def should_stop() -> bool:
-        return ctx.jobs.status(job.id) != "running"
 
     work = Path(tempfile.mkdtemp(prefix=f"{job.id}.", dir=ctx.settings.data_dir))
     try:
         result = run_alignment(train, model_path, work, config, eval_pairs=eval_pairs,
-                               progress=progress, should_stop=should_stop)
+                               progress=progress, should_stop=job.cancel_requested)
         job.stage("writing", result.steps, result.steps)
         metrics = {**result.to_dict(), "base_model": config.base_model,
                    "config": dataclasses.asdict(config), "train_examples": len(train),

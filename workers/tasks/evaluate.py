@@ -39,15 +39,23 @@ def _evaluate(job: JobRun) -> None:
                                         seeds=range(req.seeds or 1))
         plot = plot_evaluation
         summary = {"accuracy": report["subset"]["accuracy"],
-                   "full_accuracy": report["full"]["accuracy"], "pairs": report["pairs"]}
+                   "balanced_accuracy": report["subset"].get("balanced_accuracy"),
+                   "full_accuracy": report["full"]["accuracy"],
+                   "full_balanced_accuracy": report["full"].get("balanced_accuracy"),
+                   "pairs": report["pairs"]}
     else:
         report = runner.budget_curve(train, test, [(m.method, m.params) for m in req.methods],
                                      grid=req.budgets_percent, seeds=req.seeds or 5,
-                                     share=req.share, progress=job.progress)
+                                     share=req.share, metric=req.metric,
+                                     progress=job.progress)
         plot = plot_curve
         summary = {"recommended_budget_percent": {
             m["method"]: m.get("recommended_budget_percent") for m in report["methods"]},
-            "full_accuracy": report["full"]["accuracy"]}
+            "metric": report["metric"], "full_accuracy": report["full"]["accuracy"],
+            "full_balanced_accuracy": report["full"].get("balanced_accuracy")}
+    length = report["length"]
+    summary |= {"length_rule_accuracy": length["length_rule_accuracy"],
+                "warning": length["warning"]}
     report |= {"split": split, "encoder": encoder.name, "eval_pairs": len(test.table),
                "pool_pairs": len(train.table)}
     job.check_cancel()

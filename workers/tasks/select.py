@@ -20,7 +20,13 @@ from core.artifacts import SCORES, SUBSET_FORMATS, Keys
 from core.celery_app import TASK_EMBED_CHUNK, TASK_FINISH_SELECT, TASK_SELECT, celery_app
 from isa.embed.base import embed_texts
 from isa.export import write_scores, write_subsets
-from isa.pipeline import SelectionPlan, SelectionResult, SelectionRun, default_export_shapes
+from isa.pipeline import (
+    SelectionPlan,
+    SelectionResult,
+    SelectionRun,
+    StageProgress,
+    default_export_shapes,
+)
 from isa.select import make_method
 from workers.lifecycle import JobRun, run_claimed, run_continuation
 
@@ -40,7 +46,7 @@ def finish_select(_results: Any, job_id: str) -> None:
     run_continuation(job_id, _finish_after_chord)
 
 
-def _selection(job: JobRun) -> SelectionRun:
+def _selection(job: JobRun, progress: StageProgress | None = None) -> SelectionRun:
     """Stage 0, the plan: the job's request resolved against its data set."""
     req, ctx = job.request, job.ctx
     ds = job.dataset(req.dataset_id)
@@ -49,7 +55,8 @@ def _selection(job: JobRun) -> SelectionRun:
         job.open(ds), method, req.budget, level=req.level, template=req.template,
         encoder=lambda: ctx.encoder(req.encoder), encoder_key=req.encoder.model_dump(),
         source_key=f"{ds['sha256']}:{json.dumps(ds.get('options'), sort_keys=True)}")
-    return SelectionRun(plan, cache=ctx.embeddings, scores=ctx.scores, progress=job.progress)
+    return SelectionRun(plan, cache=ctx.embeddings, scores=ctx.scores,
+                        progress=progress or job.progress)
 
 
 def _start(job: JobRun) -> None:
@@ -111,7 +118,15 @@ def _embed_chunk(job: JobRun, start: int, end: int) -> None:
 
 
 def _finish_after_chord(job: JobRun) -> None:
-    run = _selection(job)
+    def progress(stage: str, done: int, total: int) -> None:
+        # reading again and assembling the (now cached) embeddings is not news to the
+        # client: the job goes on showing the finished embedding until scoring starts
+        if stage in ("reading", "embedding"):
+            job.check_cancel()
+        else:
+            job.progress(stage, done, total)
+
+    run = _selection(job, progress)
     run.read()
     run.restore_scores()  # another job may have scored the same meanwhile
     _finish(job, run)
@@ -128,6 +143,8 @@ def _finish(job: JobRun, run: SelectionRun) -> None:
     files = _write_outputs(job, run, result)
     result.timings["writing"] = time.perf_counter() - t
     for stage, seconds in result.timings.items():
+        if stage == "embedding" and not (result.embed_stats and result.embed_stats.embedded):
+            continue  # only assembled from the cache; the encoding was timed where it ran
         ctx.metrics.observe_stage(stage, seconds)
     record = ctx.jobs.get(job.id) or {}
     summary = {

@@ -34,7 +34,7 @@ def _public(doc: dict[str, Any]) -> JobPublic:
     if result and "files" in result:  # file names → links
         jid = doc["id"]
         result = {**result, "files": {
-            name: (f"/v1/jobs/{jid}/scores" if name == "scores"
+            name: (f"/v1/jobs/{jid}/scores" if name == SCORES.name
                    else f"/v1/jobs/{jid}/result?format={name}") for name in result["files"]}}
     return JobPublic(
         id=doc["id"], type=doc["type"], status=doc["status"], stage=doc.get("stage"),
@@ -72,9 +72,7 @@ def create_job(body: JobRequest, response: Response, tenant: CurrentTenant, jobs
         raise ApiError(422, exc.code, exc.message) from exc
     if isinstance(body, AlignJob):
         _check_align(body, tenant, jobs, settings)
-    for dataset_id in (getattr(body, "dataset_id", None), getattr(body, "eval_dataset_id", None)):
-        if dataset_id is None:
-            continue
+    for dataset_id in body.dataset_ids():
         ds = datasets.get(dataset_id, tenant)
         if ds is None:
             raise not_found("dataset", dataset_id)
