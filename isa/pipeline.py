@@ -164,7 +164,7 @@ def score_units(table: UnitTable, method: SelectionMethod, X: np.ndarray | None,
                 n_select: int | None = None) -> SelectionMethod:
     """Stage 3: fit the method on the items, scoring every unit."""
     return method.fit(X, groups=table.groups, meta=table.meta, n_units=len(table),
-                      n_select=n_select)
+                      n_select=n_select, item_labels=np.asarray(table.text_labels))
 
 
 def select_units(method: SelectionMethod, budget: Budget) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 from ..embed.base import EmbeddingCache, Encoder
 from ..errors import ConfigError
 from ..ingest.dataset import PreferenceFile
-from ..pipeline import UnitTable, embed_units, read_units
+from ..pipeline import UnitTable, embed_units, read_units, score_units
 from ..select import Budget, make_method
 from ..select.base import CHOSEN_CHARS, REJECTED_CHARS
 from .curve import fit_plateau
@@ -113,10 +113,8 @@ def resolve_metric(metric: str, length: dict[str, Any]) -> tuple[str, str]:
 def ranking_for(pool: PairSet, method: str, params: dict[str, Any], seed: int,
                 n_select: int) -> np.ndarray:
     m = make_method(method, **{"random_state": seed, **params})
-    X = pool.X if m.needs_embeddings else None
-    m.fit(X, groups=pool.table.groups, meta=pool.table.meta, n_units=len(pool.table),
-          n_select=n_select)
-    return m.ranking_
+    return score_units(pool.table, m, pool.X if m.needs_embeddings else None,
+                       n_select=n_select).ranking_
 
 
 def evaluate_subset(pool: PairSet, eval_set: PairSet, method: str, params: dict[str, Any],

@@ -2,6 +2,7 @@
 
 from . import baselines as _baselines  # noqa: F401  (registers the baselines)
 from . import isa as _isa  # noqa: F401  (registers ISA)
+from . import preference as _preference  # noqa: F401  (registers the preference methods)
 from . import variants as _variants  # noqa: F401  (registers the ISA variants)
 from .base import METHODS, SelectionMethod, describe_methods, make_method
 from .budget import Budget, apply_budget

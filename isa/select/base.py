@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from ..errors import ConfigError
+from ..errors import ConfigError, MethodInputError
 
 Meta = Mapping[str, np.ndarray]  # per-unit numeric columns (e.g. "margin")
 #: meta columns the pipeline's reader adds to the data's own (a leading "_" keeps them
@@ -48,7 +48,8 @@ class SelectionMethod:
 
     def fit(self, X: np.ndarray | None, *, groups: np.ndarray | None = None,
             meta: Meta | None = None, n_units: int | None = None,
-            n_select: int | None = None) -> SelectionMethod:
+            n_select: int | None = None,
+            item_labels: np.ndarray | None = None) -> SelectionMethod:
         """Score every unit.
 
         Args:
@@ -59,6 +60,9 @@ class SelectionMethod:
             n_units: number of units (default ``groups.max() + 1``).
             n_select: the budget, when known; lets greedy methods stop early. The
                 ranking beyond it is still complete.
+            item_labels: per item, what it is in its unit (``"chosen"``, ``"rejected"``,
+                ``"completion"``...): the preference label methods that learn from the
+                data's verdicts need it (the pipeline always passes it).
         """
         if X is not None:
             X = np.asarray(X)
@@ -79,6 +83,9 @@ class SelectionMethod:
             raise ConfigError("groups must have one entry per row of X")
         if n_units == 0:
             raise ConfigError("nothing to select from: no units")
+        if item_labels is not None and len(item_labels) != groups.shape[0]:
+            raise ConfigError("item_labels must have one entry per item")
+        self._item_labels = None if item_labels is None else np.asarray(item_labels)
         self.details_, self.item_details_ = {}, {}
         self._ranking: np.ndarray | None = None  # set by _fit when the order is not by score
         scores = np.asarray(self._fit(X, groups, n_units, dict(meta or {}), n_select),
@@ -121,6 +128,37 @@ class SelectionMethod:
 
 
 # --- helpers shared by methods --------------------------------------------------------
+
+
+def pair_differences(X: np.ndarray, groups: np.ndarray, n_units: int,
+                     item_labels: np.ndarray | None, method: str) -> np.ndarray:
+    """Per pair, ``e(chosen) − e(rejected)``: the input of preference models."""
+    if item_labels is None:
+        raise MethodInputError(f"method {method!r} learns from the preference labels: fit "
+                               "it with item_labels", code="missing_item_labels")
+    chosen, rejected = item_labels == "chosen", item_labels == "rejected"
+    if (np.bincount(groups[chosen], minlength=n_units) != 1).any() or (
+            np.bincount(groups[rejected], minlength=n_units) != 1).any():
+        raise MethodInputError(f"method {method!r} needs pairs with one chosen and one "
+                               "rejected item each (level 'pair', template "
+                               "'prompt_completion' or 'completion')", code="needs_pairs")
+    diff = np.empty((n_units, X.shape[1]), dtype=np.float64)
+    diff[groups[chosen]] = X[chosen]
+    diff[groups[rejected]] -= X[rejected]
+    return diff
+
+
+def subset_units(keep: np.ndarray, X: np.ndarray | None, groups: np.ndarray, meta: Meta,
+                 item_labels: np.ndarray | None) -> dict:
+    """``fit`` arguments for the units where ``keep`` is true (for methods that run
+    another method on part of the data)."""
+    item_keep = keep[groups]
+    remap = np.full(keep.shape[0], -1, dtype=np.int64)
+    remap[keep] = np.arange(int(keep.sum()))
+    return {"X": None if X is None else X[item_keep], "groups": remap[groups[item_keep]],
+            "meta": {k: np.asarray(v)[keep] for k, v in meta.items()},
+            "n_units": int(keep.sum()),
+            "item_labels": None if item_labels is None else item_labels[item_keep]}
 
 
 def unit_matrix(groups: np.ndarray, n_units: int) -> sp.csr_matrix:

@@ -60,7 +60,8 @@ def test_subset_is_exact_source_rows_and_scores_rank_them(tmp_path, hh_file, hh_
         assert all(a["score"] >= b["score"] for a, b in zip(ranked, ranked[1:], strict=False))
 
 
-@pytest.mark.parametrize("method", ["isa", "kcenter", "density", "random"])
+@pytest.mark.parametrize("method", ["isa", "kcenter", "density", "random", "consistency",
+                                    "clean", "quality_diversity", "length_balanced"])
 def test_results_do_not_depend_on_row_order(tmp_path, hh_rows, sentence_encoder, method):
     shuffled = hh_rows[:]
     random.Random(5).shuffle(shuffled)

@@ -83,15 +83,25 @@ def test_isa_golden_ranking():
 GOLDEN_ISA = [2, 3, 4, 1, 0, 5, 47, 45]
 
 
+def _pair_data(n: int = 150) -> dict:
+    """Pairs as the pipeline hands them to a method: two items per unit (chosen, then
+    rejected), their labels, and the reader's meta columns."""
+    rng = np.random.default_rng(1)
+    return {"X": _blobs(n=2 * n), "groups": np.repeat(np.arange(n), 2),
+            "item_labels": np.array(["chosen", "rejected"] * n),
+            "meta": {"margin": np.round(rng.random(n), 1),
+                     "_prompt_group": (np.arange(n) % 30).astype(float),
+                     "_chosen_chars": rng.integers(50, 500, n).astype(float),
+                     "_rejected_chars": rng.integers(50, 500, n).astype(float)}}
+
+
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_same_seed_same_ranking_other_seed_may_differ(name):
-    X = _blobs()
-    meta = {"margin": np.round(np.random.default_rng(1).random(300), 1),
-            "_prompt_group": (np.arange(300) % 50).astype(float)}
-    a = make_method(name, random_state=7).fit(X, meta=meta, n_select=30).ranking_
-    b = make_method(name, random_state=7).fit(X, meta=meta, n_select=30).ranking_
+    data = _pair_data()
+    a = make_method(name, random_state=7).fit(**data, n_select=15).ranking_
+    b = make_method(name, random_state=7).fit(**data, n_select=15).ranking_
     assert np.array_equal(a, b)
-    assert sorted(a.tolist()) == list(range(300))  # a complete order
+    assert sorted(a.tolist()) == list(range(150))  # a complete order
 
 
 def test_random_seeds_differ():
@@ -205,10 +215,7 @@ def test_prompt_round_robin_takes_one_pair_per_prompt_first():
 
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_a_fitted_state_restores_into_a_new_method(name):
-    X = _blobs(n=120)
-    groups = np.repeat(np.arange(60), 2)
-    meta = {"margin": np.linspace(0, 1, 60), "_prompt_group": np.arange(60) % 7.0}
-    fitted = make_method(name, random_state=2).fit(X, groups=groups, meta=meta, n_select=10)
+    fitted = make_method(name, random_state=2).fit(**_pair_data(60), n_select=10)
     state = fitted.state_dict()
     assert all(isinstance(v, np.ndarray) for v in state.values())
     restored = make_method(name, random_state=2).load_state_dict(state)
