@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,13 @@ METRICS = ("accuracy", "balanced_accuracy")
 STOCHASTIC = {"random", "density"}
 
 
+def is_stochastic(name: str, params: dict[str, Any]) -> bool:
+    """Whether a method's subset changes with its seed (then curves average seeds)."""
+    return name in STOCHASTIC or any(
+        is_stochastic(params[k], params.get(f"{k}_params") or {})
+        for k in ("base", "quality") if params.get(k))
+
+
 @dataclass(slots=True)
 class PairSet:
     """Pairs with their item embeddings: what methods select from and the probe trains on."""
@@ -37,6 +45,22 @@ class PairSet:
     def length_diff(self) -> np.ndarray:
         """Per pair: len(chosen) − len(rejected), in characters."""
         return self.table.meta[CHOSEN_CHARS] - self.table.meta[REJECTED_CHARS]
+
+    def with_flipped_labels(self, share: float, *, seed: int = 0) -> tuple[PairSet, np.ndarray]:
+        """A copy with a seeded ``share`` of the pairs' labels reversed (chosen and
+        rejected swapped), as annotator disagreement does; returns it and the mask."""
+        flip = np.random.default_rng(seed).random(len(self.table)) < share
+        t = self.table
+        items = flip[t.groups]
+        swap = {"chosen": "rejected", "rejected": "chosen"}
+        labels = [swap.get(x, x) if f else x for x, f in zip(t.text_labels, items,
+                                                                strict=True)]
+        meta = dict(t.meta)
+        if CHOSEN_CHARS in meta:
+            meta[CHOSEN_CHARS] = np.where(flip, t.meta[REJECTED_CHARS], t.meta[CHOSEN_CHARS])
+            meta[REJECTED_CHARS] = np.where(flip, t.meta[CHOSEN_CHARS], t.meta[REJECTED_CHARS])
+        table = dataclasses.replace(t, text_labels=labels, meta=meta)
+        return PairSet(table, self.X, np.where(flip[:, None], -self.diff, self.diff)), flip
 
     def subset(self, idx: np.ndarray) -> PairSet:
         keep = np.zeros(len(self.table), dtype=bool)
@@ -158,7 +182,7 @@ def budget_curve(pool: PairSet, eval_set: PairSet, methods: Sequence[tuple[str, 
     if metric == "balanced_accuracy" and full.balanced_accuracy is None:
         raise ConfigError("length-balanced accuracy needs evaluation pairs on both sides "
                           "(chosen longer and chosen shorter)", code="invalid_parameters")
-    total = sum((seeds if name in STOCHASTIC else 1) * len(grid) for name, _ in methods)
+    total = sum((seeds if is_stochastic(name, p) else 1) * len(grid) for name, p in methods)
     done = 0
     out: dict[str, Any] = {"grid_percent": list(grid), "pool_pairs": n,
                            "eval_pairs": len(eval_set.table), "full": full.to_dict(),
@@ -166,7 +190,7 @@ def budget_curve(pool: PairSet, eval_set: PairSet, methods: Sequence[tuple[str, 
                            "share": share, "methods": []}
     for name, params in methods:
         runs: list[list[ProbeScore]] = []
-        for seed in range(seeds if name in STOCHASTIC else 1):
+        for seed in range(seeds if is_stochastic(name, params) else 1):
             ranking = ranking_for(pool, name, params, seed, max(sizes))
             scores = []
             for k in sizes:

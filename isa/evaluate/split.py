@@ -23,3 +23,17 @@ def split_by_prompt(prompts: Sequence[str], *, eval_fraction: float = 0.2,
         h = int.from_bytes(hashlib.blake2b(p.encode(), digest_size=8, key=salt).digest(), "big")
         side[i] = (h / 2**64) < eval_fraction
     return np.flatnonzero(~side), np.flatnonzero(side)
+
+
+def kfold_by_prompt(prompts: Sequence[str], *, k: int = 5, seed: int = 0) -> list[np.ndarray]:
+    """``k`` folds of indices (each the evaluation side of one round; the pool is the
+    rest): every prompt's rows in one fold, folds of near-equal prompt counts, assigned
+    by a seeded hash of the prompt text (so the same whatever the row order)."""
+    if k < 2:
+        raise ValueError("k must be at least 2")
+    salt = str(seed).encode()
+    distinct = sorted(set(prompts), key=lambda p: hashlib.blake2b(
+        p.encode(), digest_size=8, key=salt).digest())
+    fold_of = {p: i % k for i, p in enumerate(distinct)}
+    folds = np.asarray([fold_of[p] for p in prompts])
+    return [np.flatnonzero(folds == f) for f in range(k)]

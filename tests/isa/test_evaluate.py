@@ -11,7 +11,14 @@ from isa import Budget, PreferenceFile
 from isa.evaluate import fit_plateau, split_by_prompt, wilson_interval
 from isa.evaluate.length import balanced_accuracy, length_baseline
 from isa.evaluate.probe import score_margins
-from isa.evaluate.runner import budget_curve, evaluate_subset, holdout, load_pairs
+from isa.evaluate.runner import (
+    budget_curve,
+    evaluate_subset,
+    holdout,
+    is_stochastic,
+    load_pairs,
+)
+from isa.evaluate.split import kfold_by_prompt
 from tests.conftest import write_jsonl
 
 
@@ -123,3 +130,34 @@ def test_reports_carry_the_length_baseline_and_pick_the_metric(alpaca_pairs):
     plain = budget_curve(train, test, [("random", {})], grid=(10, 50, 100), seeds=1,
                          metric="accuracy")
     assert plain["metric"] == "accuracy" and plain["metric_reason"] == "asked for"
+
+
+def test_k_folds_keep_prompts_whole_and_cover_every_pair_once():
+    rng = random.Random(2)
+    prompts = [f"p{rng.randrange(120)}" for _ in range(1000)]
+    folds = kfold_by_prompt(prompts, k=5, seed=1)
+    assert sorted(np.concatenate(folds).tolist()) == list(range(1000))
+    sets = [{prompts[i] for i in f} for f in folds]
+    assert all(not (a & b) for i, a in enumerate(sets) for b in sets[i + 1:])
+    assert max(len(s) for s in sets) - min(len(s) for s in sets) <= 1  # prompts per fold
+    again = kfold_by_prompt(prompts[::-1], k=5, seed=1)
+    assert [{prompts[::-1][i] for i in f} for f in again] == sets
+
+
+def test_flipping_labels_swaps_sides_and_leaves_the_original_alone(alpaca_pairs):
+    noisy, flip = alpaca_pairs.with_flipped_labels(0.25, seed=3)
+    assert 0.18 < flip.mean() < 0.32
+    assert np.array_equal(noisy.diff[flip], -alpaca_pairs.diff[flip])
+    assert np.array_equal(noisy.diff[~flip], alpaca_pairs.diff[~flip])
+    assert np.array_equal(noisy.length_diff[flip], -alpaca_pairs.length_diff[flip])
+    labels = np.asarray(noisy.table.text_labels)[np.asarray(alpaca_pairs.table.groups) == 0]
+    assert sorted(labels.tolist()) == ["chosen", "rejected"]
+    assert alpaca_pairs.with_flipped_labels(0.25, seed=3)[1].tolist() == flip.tolist()
+
+
+def test_methods_built_on_random_are_averaged_over_seeds():
+    assert is_stochastic("random", {}) and not is_stochastic("isa", {})
+    assert is_stochastic("clean", {"base": "random"})
+    assert is_stochastic("length_balanced", {"base": "clean", "base_params": {
+        "base": "density"}})
+    assert not is_stochastic("length_balanced", {"base": "consistency"})
