@@ -1,4 +1,4 @@
-"""The FastAPI gateway: ``uvicorn app.main:app``. Light: it never imports torch."""
+"""The FastAPI gateway: ``uvicorn app.main:app``. Light: it never loads torch."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from app.api.errors import install_error_handlers
 from app.api.routes import datasets, health, jobs
+from app.limits import BodyLimitMiddleware
 from app.metrics import MetricsMiddleware
 
 
@@ -13,6 +14,7 @@ def create_app() -> FastAPI:
     app = FastAPI(title="ISA subset-selection service", version="0.1.0",
                   description="Upload preference data, start selection jobs, download "
                   "curated subsets (ISA, arXiv 2411.10545, and baselines).")
+    app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(MetricsMiddleware)
     install_error_handlers(app)
     app.include_router(health.router)

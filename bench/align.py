@@ -1,11 +1,15 @@
-"""DPO with SmolLM2-135M-Instruct (LoRA) on CPU for a fixed number of steps on
-(a) an ISA subset, (b) a random subset of the same size, (c) the full pool, each
-evaluated on held-out AlpacaEval pairs: preference accuracy, margin, seconds per step.
+"""The real check behind the proxy: DPO with SmolLM2-135M-Instruct on subsets chosen by
+several methods, each scored on held-out pairs by the trained policy's implicit reward
+(accuracy with its interval, length-balanced accuracy, mean margin, DPO eval loss).
 
-    .venv/bin/python bench/align.py [--pool-pairs 12000] [--budget 0.05] [--steps 15]
+    .venv/bin/python bench/align.py --dataset hh --methods random,isa,consistency \\
+        --budget 0.1 --epochs 2 --fold 0 [--seeds 1] [--full]
 
-The pool is the same seeded sample bench/quality.py uses, so its embeddings come from
-that run's cache when present.
+``hh``: HH-RLHF harmless, prompt-grouped folds as bench/quality.py makes them (pool =
+the other folds, evaluation = ``--fold``). ``alpaca``: the AlpacaEval pool sample and
+held-out pairs of bench/quality.py. Methods: registry names, ``name:key=value,...``
+for parameters. Runs as is on a GPU machine (the device is chosen at run time): raise
+``--epochs``, ``--eval-pairs`` and ``--seeds`` there.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,83 +28,120 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from data_dir import add_data_dir, data_file  # noqa: E402  (bench/ is on the path)
 
-sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 OUT = ROOT / "bench" / "results"
 
 
-def main() -> None:
+def pools(args: argparse.Namespace, cache) -> tuple:  # noqa: ANN001
+    """(pool PairSet, evaluation PairSet, examples by row_id) for the chosen data set."""
     from quality import sample
 
-    from isa import Budget, PreferenceFile, SentenceTransformerEncoder, make_method
+    from isa import PreferenceFile, SentenceTransformerEncoder
+    from isa.evaluate.runner import holdout, load_pairs
+    from isa.evaluate.split import kfold_by_prompt
+
+    enc = SentenceTransformerEncoder()
+    if args.dataset == "hh":
+        source = PreferenceFile(data_file(args.data_dir, "hh_rlhf_harmless_base_test.jsonl.gz"))
+        pairs = load_pairs(source, enc, cache=cache)
+        folds = kfold_by_prompt(pairs.table.prompt_keys, k=args.folds, seed=0)
+        keep = np.ones(len(pairs.table), dtype=bool)
+        keep[folds[args.fold]] = False
+        examples = {e.row_id: e for e in source}
+        return pairs.subset(np.flatnonzero(keep)), pairs.subset(folds[args.fold]), examples
+    tmp = Path(tempfile.mkdtemp())
+    sample(data_file(args.data_dir, "alpaca_eval_prefs_train.jsonl.gz"), 12000,
+           tmp / "pool.jsonl", 0)
+    sample(data_file(args.data_dir, "alpaca_eval_prefs_test.jsonl.gz"), 3000,
+           tmp / "eval.jsonl", 1)
+    pool, held = (PreferenceFile(tmp / "pool.jsonl"), PreferenceFile(tmp / "eval.jsonl"))
+    examples = {e.row_id: e for src in (pool, held) for e in src}
+    train, test, _ = holdout(load_pairs(pool, enc, cache=cache), load_pairs(held, enc,
+                                                                             cache=cache))
+    return train, test, examples
+
+
+def main() -> None:
     from isa.align import AlignConfig, ModelRegistry, run_alignment
+    from isa.cli import parse_method_spec
     from isa.embed.base import DiskEmbeddingCache
-    from isa.evaluate.runner import load_pairs
+    from isa.evaluate.runner import is_stochastic, ranking_for
+    from isa.select import Budget
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--pool-pairs", type=int, default=12000)
-    ap.add_argument("--eval-pairs", type=int, default=100)
-    ap.add_argument("--budget", type=float, default=0.05)
-    ap.add_argument("--steps", type=int, default=15)
+    ap.add_argument("--dataset", choices=("hh", "alpaca"), default="hh")
+    ap.add_argument("--methods", default="random,isa,consistency")
+    ap.add_argument("--budget", type=float, default=0.1)
+    ap.add_argument("--epochs", type=float, default=2.0)
+    ap.add_argument("--seeds", type=int, default=1, help="seeds of random-based methods")
+    ap.add_argument("--fold", type=int, default=0)
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--eval-pairs", type=int, default=0, help="0: the whole held-out fold")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--learning-rate", type=float, default=5e-6)
+    ap.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA")
     add_data_dir(ap)
     args = ap.parse_args()
-    model = ModelRegistry().resolve("smollm2-135m")
     cache = DiskEmbeddingCache(OUT / "tmp" / "embeddings")
+    pool, test, examples = pools(args, cache)
+    cache.save()
+    held = [examples[r] for r in test.table.row_ids]
+    if args.eval_pairs:
+        held = [held[i] for i in np.random.default_rng(0).permutation(len(held))[
+            :args.eval_pairs]]
+    k = Budget(fraction=args.budget).size(len(pool.table))
+    model = ModelRegistry().resolve("smollm2-135m")
+    cfg = AlignConfig(method="dpo", epochs=args.epochs, batch_size=args.batch_size,
+                      max_length=args.max_length, learning_rate=args.learning_rate,
+                      beta=0.1, lora=not args.full, seed=0)
+    print(f"== DPO, SmolLM2-135M-Instruct ({'full' if args.full else 'LoRA'}), "
+          f"{args.epochs:g} epochs × batch {args.batch_size}, lr {args.learning_rate:g}, "
+          f"max_length {args.max_length}; {args.dataset} pool {len(pool.table):,} pairs, "
+          f"subsets {k:,} ({args.budget:.0%}); {len(held)} held-out pairs", flush=True)
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        pool_file, eval_file = Path(tmp) / "pool.jsonl", Path(tmp) / "eval.jsonl"
-        sample(data_file(args.data_dir, "alpaca_eval_prefs_train.jsonl.gz"),
-               args.pool_pairs, pool_file, 0)
-        sample(data_file(args.data_dir, "alpaca_eval_prefs_test.jsonl.gz"),
-               args.eval_pairs, eval_file, 2)
-        pool = PreferenceFile(pool_file)
-        examples = {e.row_id: e for e in pool}
-        pairs = load_pairs(pool, SentenceTransformerEncoder(), cache=cache)
-        cache.save()
-        held = list(PreferenceFile(eval_file))
-        t = pairs.table
-        k = Budget(fraction=args.budget).size(len(t))
-        isa = make_method("isa").fit(pairs.X, groups=t.groups, n_units=len(t)).ranking_[:k]
-        rnd = make_method("random").fit(None, n_units=len(t)).ranking_[:k]
-        runs = {"isa": [examples[t.row_ids[i]] for i in isa],
-                "random": [examples[t.row_ids[i]] for i in rnd],
-                "full pool": list(examples.values())}
-        cfg = AlignConfig(method="dpo", max_steps=args.steps, batch_size=args.batch_size,
-                          max_length=args.max_length, learning_rate=1e-4, beta=0.1)
-        print(f"== DPO, SmolLM2-135M-Instruct + LoRA r{cfg.lora_r}, {args.steps} steps × "
-              f"batch {args.batch_size}, max_length {args.max_length}; pool {len(t):,} pairs, "
-              f"subsets {k:,} pairs ({args.budget:.0%}); eval {len(held)} held-out pairs",
-              flush=True)
-        rows = []
-        for name, train in runs.items():
-            r = run_alignment(train, model, Path(tmp) / name.replace(" ", "_"), cfg,
-                              eval_pairs=held)
-            ev = r.evaluation
-            rows.append({"run": name, "train_pairs": len(train), "steps": r.steps,
-                         "seconds_per_step": round(r.seconds_per_step, 2),
-                         "reward_accuracy": ev["policy"]["reward_accuracy"],
-                         "reward_margin_mean": ev["policy"]["reward_margin_mean"],
-                         "policy_logp_accuracy": ev["policy"]["logp_accuracy"],
-                         "base_logp_accuracy": ev["base"]["logp_accuracy"],
-                         "final_train_loss": r.history[-1]["loss"] if r.history else None})
-            print(json.dumps(rows[-1]), flush=True)
+        for spec in args.methods.split(","):
+            name, params = parse_method_spec(spec)
+            for seed in range(args.seeds if is_stochastic(name, params) else 1):
+                idx = ranking_for(pool, name, params, seed, k)[:k]
+                train = [examples[pool.table.row_ids[i]] for i in idx]
+                t = time.perf_counter()
+                r = run_alignment(train, model, Path(tmp) / f"{name}-{seed}", cfg,
+                                  eval_pairs=held)
+                ev = r.evaluation
+                rows.append({"method": spec, "seed": seed, "train_pairs": len(train),
+                             "steps": r.steps, "seconds": round(time.perf_counter() - t),
+                             **ev["policy"], "base_logp_accuracy": ev["base"]["logp_accuracy"],
+                             "length_rule_accuracy": ev["length"]["length_rule_accuracy"]})
+                print(json.dumps(rows[-1]), flush=True)
     n = len(held)
-    lines = ["| run | train pairs | reward accuracy (95% ±) | mean reward margin | "
-             "policy log-p accuracy | base log-p accuracy | s/step |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| method (seed) | pairs | steps | reward accuracy (95% ±) | length-balanced "
+             "| mean margin | eval loss | s |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        half = 1.96 * np.sqrt(r["reward_accuracy"] * (1 - r["reward_accuracy"]) / n)
-        lines.append(f"| {r['run']} | {r['train_pairs']:,} | {r['reward_accuracy']:.3f} "
-                     f"(±{half:.3f}) | {r['reward_margin_mean']:+.4f} | "
-                     f"{r['policy_logp_accuracy']:.3f} | {r['base_logp_accuracy']:.3f} | "
-                     f"{r['seconds_per_step']:.2f} |")
-    table = "\n".join(lines)
-    print(table)
+        acc = r["reward_accuracy"]
+        half = 1.96 * np.sqrt(acc * (1 - acc) / n)
+        lines.append(f"| {r['method']} ({r['seed']}) | {r['train_pairs']:,} | {r['steps']} | "
+                     f"{acc:.3f} (±{half:.3f}) | {r['balanced_reward_accuracy']:.3f} | "
+                     f"{r['reward_margin_mean']:+.3f} | {r['eval_loss']:.3f} | "
+                     f"{r['seconds']:,} |")
+    base = rows[0]["base_logp_accuracy"] if rows else float("nan")
+    text = "\n".join([
+        f"# DPO on subsets (bench/align.py, {args.dataset})", "",
+        f"SmolLM2-135M-Instruct, {'full fine-tuning' if args.full else 'LoRA'}, "
+        f"{args.epochs:g} epochs, batch {args.batch_size}, lr {args.learning_rate:g}, "
+        f"β 0.1, max_length {args.max_length}; pool {len(pool.table):,} pairs, subsets "
+        f"{k:,} ({args.budget:.0%}); {n} held-out pairs (fold {args.fold} of {args.folds}"
+        f" by prompt for hh). Base model's own log-likelihood accuracy on them: {base:.3f}; "
+        f"the length rule's: {rows[0]['length_rule_accuracy']:.3f}." if rows else "", "",
+        *lines, "",
+        f"Regenerate: `.venv/bin/python bench/align.py --dataset {args.dataset} --methods "
+        f"{args.methods} --budget {args.budget} --epochs {args.epochs:g} --seeds "
+        f"{args.seeds} --fold {args.fold}{' --full' if args.full else ''}`", ""])
+    print(text)
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "align.md").write_text(
-        "# DPO on subsets (bench/align.py)\n\n" + table + "\n\nRegenerate: "
-        f"`.venv/bin/python bench/align.py --steps {args.steps}`\n")
+    (OUT / f"align_{args.dataset}.md").write_text(text)
+    (OUT / f"align_{args.dataset}.json").write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

@@ -38,6 +38,10 @@ def make_celery() -> Celery:
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         task_track_started=False,
+        # the soft limit raises inside the task (its job fails with a clear code); the
+        # hard one, a minute later, ends the process (the supervisor fails the job)
+        task_soft_time_limit=s.task_time_limit_s,
+        task_time_limit=s.task_time_limit_s + 60,
     )
     return app
 

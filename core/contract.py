@@ -21,8 +21,10 @@ from pydantic import (
 )
 
 from core.artifacts import ArtifactStore
+from core.settings import Settings
 from isa.align.config import AlignConfig
-from isa.embed.factory import ENCODERS
+from isa.embed.factory import ENCODERS, PACKAGED_MODELS
+from isa.errors import ConfigError
 from isa.ingest.dataset import PreferenceFile
 from isa.select import Budget, make_method
 
@@ -44,32 +46,49 @@ class DatasetOptions(_Strict):
     id_field: str | None = None
     on_invalid: Literal["fail", "skip"] = "fail"
 
-    def open(self, path: Path, *, max_rows: int | None = None) -> PreferenceFile:
-        """The library's view of the uploaded file read with these options."""
+    def open(self, path: Path, **limits: Any) -> PreferenceFile:
+        """The library's view of the uploaded file read with these options (and the
+        service's ``limits``: max_rows, max_field_chars, max_decompression_ratio)."""
         return PreferenceFile(path, file_format=self.format, shape=self.shape,  # type: ignore[arg-type]
                               column_map=self.column_map, id_field=self.id_field,
-                              on_invalid=self.on_invalid, max_rows=max_rows)
+                              on_invalid=self.on_invalid, **limits)
 
 
-def open_dataset(record: dict[str, Any], artifacts: ArtifactStore, *,
-                 max_rows: int | None = None) -> PreferenceFile:
-    """A data set record's file, read with the options it was uploaded with."""
+def open_dataset(record: dict[str, Any], artifacts: ArtifactStore,
+                 settings: Settings) -> PreferenceFile:
+    """A data set record's file, read with the options it was uploaded with, under the
+    service's ingest limits."""
     return DatasetOptions.model_validate(record["options"]).open(
-        artifacts.local_path(record["artifact"]), max_rows=max_rows)
+        artifacts.local_path(record["artifact"]), max_rows=settings.max_rows,
+        max_field_chars=settings.max_field_chars,
+        max_decompression_ratio=settings.max_decompression_ratio)
 
 
 class EncoderSpec(_Strict):
     """Which encoder embeds the texts (see ``isa.embed.make_encoder``)."""
 
     name: Literal[ENCODERS] = "sentence"  # type: ignore[valid-type]
-    model: str | None = None
+    #: a model *name*: a packaged one or one of the server's ``encoder_models``; never a
+    #: path (a client must not learn which server paths exist)
+    model: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
     precision: Literal["auto", "float32", "bfloat16", "float16"] | None = None
     max_seq_length: int | None = Field(default=None, ge=8, le=8192)
     batch_size: int | None = Field(default=None, ge=1, le=1024)
 
-    def options(self) -> dict[str, Any]:
-        """Keyword arguments of ``make_encoder``."""
-        return self.model_dump(exclude_none=True)
+    def options(self, models: dict[str, str] | None = None) -> dict[str, Any]:
+        """Keyword arguments of ``make_encoder``, the model name resolved through the
+        server's ``models`` (name -> local folder)."""
+        out = self.model_dump(exclude_none=True)
+        if self.model is not None and models and self.model in models:
+            out["model"] = models[self.model]
+        return out
+
+    def check_model(self, models: dict[str, str]) -> None:
+        """Raise ``ConfigError`` unless the model is packaged or one of ``models``."""
+        known = [*PACKAGED_MODELS[self.name], *models]
+        if self.model is not None and self.model not in known:
+            raise ConfigError(f"unknown {self.name} encoder model {self.model!r}; available: "
+                              f"{', '.join(known)}", code="unknown_model")
 
 
 class MethodSpec(_Strict):

@@ -21,14 +21,17 @@ JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelling", "cancell
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 DATASET_STATES = ("uploaded", "validating", "ready", "invalid")
 
+# KEYS: record, counts, live index. ARGV: status, allowed (JSON), terminal (JSON), record
+# id, now, then field/value pairs. The live index holds every record not yet in a
+# terminal status, scored by its last sign of life (the supervisor reads it).
 _TRANSITION = """
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then return {-1, ''} end
 local allowed = cjson.decode(ARGV[2])
 for _, s in ipairs(allowed) do
   if s == cur then
-    if #ARGV > 2 then
-      redis.call('HSET', KEYS[1], 'status', ARGV[1], unpack(ARGV, 3))
+    if #ARGV > 5 then
+      redis.call('HSET', KEYS[1], 'status', ARGV[1], unpack(ARGV, 6))
     else
       redis.call('HSET', KEYS[1], 'status', ARGV[1])
     end
@@ -36,10 +39,33 @@ for _, s in ipairs(allowed) do
       redis.call('HINCRBY', KEYS[2], cur, -1)
       redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
     end
+    local terminal = false
+    for _, t in ipairs(cjson.decode(ARGV[3])) do
+      if t == ARGV[1] then terminal = true end
+    end
+    if terminal then
+      redis.call('ZREM', KEYS[3], ARGV[4])
+    else
+      redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
+    end
     return {1, cur}
   end
 end
 return {0, cur}
+"""
+
+# KEYS: record. ARGV: done increment, embedded increment. Progress never passes its total
+# (a redelivered chunk task reports its texts again).
+_ADD_PROGRESS = """
+local total = tonumber(redis.call('HGET', KEYS[1], 'progress_total') or '0')
+local done = redis.call('HINCRBY', KEYS[1], 'progress_done', ARGV[1])
+if total > 0 and done > total then
+  redis.call('HSET', KEYS[1], 'progress_done', total)
+end
+if tonumber(ARGV[2]) ~= 0 then
+  redis.call('HINCRBY', KEYS[1], 'embedded_new', ARGV[2])
+end
+return done
 """
 
 #: allowed predecessors of each job status
@@ -70,6 +96,7 @@ class RecordStore:
 
     kind: str = ""
     transitions: dict[str, tuple[str, ...]] = {}
+    terminal: frozenset[str] = frozenset()
     json_fields: frozenset[str] = frozenset()
     int_fields: frozenset[str] = frozenset()
     float_fields: frozenset[str] = frozenset()
@@ -78,6 +105,7 @@ class RecordStore:
         self.r = client
         self.prefix = prefix
         self._transition = client.register_script(_TRANSITION)
+        self._add_progress = client.register_script(_ADD_PROGRESS)
 
     def key(self, record_id: str) -> str:
         return f"{self.prefix}{self.kind}:{record_id}"
@@ -87,6 +115,18 @@ class RecordStore:
 
     def counts_key(self) -> str:
         return f"{self.prefix}counts:{self.kind}"
+
+    def live_key(self) -> str:
+        """Records not in a terminal status, scored by their last sign of life."""
+        return f"{self.prefix}live:{self.kind}"
+
+    def beat(self, record_id: str) -> None:
+        """A sign of life of the work on a record (only while it is live)."""
+        self.r.zadd(self.live_key(), {record_id: now()}, xx=True)
+
+    def stale(self, older_than_s: float) -> list[str]:
+        """Live records with no sign of life for ``older_than_s`` seconds."""
+        return list(self.r.zrangebyscore(self.live_key(), 0, now() - older_than_s))
 
     def _encode(self, fields: dict[str, Any]) -> dict[str, str]:
         return {k: json.dumps(v) if k in self.json_fields else str(v)
@@ -113,6 +153,8 @@ class RecordStore:
         pipe.hset(self.key(record_id), mapping=self._encode(doc))
         pipe.zadd(self.index_key(tenant), {record_id: ts})
         pipe.hincrby(self.counts_key(), status, 1)
+        if status not in self.terminal:
+            pipe.zadd(self.live_key(), {record_id: ts})
         pipe.execute()
 
     def get(self, record_id: str, tenant: str | None = None) -> dict[str, Any] | None:
@@ -135,8 +177,10 @@ class RecordStore:
         flat: list[str] = []
         for k, v in self._encode({**fields, "updated_at": now()}).items():
             flat += [k, v]
-        ok, prev = self._transition(keys=[self.key(record_id), self.counts_key()],
-                                    args=[status, json.dumps(list(allowed)), *flat])
+        ok, prev = self._transition(
+            keys=[self.key(record_id), self.counts_key(), self.live_key()],
+            args=[status, json.dumps(list(allowed)), json.dumps(sorted(self.terminal)),
+                  record_id, now(), *flat])
         prev = prev.decode() if isinstance(prev, bytes) else prev
         return ok == 1, prev
 
@@ -161,6 +205,7 @@ class RecordStore:
         pipe = self.r.pipeline(transaction=True)
         pipe.delete(self.key(record_id))
         pipe.zrem(self.index_key(tenant), record_id)
+        pipe.zrem(self.live_key(), record_id)
         if raw.get("status"):
             pipe.hincrby(self.counts_key(), raw["status"], -1)
         pipe.execute()
@@ -172,17 +217,20 @@ class RecordStore:
 class DatasetStore(RecordStore):
     kind = "dataset"
     transitions = DATASET_TRANSITIONS
+    terminal = frozenset({"ready", "invalid"})
     json_fields = frozenset({"options", "report", "error"})
-    int_fields = frozenset({"size_bytes", "rows_read", "rows_valid", "rows_skipped"})
+    int_fields = frozenset({"size_bytes", "rows_read", "rows_valid", "rows_skipped",
+                            "attempts"})
     float_fields = frozenset({"created_at", "updated_at"})
 
 
 class JobStore(RecordStore):
     kind = "job"
     transitions = JOB_TRANSITIONS
+    terminal = TERMINAL
     json_fields = frozenset({"request", "result", "error"})
     int_fields = frozenset({"progress_done", "progress_total", "embedded_new", "texts",
-                            "texts_unique", "texts_cached"})
+                            "texts_unique", "texts_cached", "attempts"})
     float_fields = frozenset({"created_at", "updated_at", "started_at", "finished_at",
                               "latest_loss"})
 
@@ -192,11 +240,8 @@ class JobStore(RecordStore):
                                                "updated_at": now()})
 
     def add_progress(self, job_id: str, done: int, embedded: int = 0) -> None:
-        pipe = self.r.pipeline(transaction=True)
-        pipe.hincrby(self.key(job_id), "progress_done", done)
-        if embedded:
-            pipe.hincrby(self.key(job_id), "embedded_new", embedded)
-        pipe.execute()
+        """Count ``done`` more units of the current stage (never past its total)."""
+        self._add_progress(keys=[self.key(job_id)], args=[done, embedded])
 
     def status(self, job_id: str) -> str | None:
         return self.r.hget(self.key(job_id), "status")
@@ -220,18 +265,32 @@ class IdempotencyKeys:
 
     def __init__(self, client: redis.Redis, prefix: str, ttl: int) -> None:
         self.r, self.prefix, self.ttl = client, prefix, ttl
+        self._release = client.register_script(
+            "local v = redis.call('GET', KEYS[1]) "
+            "if v and cjson.decode(v)['job_id'] == ARGV[1] then redis.call('DEL', KEYS[1]) end")
 
     @staticmethod
     def fingerprint(body: dict[str, Any]) -> str:
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
+    def _key(self, tenant: str, key: str) -> str:
+        return f"{self.prefix}idem:{tenant}:{hashlib.sha256(key.encode()).hexdigest()}"
+
     def claim(self, tenant: str, key: str, fingerprint: str, job_id: str) -> dict[str, str]:
-        """Claim ``key`` for ``job_id``; if already claimed, return the first claim."""
-        k = f"{self.prefix}idem:{tenant}:{hashlib.sha256(key.encode()).hexdigest()}"
+        """Claim ``key`` for ``job_id`` (one atomic SET NX: of concurrent claims exactly
+        one wins); if already claimed, return the first claim."""
+        k = self._key(tenant, key)
         mine = {"fingerprint": fingerprint, "job_id": job_id}
-        if self.r.set(k, json.dumps(mine), nx=True, ex=self.ttl):
-            return mine
-        return json.loads(self.r.get(k) or json.dumps(mine))
+        while not self.r.set(k, json.dumps(mine), nx=True, ex=self.ttl):
+            first = self.r.get(k)
+            if first is not None:  # (None: the claim expired or was released meanwhile)
+                return json.loads(first)
+        return mine
+
+    def release(self, tenant: str, key: str, job_id: str) -> None:
+        """Give the key up if ``job_id`` still holds it (its job could not be created),
+        so that a retry of the request is not refused."""
+        self._release(keys=[self._key(tenant, key)], args=[job_id])
 
 
 class Metrics:

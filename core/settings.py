@@ -14,6 +14,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ISA_", env_file=".env", extra="ignore")
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    #: connections per gateway process and client (sync, async); requests beyond wait
+    redis_pool_size: int = 64
     #: every Redis key starts with this, so several deployments (or test runs) share a server
     key_prefix: str = "isa:"
     data_dir: Path = Path("data")
@@ -24,7 +26,13 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = None
 
     max_upload_bytes: int = 1024 * 1024 * 1024
+    #: any other request body (a job request is a few KB)
+    max_body_bytes: int = 1024 * 1024
     max_rows: int = 5_000_000
+    #: longest text in any field of a row (a longer one makes the row invalid)
+    max_field_chars: int = 1_000_000
+    #: a gzip upload may inflate to this many times its size (past 64 MiB)
+    max_decompression_ratio: float = 200.0
     idempotency_ttl_s: int = 24 * 3600
     #: a job not finished by then is redelivered: keep it above the longest job
     visibility_timeout_s: int = 12 * 3600
@@ -36,10 +44,30 @@ class Settings(BaseSettings):
     #: base models align jobs may name, beyond the built-in smollm2-135m and
     #: tiny-llama-random: {"name": "/local/model/folder"}
     model_registry: dict[str, str] = Field(default_factory=dict)
+    #: encoder models jobs may name beyond the packaged ones: {"name": "/local/folder"}
+    encoder_models: dict[str, str] = Field(default_factory=dict)
     #: queue of align jobs; None: "gpu" when a worker serves it, else "cpu"
     align_queue: str | None = None
     #: days an embedding stays in the cache (0: forever)
     embedding_ttl_days: int = 30
+    #: share the embedding and score caches between tenants (off: a cache hit would tell
+    #: a tenant which texts another one holds)
+    share_caches_across_tenants: bool = False
+    #: /metrics answers requests carrying this key (``Authorization: Bearer``); unset:
+    #: only requests from the loopback interface
+    metrics_key: str | None = None
+
+    # supervision: work that stops showing signs of life is sent again, then failed
+    #: seconds between a running task's heartbeats
+    heartbeat_interval_s: float = 10.0
+    #: a running job or validation with no heartbeat for this long has lost its worker
+    stale_after_s: float = 60.0
+    #: how often the workers' supervisor looks (one worker acts per round)
+    supervise_every_s: float = 15.0
+    #: deliveries of one job (or validation) before it fails with worker_lost
+    max_attempts: int = 3
+    #: a task running longer is stopped and its job fails with time_limit_exceeded
+    task_time_limit_s: int = 6 * 3600
 
     def tenants_by_key(self) -> dict[str, str]:
         keys = dict(self.api_keys)

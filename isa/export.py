@@ -90,10 +90,15 @@ def _write_csv(records: Iterable[dict[str, Any]], out: Any) -> int:
     w.writerow(header)
     for r in rows:
         w.writerow(["" if r.get(k) is None else
-                    (v if isinstance(v := r.get(k), str) else _dumps(v).decode())
+                    (_csv_safe(v) if isinstance(v := r.get(k), str) else _dumps(v).decode())
                     for k in header])
     text.detach()
     return len(rows)
+
+
+def _csv_safe(text: str) -> str:
+    """A text cell a spreadsheet will not run as a formula (OWASP CSV injection)."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def _write_parquet(records: Iterable[dict[str, Any]], out: Any) -> int:

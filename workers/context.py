@@ -21,13 +21,27 @@ from workers.cache import ArtifactScoreCache, RedisEmbeddingCache
 class WorkerContext:
     settings: Settings
     redis: redis.Redis
+    binary_redis: redis.Redis
     jobs: JobStore
     datasets: DatasetStore
     metrics: Metrics
     artifacts: ArtifactStore
-    embeddings: RedisEmbeddingCache
-    scores: ArtifactScoreCache
     _encoders: dict[str, Encoder] = field(default_factory=dict)
+
+    def _cache_prefix(self, tenant: str) -> str:
+        # per tenant unless sharing is switched on: a cache hit must not tell one tenant
+        # which texts another holds
+        shared = self.settings.share_caches_across_tenants
+        return self.settings.key_prefix + ("" if shared else f"t:{tenant}:")
+
+    def embeddings(self, tenant: str) -> RedisEmbeddingCache:
+        """The embedding cache a tenant's jobs read and fill."""
+        return RedisEmbeddingCache(self.binary_redis, self._cache_prefix(tenant),
+                                   ttl_s=self.settings.embedding_ttl_days * 86400 or None)
+
+    def scores(self, tenant: str) -> ArtifactScoreCache:
+        """The score cache a tenant's select jobs read and fill."""
+        return ArtifactScoreCache(self.redis, self.artifacts, self._cache_prefix(tenant))
 
     def encoder(self, spec: EncoderSpec) -> Encoder:
         """The encoder a job asks for, loaded once per worker process."""
@@ -35,8 +49,8 @@ class WorkerContext:
         if key not in self._encoders:
             # progress every 128 texts: a job's progress (and its cancel check) stays live
             extra = {"chunk_size": 128} if spec.name == "sentence" else {}
-            self._encoders[key] = make_encoder(**spec.options(), **extra,
-                                               cache_dir=self.settings.model_cache_dir)
+            self._encoders[key] = make_encoder(**spec.options(self.settings.encoder_models),
+                                               **extra, cache_dir=self.settings.model_cache_dir)
         return self._encoders[key]
 
 
@@ -47,10 +61,6 @@ def context() -> WorkerContext:
     binary = redis.Redis.from_url(s.redis_url)
     artifacts = ArtifactStore(s.artifact_root(), cache_dir=s.data_dir / "cache")
     return WorkerContext(
-        settings=s, redis=text, jobs=JobStore(text, s.key_prefix),
+        settings=s, redis=text, binary_redis=binary, jobs=JobStore(text, s.key_prefix),
         datasets=DatasetStore(text, s.key_prefix), metrics=Metrics(text, s.key_prefix),
-        artifacts=artifacts,
-        embeddings=RedisEmbeddingCache(binary, s.key_prefix,
-                                       ttl_s=s.embedding_ttl_days * 86400 or None),
-        scores=ArtifactScoreCache(text, artifacts, s.key_prefix),
-    )
+        artifacts=artifacts)

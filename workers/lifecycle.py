@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import ValidationError
 
 from core.artifacts import Keys
@@ -22,6 +23,8 @@ from core.records import TERMINAL, now
 from isa.errors import ConfigError, EngineError
 from isa.ingest.dataset import PreferenceFile
 from workers.context import WorkerContext, context
+from workers.redact import scrub
+from workers.supervisor import heartbeat
 
 
 class JobCancelled(Exception):
@@ -61,7 +64,7 @@ class JobRun:
 
     def open(self, dataset: dict[str, Any]) -> PreferenceFile:
         """The data set's file, read with its upload options."""
-        return open_dataset(dataset, self.ctx.artifacts)
+        return open_dataset(dataset, self.ctx.artifacts, self.ctx.settings)
 
     def put_file(self, local: Path, filename: str | None = None) -> None:
         """Store a result file under the job's key (written atomically)."""
@@ -86,8 +89,8 @@ class JobRun:
 
 
 def _fail(ctx: WorkerContext, job_id: str, code: str, message: str, **details: Any) -> None:
-    moved, _ = ctx.jobs.transition(job_id, "failed", finished_at=now(),
-                                   error={"code": code, "message": message, "details": details})
+    error = scrub({"code": code, "message": message, "details": details})
+    moved, _ = ctx.jobs.transition(job_id, "failed", finished_at=now(), error=error)
     if moved:
         ctx.metrics.incr("jobs_failed")
 
@@ -137,6 +140,9 @@ def guard(job: JobRun, body: Callable[[JobRun], None]) -> None:
         body(job)
     except JobCancelled:
         job.cancelled()
+    except SoftTimeLimitExceeded:
+        job.fail("time_limit_exceeded", f"the job ran past the task time limit of "
+                 f"{job.ctx.settings.task_time_limit_s:,} s")
     except EngineError as exc:
         job.fail(exc.code, exc.message, **exc.details)
     except ValidationError as exc:  # settings the library refused (e.g. AlignConfig)
@@ -145,11 +151,17 @@ def guard(job: JobRun, body: Callable[[JobRun], None]) -> None:
         job.fail("internal_error", f"{type(exc).__name__}: {exc}")
 
 
+def _supervised(job: JobRun, body: Callable[[JobRun], None]) -> None:
+    """``body`` under the guard, beating for the job all along (see workers.supervisor)."""
+    with heartbeat(job.ctx.jobs, job.id, job.ctx.settings.heartbeat_interval_s):
+        guard(job, body)
+
+
 def run_claimed(job_id: str, task: Any, body: Callable[[JobRun], None]) -> None:
     """A job's first task: claim the job, then run ``body`` under the guard."""
     job = claim(job_id, task)
     if job is not None:
-        guard(job, body)
+        _supervised(job, body)
 
 
 def run_continuation(job_id: str, body: Callable[[JobRun], None]) -> None:
@@ -163,4 +175,4 @@ def run_continuation(job_id: str, body: Callable[[JobRun], None]) -> None:
     if status == "cancelling":
         job.cancelled()
         return
-    guard(job, body)
+    _supervised(job, body)

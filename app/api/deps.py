@@ -16,14 +16,20 @@ from core.records import AsyncJobReader, DatasetStore, IdempotencyKeys, JobStore
 from core.settings import Settings, get_settings
 
 
+# Bounded, blocking pools: under a burst, a request waits for a free connection (up to
+# pool_timeout) instead of failing, and the gateway never opens more than the bound.
 @cache
-def _redis(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, decode_responses=True, socket_timeout=5)
+def _redis(url: str, size: int) -> redis.Redis:
+    return redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
+        url, max_connections=size, timeout=5, decode_responses=True, socket_timeout=5,
+        socket_connect_timeout=2))
 
 
 @cache
-def _async_redis(url: str) -> aioredis.Redis:
-    return aioredis.Redis.from_url(url, decode_responses=True, socket_timeout=5)
+def _async_redis(url: str, size: int) -> aioredis.Redis:
+    return aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=size, timeout=5, decode_responses=True, socket_timeout=5,
+        socket_connect_timeout=2))
 
 
 async def settings_dep() -> Settings:
@@ -35,7 +41,7 @@ SettingsDep = Annotated[Settings, Depends(settings_dep)]
 
 
 async def get_redis(settings: SettingsDep) -> redis.Redis:
-    return _redis(settings.redis_url)
+    return _redis(settings.redis_url, settings.redis_pool_size)
 
 
 RedisDep = Annotated[redis.Redis, Depends(get_redis)]
@@ -46,8 +52,8 @@ async def get_jobs(r: RedisDep, s: SettingsDep) -> JobStore:
 
 
 async def get_async_jobs(s: SettingsDep) -> AsyncJobReader:
-    return AsyncJobReader(_async_redis(s.redis_url), JobStore(_redis(s.redis_url),
-                                                              s.key_prefix))
+    return AsyncJobReader(_async_redis(s.redis_url, s.redis_pool_size),
+                          JobStore(_redis(s.redis_url, s.redis_pool_size), s.key_prefix))
 
 
 async def get_datasets(r: RedisDep, s: SettingsDep) -> DatasetStore:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import kombu.exceptions
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -13,14 +15,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from core.contract import JOB_TYPES
 
 logger = logging.getLogger("isa.api")
+#: seconds a client is asked to wait when the store is unavailable
+RETRY_AFTER_S = 5
 
 
 class ApiError(Exception):
     """An error the API answers with ``status`` and a stable ``code``."""
 
-    def __init__(self, http_status: int, code: str, message: str, /, **details: Any) -> None:
+    def __init__(self, http_status: int, code: str, message: str, /,
+                 headers: dict[str, str] | None = None, **details: Any) -> None:
         super().__init__(message)
         self.status, self.code, self.message = http_status, code, message
+        self.headers = headers
         self.details = details
 
 
@@ -53,7 +59,8 @@ def _field_error(error: dict[str, Any]) -> dict[str, str]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(_body(exc.code, exc.message, exc.details), status_code=exc.status)
+        return JSONResponse(_body(exc.code, exc.message, exc.details), status_code=exc.status,
+                            headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -61,6 +68,16 @@ def install_error_handlers(app: FastAPI) -> None:
         first = errors[0] if errors else {"field": "", "message": "invalid request"}
         return JSONResponse(_body("validation_error", f"{first['field']}: {first['message']}",
                                   {"errors": errors}), status_code=422)
+
+    @app.exception_handler(redis.exceptions.ConnectionError)
+    @app.exception_handler(redis.exceptions.TimeoutError)
+    @app.exception_handler(kombu.exceptions.OperationalError)
+    async def _store_unavailable(_: Request, exc: Exception) -> JSONResponse:
+        # Redis away (restarting, a network cut): the request may be retried as it is
+        logger.warning("Redis unavailable: %s", type(exc).__name__)
+        return JSONResponse(_body("service_unavailable", "the service's store is "
+                                  "unavailable for a moment; retry the request shortly"),
+                            status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -70,6 +87,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _STATUS_CODES.get(exc.status_code, "http_error")
-        return JSONResponse(_body(code, str(exc.detail)), status_code=exc.status_code,
+        code = getattr(exc, "code", None) or _STATUS_CODES.get(exc.status_code, "http_error")
+        details = {"limit": exc.limit} if hasattr(exc, "limit") else None
+        return JSONResponse(_body(code, str(exc.detail), details), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))

@@ -185,10 +185,16 @@ def _logps(model: Any, tok: Any, prompts: list[str], completions: list[str],
 
 
 def preference_eval(policy: Any, base: Any, tok: Any, pairs: list[dict[str, str]], *,
-                    beta: float, max_length: int) -> dict[str, Any]:
+                    beta: float, max_length: int,
+                    return_margins: bool = False) -> dict[str, Any]:
     """The trained policy's preference accuracy (implicit reward ``β·log π/π_ref`` of
-    chosen above rejected, the base model as reference) and mean margin, next to the base
-    model's own (log-likelihood of chosen above rejected)."""
+    chosen above rejected, the base model as reference), its length-balanced accuracy,
+    mean margin and DPO loss on the pairs, next to the base model's own (log-likelihood of
+    chosen above rejected) and the length rule's accuracy."""
+    import math
+
+    from ..evaluate.length import balanced_accuracy, length_baseline
+
     prompts = [p["prompt"] for p in pairs]
     pc = _logps(policy, tok, prompts, [p["chosen"] for p in pairs], max_length)
     pr = _logps(policy, tok, prompts, [p["rejected"] for p in pairs], max_length)
@@ -196,14 +202,25 @@ def preference_eval(policy: Any, base: Any, tok: Any, pairs: list[dict[str, str]
     br = _logps(base, tok, prompts, [p["rejected"] for p in pairs], max_length)
     margins = [beta * ((a - b) - (c - d)) for a, b, c, d in zip(pc, bc, pr, br, strict=True)]
     n = len(pairs)
-    return {
+    length_diff = [len(p["chosen"]) - len(p["rejected"]) for p in pairs]
+    balanced = balanced_accuracy([m > 0 for m in margins], length_diff)
+    out = {
         "pairs": n,
         "policy": {"reward_accuracy": sum(m > 0 for m in margins) / n,
+                   "balanced_reward_accuracy": balanced["balanced_accuracy"],
+                   "n_min_side": balanced["n_min_side"],
                    "reward_margin_mean": sum(margins) / n,
+                   # the DPO objective on held-out pairs: −log σ(margin)
+                   "eval_loss": sum(math.log1p(math.exp(-m)) if m > -30 else -m
+                                    for m in margins) / n,
                    "logp_accuracy": sum(a > b for a, b in zip(pc, pr, strict=True)) / n},
         "base": {"logp_accuracy": sum(a > b for a, b in zip(bc, br, strict=True)) / n,
                  "logp_margin_mean": sum(a - b for a, b in zip(bc, br, strict=True)) / n},
+        "length": length_baseline(length_diff),
     }
+    if return_margins:
+        out["margins"] = margins
+    return out
 
 
 def plot_history(history: list[dict[str, Any]], path: Path) -> None:

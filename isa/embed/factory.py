@@ -10,6 +10,9 @@ from ..errors import ConfigError
 from .base import Encoder
 
 ENCODERS: tuple[str, ...] = ("sentence", "causal-lm")
+#: models that ship in PyPI packages, by encoder (see ARCHITECTURE: no hub downloads)
+PACKAGED_MODELS: dict[str, tuple[str, ...]] = {
+    "sentence": ("all-MiniLM-L6-v2",), "causal-lm": ("SmolLM2-135M-Instruct",)}
 
 
 def make_encoder(name: str = "sentence", *, model: str | None = None, device: str = "auto",

@@ -12,7 +12,13 @@ from typing import Any, Literal
 import orjson
 
 from ..errors import ConfigError, IngestError, Location, RowProblem
-from .readers import DEFAULT_MAX_LINE_BYTES, FileFormat, detect_format, iter_raw_records
+from .readers import (
+    DEFAULT_MAX_DECOMPRESSION_RATIO,
+    DEFAULT_MAX_LINE_BYTES,
+    FileFormat,
+    detect_format,
+    iter_raw_records,
+)
 from .records import Example
 from .shapes import (
     CANONICAL_FIELDS,
@@ -26,6 +32,8 @@ from .shapes import (
 OnInvalid = Literal["fail", "skip"]
 #: at most this many skipped rows are listed one by one in a report (all are counted)
 MAX_LISTED_PROBLEMS = 1000
+#: longest text (characters) a row may carry in any field
+DEFAULT_MAX_FIELD_CHARS = 1_000_000
 
 
 @dataclass(slots=True)
@@ -76,7 +84,11 @@ class PreferenceFile:
         on_invalid: ``"fail"`` raises on the first bad row; ``"skip"`` drops it and
             records it in the report.
         max_rows: raise ``too_many_rows`` beyond this many records.
-        max_line_bytes: longest accepted line (JSON Lines) or CSV field.
+        max_line_bytes: longest accepted line (JSON Lines), CSV field or JSON-array record.
+        max_field_chars: longest accepted text (prompt, answer); a longer one makes its
+            row invalid (``field_too_long``).
+        max_decompression_ratio: a gzip file that inflates past this many times its own
+            size (and past 64 MiB) is refused (``decompression_limit``).
     """
 
     def __init__(
@@ -90,6 +102,8 @@ class PreferenceFile:
         on_invalid: OnInvalid = "fail",
         max_rows: int | None = None,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        max_field_chars: int = DEFAULT_MAX_FIELD_CHARS,
+        max_decompression_ratio: float = DEFAULT_MAX_DECOMPRESSION_RATIO,
     ) -> None:
         if shape is not None and shape not in SHAPES:
             raise ConfigError(f"unknown shape {shape!r}; expected one of {', '.join(SHAPES)}",
@@ -109,10 +123,25 @@ class PreferenceFile:
         self.on_invalid = on_invalid
         self.max_rows = max_rows
         self.max_line_bytes = max_line_bytes
+        self.max_field_chars = max_field_chars
+        self.max_decompression_ratio = max_decompression_ratio
         self.report = IngestReport(file=str(self.path))
 
     def __iter__(self) -> Iterator[Example]:
         return self.iter_examples()
+
+    def _check_field_sizes(self, example: Example) -> None:
+        """A text above ``max_field_chars`` makes the row invalid: every later stage
+        (embedding, scoring, export) costs memory in proportion to its largest text."""
+        for name in ("prompt", "chosen", "rejected", "completion"):
+            value = getattr(example, name)
+            if value is None:
+                continue
+            size = len(value) if isinstance(value, str) else sum(
+                len(str(m.get("content", ""))) for m in value)
+            if size > self.max_field_chars:
+                raise ShapeViolation("field_too_long", f"{size:,} characters, over the limit "
+                                     f"of {self.max_field_chars:,}", name)
 
     def iter_examples(self) -> Iterator[Example]:
         """Yield every valid row as an ``Example``, applying the ``on_invalid`` policy."""
@@ -122,7 +151,8 @@ class PreferenceFile:
         seen_ids: dict[str, int] = {}
         sources = {v: k for k, v in self.column_map.items()}
         for rec in iter_raw_records(self.path, file_format=fmt,
-                                    max_line_bytes=self.max_line_bytes):
+                                    max_line_bytes=self.max_line_bytes,
+                                    max_decompression_ratio=self.max_decompression_ratio):
             report.rows_read += 1
             if self.max_rows is not None and report.rows_read > self.max_rows:
                 raise IngestError(f"more than {self.max_rows:,} rows (the limit)",
@@ -154,6 +184,7 @@ class PreferenceFile:
                              if sources.get(k, k) not in used and k != self.id_field}
                     example = parse_record(shape, mapped, row_id=row_id, row=rec.row,
                                            line=rec.line, raw=rec.data, extra=extra)
+                    self._check_field_sizes(example)
                 except ShapeViolation as v:
                     src_field = self.column_map.get(v.field or "", v.field)
                     problem = RowProblem(v.code, f"{v.reason} (shape {shape})",

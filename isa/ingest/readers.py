@@ -28,6 +28,10 @@ FileFormat = Literal["jsonl", "json", "parquet", "csv"]
 FILE_FORMATS: tuple[str, ...] = ("jsonl", "json", "parquet", "csv")
 
 DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
+#: a gzip file may inflate to this many times its size (text compresses 5–15×) ...
+DEFAULT_MAX_DECOMPRESSION_RATIO = 200.0
+#: ... and to this many bytes in any case, before the ratio applies
+DECOMPRESSION_FLOOR = 64 * 1024 * 1024
 _GZIP_MAGIC = b"\x1f\x8b"
 _PARQUET_MAGIC = b"PAR1"
 _SUFFIXES: dict[str, FileFormat] = {
@@ -81,6 +85,7 @@ def iter_raw_records(
     *,
     file_format: FileFormat | None = None,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    max_decompression_ratio: float = DEFAULT_MAX_DECOMPRESSION_RATIO,
 ) -> Iterator[RawRecord]:
     """Yield every record of ``path`` in file order."""
     path = Path(path)
@@ -95,15 +100,44 @@ def iter_raw_records(
         )
     reader = {"jsonl": _iter_jsonl, "json": _iter_json_array, "parquet": _iter_parquet,
               "csv": _iter_csv}[fmt]
-    yield from reader(path, max_line_bytes)
+    yield from reader(path, max_line_bytes, max_decompression_ratio)
 
 
 # --- helpers ---------------------------------------------------------------------------
 
 
-def _open_binary(path: Path) -> BinaryIO:
+class _InflationGuard(io.RawIOBase):
+    """A gzip stream that refuses to inflate past the limit: a small file that expands to
+    gigabytes (a decompression bomb) ends the read at once, not after minutes."""
+
+    def __init__(self, path: Path, max_ratio: float) -> None:
+        self.path, self.ratio = path, max_ratio
+        self.inner = gzip.open(path, "rb")  # noqa: SIM115 - closed by close()
+        self.limit = max(DECOMPRESSION_FLOOR, max_ratio * path.stat().st_size)
+        self.inflated = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self.inner.readinto(buffer)
+        self.inflated += n
+        if self.inflated > self.limit:
+            raise IngestError(
+                f"the gzip file inflates past {self.limit:,.0f} bytes, over "
+                f"{self.ratio:g} times its size: refused as a decompression bomb",
+                code="decompression_limit", location=Location(str(self.path)))
+        return n
+
+    def close(self) -> None:
+        self.inner.close()
+        super().close()
+
+
+def _open_binary(path: Path,
+                 max_ratio: float = DEFAULT_MAX_DECOMPRESSION_RATIO) -> BinaryIO:
     if is_gzip(path):
-        return gzip.open(path, "rb")  # type: ignore[return-value]
+        return io.BufferedReader(_InflationGuard(path, max_ratio), 1 << 16)  # type: ignore[return-value]
     return open(path, "rb")
 
 
@@ -138,10 +172,11 @@ def _empty(path: Path) -> IngestError:
                        location=Location(str(path)))
 
 
-def _iter_jsonl(path: Path, max_line_bytes: int) -> Iterator[RawRecord]:
+def _iter_jsonl(path: Path, max_line_bytes: int,
+                max_ratio: float) -> Iterator[RawRecord]:
     line_no = 0
     row = 0
-    with _open_binary(path) as fh:
+    with _open_binary(path, max_ratio) as fh:
         while True:
             try:
                 line = fh.readline(max_line_bytes + 1)
@@ -199,10 +234,11 @@ def _skip_rest_of_line(fh: BinaryIO, path: Path, line_no: int) -> int:
             return skipped
 
 
-def _iter_json_array(path: Path, max_line_bytes: int) -> Iterator[RawRecord]:
+def _iter_json_array(path: Path, max_line_bytes: int,
+                     max_ratio: float) -> Iterator[RawRecord]:
     import ijson  # C backend when available; pure-python fallback otherwise
 
-    with _open_binary(path) as fh:
+    with _open_binary(path, max_ratio) as fh:
         head = _guarded_read(fh, path, 4096).lstrip(b"\xef\xbb\xbf \t\r\n")
         if not head:
             raise _empty(path)
@@ -213,9 +249,11 @@ def _iter_json_array(path: Path, max_line_bytes: int) -> Iterator[RawRecord]:
                 code="not_an_array", location=Location(str(path), line=1),
             )
     row = 0
-    with _open_binary(path) as fh:
+    with _open_binary(path, max_ratio) as raw:
+        fh = _RecordSizeGuard(raw, path, max_line_bytes)
         try:
             for obj in ijson.items(fh, "item", use_float=True):
+                fh.record_done(row)
                 if isinstance(obj, dict):
                     yield RawRecord(row, None, obj)
                 else:
@@ -235,7 +273,33 @@ def _iter_json_array(path: Path, max_line_bytes: int) -> Iterator[RawRecord]:
         raise _empty(path)
 
 
-def _iter_parquet(path: Path, max_line_bytes: int) -> Iterator[RawRecord]:
+class _RecordSizeGuard:
+    """The file under a streaming JSON parser, refusing any single record larger than the
+    limit as soon as the parser has read that far into it (a parser would otherwise
+    build the whole value in memory first). Inside one array there is no way to skip to
+    the next record, so the read ends with an error naming the record."""
+
+    def __init__(self, fh: BinaryIO, path: Path, limit: int) -> None:
+        self.fh, self.path, self.limit = fh, path, limit
+        self.consumed = self.mark = 0
+        self.row = 0
+
+    def record_done(self, row: int) -> None:
+        self.mark, self.row = self.consumed, row + 1
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.fh.read(n)
+        self.consumed += len(data)
+        # the parser reads ahead by one buffer: allow for it
+        if self.consumed - self.mark > self.limit + (1 << 16):
+            raise IngestError(f"record {self.row} is larger than the limit of "
+                              f"{self.limit:,} bytes", code="record_too_large",
+                              location=Location(str(self.path), row=self.row))
+        return data
+
+
+def _iter_parquet(path: Path, max_line_bytes: int,
+                  max_ratio: float) -> Iterator[RawRecord]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -245,11 +309,14 @@ def _iter_parquet(path: Path, max_line_bytes: int) -> Iterator[RawRecord]:
         # Parquet needs random access: decompress to a temporary file on disk, not memory.
         tmp = tempfile.NamedTemporaryFile(suffix=".parquet", delete=False)  # noqa: SIM115
         try:
-            with gzip.open(path, "rb") as src, tmp:
+            with _open_binary(path, max_ratio) as src, tmp:
                 shutil.copyfileobj(src, tmp, 1 << 20)
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
             Path(tmp.name).unlink(missing_ok=True)
             raise _gzip_error(path, exc, None) from exc
+        except IngestError:
+            Path(tmp.name).unlink(missing_ok=True)
+            raise
         source = Path(tmp.name)
     try:
         try:
@@ -269,9 +336,10 @@ def _iter_parquet(path: Path, max_line_bytes: int) -> Iterator[RawRecord]:
             Path(tmp.name).unlink(missing_ok=True)
 
 
-def _iter_csv(path: Path, max_line_bytes: int) -> Iterator[RawRecord]:
+def _iter_csv(path: Path, max_line_bytes: int,
+              max_ratio: float) -> Iterator[RawRecord]:
     csv.field_size_limit(max_line_bytes)
-    with _open_binary(path) as fh:
+    with _open_binary(path, max_ratio) as fh:
         text = io.TextIOWrapper(fh, encoding="utf-8-sig", errors="strict", newline="")
         reader = csv.reader(text)
         row = 0

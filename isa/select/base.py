@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from functools import cache
+from typing import Any, ClassVar, Literal, get_type_hints
 
 import numpy as np
 import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from ..errors import ConfigError, MethodInputError
 
@@ -23,6 +25,8 @@ Meta = Mapping[str, np.ndarray]  # per-unit numeric columns (e.g. "margin")
 #: apart): a prompt id shared by the units of one prompt, and a pair's answer lengths
 PROMPT_GROUP, CHOSEN_CHARS, REJECTED_CHARS = "_prompt_group", "_chosen_chars", "_rejected_chars"
 _DETAILS, _ITEM_DETAILS = "details.", "item_details."
+#: parameter types shared by several methods (their values are checked by make_method)
+CovarianceType = Literal["diag", "full", "spherical", "tied"]
 
 
 class SelectionMethod:
@@ -207,7 +211,9 @@ def _param_names(cls: type) -> list[str]:
 
 
 def make_method(name: str, **params: Any) -> SelectionMethod:
-    """Build a registered method from its name and parameters, rejecting unknown ones."""
+    """Build a registered method from its name and parameters. Unknown parameters and
+    values of the wrong type (by the constructor's annotations) are refused here, before
+    any work; so are the nested methods of composite ones (``base``, ``quality``)."""
     if name not in METHODS:
         raise ConfigError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}",
                           code="unknown_method")
@@ -216,7 +222,30 @@ def make_method(name: str, **params: Any) -> SelectionMethod:
     if unknown:
         raise ConfigError(f"method {name!r} has no parameter(s) {unknown}; its parameters are "
                           f"{_param_names(cls)}", code="invalid_parameters")
+    try:
+        _params_model(cls).model_validate(params)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(x) for x in err["loc"])
+        raise ConfigError(f"method {name!r}, parameter {field!r}: {err['msg']}",
+                          code="invalid_parameters", parameter=field) from None
+    if params.get("random_state", 0) < 0:
+        raise ConfigError(f"method {name!r}: random_state must be ≥ 0",
+                          code="invalid_parameters", parameter="random_state")
+    for nested in ("base", "quality"):  # composite methods name another method
+        if isinstance(params.get(nested), str):
+            make_method(params[nested], **(params.get(f"{nested}_params") or {}))
     return cls(**params)
+
+
+@cache
+def _params_model(cls: type) -> type[BaseModel]:
+    """A pydantic model of a method's constructor: its parameters, types and defaults."""
+    hints = get_type_hints(cls.__init__)
+    fields = {p.name: (hints.get(p.name, Any), p.default)
+              for p in list(inspect.signature(cls.__init__).parameters.values())[1:]}
+    return create_model(f"{cls.__name__}Params", __config__=ConfigDict(
+        extra="forbid", strict=True), **fields)
 
 
 def describe_methods() -> list[dict[str, Any]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
 from ..errors import ConfigError, MethodInputError
@@ -138,7 +140,7 @@ class MarginSelection(SelectionMethod):
     summary = "Largest preference margin from a numeric margin/score column"
     needs_embeddings = False
 
-    def __init__(self, column: str | None = None, order: str = "high",
+    def __init__(self, column: str | None = None, order: Literal["high", "low"] = "high",
                  random_state: int = 0) -> None:
         self.column = column
         self.order = order

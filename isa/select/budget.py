@@ -23,7 +23,7 @@ class Budget:
     __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
 
     fraction: Annotated[float | None, Field(gt=0, le=1)] = None
-    count: Annotated[int | None, Field(ge=1)] = None
+    count: Annotated[int | None, Field(ge=1, le=10**10)] = None
 
     def __post_init__(self) -> None:
         if (self.fraction is None) == (self.count is None):

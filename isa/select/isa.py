@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
 from ..errors import ConfigError
-from .base import SelectionMethod, reduce_items, register
+from .base import CovarianceType, SelectionMethod, reduce_items, register
 
 
 def isa_delta(log_likelihood: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -46,8 +48,9 @@ class ISA(SelectionMethod):
     name = "isa"
     summary = "Paper-faithful ISA: GMM log-likelihood → entropy change Δ, keep the largest Δ"
 
-    def __init__(self, n_components: int = 2, covariance_type: str = "diag",
-                 pca_components: int | None = None, pair_reduce: str = "sum",
+    def __init__(self, n_components: int = 2, covariance_type: CovarianceType = "diag",
+                 pca_components: int | None = None,
+                 pair_reduce: Literal["sum", "mean", "max", "min"] = "sum",
                  max_fit_samples: int = 200_000, max_iter: int = 100, tol: float = 1e-3,
                  reg_covar: float = 1e-6, random_state: int = 0) -> None:
         self.n_components = n_components

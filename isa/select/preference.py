@@ -10,6 +10,8 @@ is scored by a model that saw it (or another answer to its prompt).
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
 from ..errors import ConfigError, MethodInputError
@@ -85,8 +87,8 @@ class ConsistencySelection(_CrossFitted):
     name = "consistency"
     summary = "Out-of-fold reward model's agreement with each pair's label (easy first)"
 
-    def __init__(self, order: str = "easy", n_folds: int = 5, C: float = 1.0,
-                 random_state: int = 0) -> None:
+    def __init__(self, order: Literal["easy", "hard", "ambiguous"] = "easy", n_folds: int = 5,
+                 C: float = 1.0, random_state: int = 0) -> None:
         super().__init__(n_folds=n_folds, C=C, random_state=random_state)
         self.order = order
 

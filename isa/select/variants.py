@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ConfigError
-from .base import PROMPT_GROUP, SelectionMethod, register, unit_features
+from .base import PROMPT_GROUP, CovarianceType, SelectionMethod, register, unit_features
 from .baselines import MarginSelection
 from .isa import ISA
 
@@ -29,7 +29,7 @@ def _first_item(groups: np.ndarray, n_units: int) -> np.ndarray:
 
 
 class _ISABased(SelectionMethod):
-    def __init__(self, covariance_type: str = "diag", pca_components: int | None = None,
+    def __init__(self, covariance_type: CovarianceType = "diag", pca_components: int | None = None,
                  random_state: int = 0) -> None:
         self.covariance_type = covariance_type
         self.pca_components = pca_components
@@ -78,7 +78,7 @@ class ISAClusterStratified(_ISABased):
     name = "isa_cluster"
     summary = "ISA stratified by k-means cluster (proportional)"
 
-    def __init__(self, n_clusters: int = 20, covariance_type: str = "diag",
+    def __init__(self, n_clusters: int = 20, covariance_type: CovarianceType = "diag",
                  pca_components: int | None = None, random_state: int = 0) -> None:
         self.n_clusters = n_clusters
         super().__init__(covariance_type, pca_components, random_state)
@@ -110,7 +110,7 @@ class ISADedup(_ISABased):
     summary = "ISA with near-duplicate removal while walking its order"
     uses_budget_hint = True
 
-    def __init__(self, threshold: float = 0.9, covariance_type: str = "diag",
+    def __init__(self, threshold: float = 0.9, covariance_type: CovarianceType = "diag",
                  pca_components: int | None = None, random_state: int = 0) -> None:
         self.threshold = threshold
         super().__init__(covariance_type, pca_components, random_state)
@@ -155,7 +155,7 @@ class ISAMarginBlend(_ISABased):
     summary = "Rank blend of ISA's information score and the preference margin"
 
     def __init__(self, alpha: float = 0.5, column: str | None = None,
-                 covariance_type: str = "diag", pca_components: int | None = None,
+                 covariance_type: CovarianceType = "diag", pca_components: int | None = None,
                  random_state: int = 0) -> None:
         self.alpha = alpha
         self.column = column

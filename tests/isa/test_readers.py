@@ -191,3 +191,49 @@ def test_duplicate_ids_are_row_errors(tmp_path, alpaca_rows):
     with pytest.raises(IngestError) as exc:
         list(PreferenceFile(write_jsonl(tmp_path / "x.jsonl", rows), id_field="id"))
     assert exc.value.code == "duplicate_id" and exc.value.details["line"] == 2
+
+
+# --- small inputs must not cost large resources ------------------------------------------
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def test_a_decompression_bomb_is_refused_at_once(tmp_path):
+    # 256 MiB of newlines gzip to a few hundred KB: refused while inflating, not after
+    path = tmp_path / "bomb.jsonl.gz"
+    with gzip.open(path, "wb", compresslevel=9) as fh:
+        block = b"\n" * (1 << 20)
+        for _ in range(256):
+            fh.write(block)
+    assert path.stat().st_size < 1_000_000
+    for fmt in ("jsonl", "csv"):
+        with pytest.raises(IngestError) as exc:
+            list(PreferenceFile(path, file_format=fmt))
+        assert exc.value.code == "decompression_limit"
+
+
+def test_a_huge_string_in_a_json_array_ends_the_read_with_its_record_number(tmp_path,
+                                                                          alpaca_rows):
+    path = tmp_path / "big.json"
+    huge = {"prompt": "p", "chosen": "x" * (24 << 20), "rejected": "r"}
+    path.write_text(json.dumps([alpaca_rows[0], alpaca_rows[1], huge, alpaca_rows[2]]))
+    before = _peak_rss_mb()
+    with pytest.raises(IngestError) as exc:
+        list(PreferenceFile(path, max_line_bytes=1 << 20))
+    assert exc.value.code == "record_too_large" and exc.value.details["row"] == 2
+    assert _peak_rss_mb() - before < 100  # the 24 MiB value was never built
+
+
+def test_an_over_long_field_makes_its_row_invalid_naming_field_and_line(tmp_path,
+                                                                       alpaca_rows):
+    rows = [alpaca_rows[0], {**alpaca_rows[1], "rejected": "y" * 5000}, alpaca_rows[2]]
+    data = PreferenceFile(write_jsonl(tmp_path / "x.jsonl", rows), max_field_chars=4000,
+                          on_invalid="skip")
+    assert len(list(data)) == 2
+    problem = data.report.skipped[0]
+    assert (problem.code, problem.location.line, problem.location.field) == (
+        "field_too_long", 2, "rejected")

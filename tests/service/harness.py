@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +30,23 @@ def _free_port() -> int:
 class Service:
     def __init__(self, base_url: str, data_dir: Path, logs: dict[str, Path]) -> None:
         self.base_url, self.data_dir, self.logs = base_url, data_dir, logs
+        self.env: dict[str, str] = {}
+        self.concurrency = 2
+        self.worker: subprocess.Popen | None = None
+
+    def start_worker(self) -> None:
+        """A Celery worker (its own process group, so a test can kill all of it)."""
+        with open(self.logs["worker"], "ab") as wlog:
+            self.worker = subprocess.Popen(_worker_command(self.concurrency), env=self.env,
+                                           stdout=wlog, stderr=subprocess.STDOUT,
+                                           start_new_session=True)
+
+    def kill_worker(self) -> None:
+        """SIGKILL the worker's whole process group: no goodbye, tasks left unacked."""
+        assert self.worker is not None
+        os.killpg(self.worker.pid, signal.SIGKILL)
+        self.worker.wait(timeout=20)
+        self.worker = None
 
     def client(self, key: str | None = "key-a") -> httpx.Client:
         headers = {"X-API-Key": key} if key else {}
@@ -65,6 +83,12 @@ class Service:
 
 
 
+def _worker_command(concurrency: int) -> list[str]:
+    return [str(Path(sys.executable).parent / "celery"), "-A", "workers.worker", "worker",
+            "-Q", "cpu", "-c", str(concurrency), "-n", f"test-{uuid.uuid4().hex[:6]}@%h",
+            "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
+
+
 @contextmanager
 def running_service(redis_url: str, data_dir: Path, *, concurrency: int = 2,
                     extra_env: dict[str, str] | None = None) -> Iterator[Service]:
@@ -85,38 +109,36 @@ def running_service(redis_url: str, data_dir: Path, *, concurrency: int = 2,
     }
     logs = {"worker": data_dir / "worker.log", "api": data_dir / "api.log"}
     port = _free_port()
-    bin_dir = Path(sys.executable).parent
-    with open(logs["worker"], "wb") as wlog, open(logs["api"], "wb") as alog:
-        procs = [
-            subprocess.Popen([str(bin_dir / "celery"), "-A", "workers.worker", "worker", "-Q",
-                              "cpu", "-c", str(concurrency), "-n",
-                              f"test-{uuid.uuid4().hex[:6]}@%h", "--loglevel", "INFO",
-                              "--without-gossip", "--without-mingle"],
-                             env=env, stdout=wlog, stderr=subprocess.STDOUT),
-            subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host",
-                              "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-                             env=env, stdout=alog, stderr=subprocess.STDOUT),
-        ]
-        svc = Service(f"http://127.0.0.1:{port}", data_dir, logs)
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if httpx.get(f"{svc.base_url}/readyz", timeout=5).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                    raise RuntimeError("service did not become ready\n--- api ---\n"
-                                       f"{svc.tail('api')}\n--- worker ---\n"
-                                       f"{svc.tail('worker')}")
-                time.sleep(0.5)
-            yield svc
-        finally:
-            for p in procs:
+    svc = Service(f"http://127.0.0.1:{port}", data_dir, logs)
+    svc.env, svc.concurrency = env, concurrency
+    with open(logs["api"], "ab") as alog:
+        api = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host",
+                                "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                               env=env, stdout=alog, stderr=subprocess.STDOUT)
+    svc.start_worker()
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{svc.base_url}/readyz", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or api.poll() is not None or (
+                    svc.worker is not None and svc.worker.poll() is not None):
+                raise RuntimeError("service did not become ready\n--- api ---\n"
+                                   f"{svc.tail('api')}\n--- worker ---\n"
+                                   f"{svc.tail('worker')}")
+            time.sleep(0.5)
+        yield svc
+    finally:
+        for p in (api, svc.worker):
+            if p is not None and p.poll() is None:
                 p.terminate()
-            for p in procs:
-                try:
-                    p.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        for p in (api, svc.worker):
+            if p is None:
+                continue
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()

@@ -23,7 +23,8 @@ def evaluate_job(job_id: str) -> None:
 
 def _pairs(job: JobRun, dataset_id: str, encoder: Encoder) -> runner.PairSet:
     data = job.open(job.dataset(dataset_id))
-    return runner.load_pairs(data, encoder, cache=job.ctx.embeddings, progress=job.progress)
+    return runner.load_pairs(data, encoder, cache=job.ctx.embeddings(job.tenant),
+                             progress=job.progress)
 
 
 def _evaluate(job: JobRun) -> None:

@@ -55,7 +55,7 @@ def _selection(job: JobRun, progress: StageProgress | None = None) -> SelectionR
         job.open(ds), method, req.budget, level=req.level, template=req.template,
         encoder=lambda: ctx.encoder(req.encoder), encoder_key=req.encoder.model_dump(),
         source_key=f"{ds['sha256']}:{json.dumps(ds.get('options'), sort_keys=True)}")
-    return SelectionRun(plan, cache=ctx.embeddings, scores=ctx.scores,
+    return SelectionRun(plan, cache=ctx.embeddings(job.tenant), scores=ctx.scores(job.tenant),
                         progress=progress or job.progress)
 
 
@@ -112,7 +112,7 @@ def _embed_chunk(job: JobRun, start: int, end: int) -> None:
 
     job.check_cancel()
     t = time.perf_counter()
-    embed_texts(texts, ctx.encoder(job.request.encoder), cache=ctx.embeddings,
+    embed_texts(texts, ctx.encoder(job.request.encoder), cache=ctx.embeddings(job.tenant),
                 progress=progress)
     ctx.metrics.observe_stage("embedding", time.perf_counter() - t)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from typing import Annotated, Any
@@ -18,6 +19,8 @@ from core.records import new_id
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 _CHUNK = 1 << 20
+#: characters of each text a preview shows (the rows can be far longer)
+PREVIEW_CHARS = 2000
 
 
 def _public(doc: dict[str, Any]) -> DatasetPublic:
@@ -59,13 +62,25 @@ async def upload_dataset(
                 out.write(chunk)
     finally:
         await file.close()
-    datasets.create(tenant, dataset_id, "uploaded", {
-        "filename": (file.filename or "upload")[:255], "size_bytes": size,
-        "sha256": digest.hexdigest(), "artifact": artifact,
-        "options": options.model_dump(),
-    })
-    celery_app.send_task(TASK_VALIDATE, args=(dataset_id,), queue=settings.default_queue)
+    try:
+        datasets.create(tenant, dataset_id, "uploaded", {
+            "filename": (file.filename or "upload")[:255], "size_bytes": size,
+            "sha256": digest.hexdigest(), "artifact": artifact,
+            "options": options.model_dump(),
+        })
+        celery_app.send_task(TASK_VALIDATE, args=(dataset_id,), queue=settings.default_queue)
+    except BaseException:  # Redis or the broker away: leave neither a file nor a record
+        _forget(datasets, artifacts, tenant, dataset_id)
+        raise
     return _public(datasets.get(dataset_id))  # type: ignore[arg-type]
+
+
+def _forget(datasets: Datasets, artifacts: Artifacts, tenant: str, dataset_id: str) -> None:
+    # best effort: the request fails either way
+    with contextlib.suppress(Exception):
+        datasets.delete(dataset_id, tenant)
+    with contextlib.suppress(Exception):
+        artifacts.delete_prefix(Keys.dataset(dataset_id))
 
 
 def _suffixes(name: str) -> list[str]:
@@ -98,26 +113,33 @@ def get_dataset(dataset_id: str, tenant: CurrentTenant, datasets: Datasets) -> D
 
 @router.get("/{dataset_id}/rows", response_model=DatasetRows)
 def preview_rows(dataset_id: str, tenant: CurrentTenant, datasets: Datasets,
-                 artifacts: Artifacts, offset: Annotated[int, Query(ge=0)] = 0,
+                 artifacts: Artifacts, settings: SettingsDep,
+                 offset: Annotated[int, Query(ge=0)] = 0,
                  limit: Annotated[int, Query(ge=1, le=200)] = 20) -> DatasetRows:
-    """Normalised rows (row_id, prompt, chosen/rejected or completion/label, extra)."""
+    """Normalised rows (row_id, prompt, chosen/rejected or completion/label, extra); each
+    text cut to ``PREVIEW_CHARS`` characters (``truncated`` lists the cut fields)."""
     doc = datasets.get(dataset_id, tenant)
     if doc is None:
         raise not_found("dataset", dataset_id)
     if doc["status"] != "ready":
         raise ApiError(409, "dataset_not_ready", f"the data set is {doc['status']}",
                        status=doc["status"])
-    data = open_dataset(doc, artifacts)
+    data = open_dataset(doc, artifacts, settings)
     rows: list[dict[str, Any]] = []
     for i, ex in enumerate(data):
         if i < offset:
             continue
         if len(rows) == limit:
             break
-        rows.append({k: v for k, v in {
+        row = {k: v for k, v in {
             "row_id": ex.row_id, "row": ex.row, "line": ex.line, "prompt": ex.prompt,
             "chosen": ex.chosen, "rejected": ex.rejected, "completion": ex.completion,
-            "label": ex.label, "extra": ex.extra}.items() if v is not None})
+            "label": ex.label, "extra": ex.extra}.items() if v is not None}
+        cut = [k for k in ("prompt", "chosen", "rejected", "completion")
+               if isinstance(row.get(k), str) and len(row[k]) > PREVIEW_CHARS]
+        for k in cut:
+            row[k] = row[k][:PREVIEW_CHARS] + "…"
+        rows.append(row | ({"truncated": cut} if cut else {}))
     return DatasetRows(data=rows, offset=offset, limit=limit)
 
 

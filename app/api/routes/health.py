@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+import hmac
+
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily
 
-from app.api.deps import Datasets, Jobs, MetricsStore, RedisDep
+from app.api.deps import Datasets, Jobs, MetricsStore, RedisDep, SettingsDep
+from app.api.errors import ApiError
 from app.metrics import REGISTRY
 from core.celery_app import celery_app
 
 router = APIRouter(tags=["health"])
+
+
+def _check_metrics_access(request: Request, key: str | None) -> None:
+    if key is None:
+        if request.client is None or request.client.host not in ("127.0.0.1", "::1"):
+            raise ApiError(403, "forbidden", "/metrics is served to the loopback interface "
+                           "only unless ISA_METRICS_KEY is set")
+        return
+    sent = request.headers.get("authorization", "")
+    if not hmac.compare_digest(sent.encode(), f"Bearer {key}".encode()):
+        raise ApiError(401, "invalid_metrics_key", "send the metrics key as "
+                       "'Authorization: Bearer <key>'")
 
 
 @router.get("/healthz")
@@ -40,9 +55,13 @@ def readyz(r: RedisDep) -> JSONResponse:
 
 
 @router.get("/metrics")
-def metrics(jobs: Jobs, datasets: Datasets, store: MetricsStore) -> Response:
+def metrics(request: Request, jobs: Jobs, datasets: Datasets, store: MetricsStore,
+            settings: SettingsDep) -> Response:
     """Prometheus text format: HTTP requests of this process, plus job/data set counts,
-    stage durations and cache hits shared by all workers through Redis."""
+    stage durations and cache hits shared by all workers through Redis. Counts span every
+    tenant: served with the metrics key (``ISA_METRICS_KEY``), or, without one, only to
+    the loopback interface."""
+    _check_metrics_access(request, settings.metrics_key)
     shared = CollectorRegistry()
     g = GaugeMetricFamily("isa_jobs", "Jobs by status", labels=["status"])
     for s, n in sorted(jobs.counts().items()):

@@ -52,24 +52,15 @@ def create_job(body: JobRequest, response: Response, tenant: CurrentTenant, jobs
                idempotency_key: Annotated[str | None, Header(max_length=255)] = None
                ) -> JobPublic:
     """Start a job. With an ``Idempotency-Key`` header, repeating the same request returns
-    the same job (for 24 h); the same key with another body answers 422."""
+    the same job (for 24 h; 409 while the first request is still creating it); the same
+    key with another body answers 422."""
     request = body.model_dump()
-    job_id = new_id("job")
-    if idempotency_key is not None:
-        claim = idem.claim(tenant, idempotency_key, idem.fingerprint(request), job_id)
-        if claim["job_id"] != job_id:
-            if claim["fingerprint"] != idem.fingerprint(request):
-                raise ApiError(422, "idempotency_key_reused",
-                               "this Idempotency-Key was used with a different request",
-                               job_id=claim["job_id"])
-            existing = jobs.get(claim["job_id"], tenant)
-            if existing is not None:
-                response.status_code = status.HTTP_200_OK
-                return _public(existing)
     try:
         check_methods(body)
+        if hasattr(body, "encoder"):
+            body.encoder.check_model(settings.encoder_models)
     except ConfigError as exc:
-        raise ApiError(422, exc.code, exc.message) from exc
+        raise ApiError(422, exc.code, exc.message, **exc.details) from exc
     if isinstance(body, AlignJob):
         _check_align(body, tenant, jobs, settings)
     for dataset_id in body.dataset_ids():
@@ -79,15 +70,51 @@ def create_job(body: JobRequest, response: Response, tenant: CurrentTenant, jobs
         if ds["status"] == "invalid":
             raise ApiError(409, "dataset_invalid", f"data set {dataset_id} failed validation",
                            error=ds.get("error"))
-    jobs.create(tenant, job_id, "queued", {"type": body.type, "request": request,
-                                           "stage": "queued", "progress_done": 0,
-                                           "progress_total": 0})
+    job_id = new_id("job")
+    if idempotency_key is not None:
+        # IETF Idempotency-Key draft: one request per key creates the job; the others
+        # replay it, wait (409) while it is being created, or are refused (another body)
+        fingerprint = idem.fingerprint(request)
+        claim = idem.claim(tenant, idempotency_key, fingerprint, job_id)
+        if claim["job_id"] != job_id:
+            if claim["fingerprint"] != fingerprint:
+                raise ApiError(422, "idempotency_key_reused",
+                               "this Idempotency-Key was used with a different request",
+                               job_id=claim["job_id"])
+            existing = jobs.get(claim["job_id"], tenant)
+            if existing is None:
+                raise ApiError(409, "idempotency_key_in_progress", "a request with this "
+                               "Idempotency-Key is still being processed; retry shortly",
+                               headers={"Retry-After": "1"})
+            response.status_code = status.HTTP_200_OK
+            return _public(existing)
+    try:
+        _enqueue(body, request, job_id, tenant, jobs, settings)
+    except BaseException:
+        if idempotency_key is not None:
+            idem.release(tenant, idempotency_key, job_id)
+        raise
+    return _public(jobs.get(job_id))  # type: ignore[arg-type]
+
+
+def _enqueue(body: Any, request: dict[str, Any], job_id: str, tenant: str, jobs: Jobs,
+             settings: SettingsDep) -> None:
+    """The job's record, then its first task."""
     queue = body.queue or settings.default_queue
     if body.type == "align" and body.queue is None:
         queue = settings.align_queue or ("gpu" if gpu_queue_served() else "cpu")
-    jobs.update(job_id, queue=queue)
-    celery_app.send_task(TASK_FOR_JOB_TYPE[body.type], args=(job_id,), queue=queue)
-    return _public(jobs.get(job_id))  # type: ignore[arg-type]
+    if queue == "gpu" and not gpu_queue_served():
+        # a job sent where no worker listens would wait forever
+        raise ApiError(409, "queue_unavailable", "no worker serves the 'gpu' queue now; "
+                       "send the job without 'queue' (or to 'cpu')", queue=queue)
+    jobs.create(tenant, job_id, "queued", {"type": body.type, "request": request,
+                                           "stage": "queued", "progress_done": 0,
+                                           "progress_total": 0, "queue": queue})
+    try:
+        celery_app.send_task(TASK_FOR_JOB_TYPE[body.type], args=(job_id,), queue=queue)
+    except BaseException:  # the broker away: no job that would never run
+        jobs.delete(job_id, tenant)
+        raise
 
 
 def _check_align(body: AlignJob, tenant: str, jobs: Jobs, settings: SettingsDep) -> None:

@@ -1,0 +1,141 @@
+"""Races and hostile input against the real service: each ends at once with a clear 4xx
+(or a clear invalid data set), and nothing else is affected."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ALPACA_SAMPLE, read_rows, write_jsonl
+
+
+def _ready(service, c, tmp_path: Path, rows: list[dict], name: str = "d.jsonl") -> dict:
+    ds = service.wait_dataset(c, service.upload(c, write_jsonl(tmp_path / name, rows))["id"])
+    assert ds["status"] == "ready", ds
+    return ds
+
+
+def test_twenty_concurrent_requests_per_idempotency_key_make_one_job_each(service, tmp_path):
+    c = service.client()
+    ds = _ready(service, c, tmp_path, read_rows(ALPACA_SAMPLE, 30))
+    keys = [f"race-{i}-{time.time_ns()}" for i in range(5)]
+    body = {"type": "select", "dataset_id": ds["id"], "method": "random",
+            "budget": {"count": 3}}
+
+    def post(key: str) -> tuple[str, int, str | None]:
+        with service.client() as own:
+            r = own.post("/v1/jobs", json=body, headers={"Idempotency-Key": key})
+            return key, r.status_code, r.json().get("id")
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(post, [k for k in keys for _ in range(20)]))
+    assert {status for _, status, _ in answers} <= {200, 201, 409}
+    for key in keys:
+        mine = [(s, i) for k, s, i in answers if k == key]
+        assert [s for s, _ in mine].count(201) == 1, mine
+        assert len({i for s, i in mine if s in (200, 201)}) == 1, mine
+    # the late replays agree, and the tenant has exactly one job per key
+    ids = {c.post("/v1/jobs", json=body, headers={"Idempotency-Key": k}).json()["id"]
+           for k in keys}
+    assert len(ids) == 5
+    listed = {j["id"] for j in c.get("/v1/jobs", params={"limit": 500}).json()["data"]}
+    assert ids <= listed
+
+
+@pytest.mark.parametrize(("change", "code"), [
+    ({"params": {"n_components": "two"}}, "invalid_parameters"),
+    ({"params": {"random_state": -1}}, "invalid_parameters"),
+    ({"params": {"covariance_type": "weird"}}, "invalid_parameters"),
+    ({"budget": {"count": 10 ** 30}}, "validation_error"),
+    ({"encoder": {"name": "sentence", "model": "/etc"}}, "validation_error"),
+    ({"encoder": {"name": "sentence", "model": "not-a-packaged-model"}}, "unknown_model"),
+    ({"queue": "gpu"}, "queue_unavailable"),
+    ({"method": "clean", "params": {"base": "nope"}}, "unknown_method"),
+])
+def test_bad_parameters_are_refused_at_post(service, tmp_path, change, code):
+    c = service.client()
+    ds = _ready(service, c, tmp_path, read_rows(ALPACA_SAMPLE, 10))
+    body = {"type": "select", "dataset_id": ds["id"], "method": "isa",
+            "budget": {"count": 2}, **change}
+    before = c.get("/v1/jobs", params={"limit": 500}).json()["count"]
+    r = c.post("/v1/jobs", json=body)
+    assert r.status_code in (409, 422), r.text
+    assert r.json()["error"]["code"] == code, r.json()
+    assert c.get("/v1/jobs", params={"limit": 500}).json()["count"] == before
+
+
+def test_oversized_bodies_are_refused_while_streaming(service, tmp_path):
+    from tests.service.conftest import MAX_UPLOAD
+
+    c = service.client()
+    listed = c.get("/v1/datasets").json()["count"]
+    big = c.post("/v1/jobs", content=b'{"type": "select", "x": "' + b"a" * (2 << 20) + b'"}',
+                 headers={"Content-Type": "application/json"})
+    assert big.status_code == 413 and big.json()["error"]["code"] == "request_too_large"
+
+    # A chunked upload with no Content-Length: the client sends just past the limit and
+    # then goes quiet. The 413 must come now, not after a body that never ends.
+    host, port = service.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=15) as sock:
+        sock.sendall(b"POST /v1/datasets HTTP/1.1\r\nHost: x\r\nX-API-Key: key-a\r\n"
+                     b"Content-Type: multipart/form-data; boundary=b\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+        head = (b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.jsonl"'
+                b"\r\n\r\n")
+        sock.sendall(b"%x\r\n%s\r\n" % (len(head), head))
+        block = b"x" * (1 << 20)
+        for _ in range(MAX_UPLOAD // len(block) + 2):
+            sock.sendall(b"%x\r\n%s\r\n" % (len(block), block))
+        answer = b""
+        while b"}}" not in answer:  # the JSON error body closes with }}
+            part = sock.recv(65536)
+            if not part:
+                break
+            answer += part
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"upload_too_large" in answer
+    assert c.get("/v1/datasets").json()["count"] == listed
+
+
+def test_bad_read_options_make_the_data_set_invalid_not_stuck(service, tmp_path):
+    c = service.client()
+    path = write_jsonl(tmp_path / "x.jsonl", read_rows(ALPACA_SAMPLE, 5))
+    for form in ({"shape": "bogus"}, {"column_map": '{"nonsense": "prompt"}'}):
+        ds = service.wait_dataset(c, service.upload(c, path, **form)["id"], timeout=30)
+        assert ds["status"] == "invalid", ds
+        assert ds["error"]["code"] in ("unknown_shape", "invalid_column_map")
+
+
+def test_errors_name_the_uploaded_file_never_a_server_path(service, tmp_path):
+    c = service.client()
+    path = tmp_path / "mine.jsonl.gz"
+    path.write_bytes(gzip.compress(b'{"prompt": "p", "chosen": "a", "rejected": "b"}\n'
+                                   b'{"prompt": 3, "chosen": "a", "rejected": "b"}\n'))
+    ds = service.wait_dataset(c, service.upload(c, path)["id"])
+    assert ds["status"] == "invalid"
+    text = str(ds["error"]) + str(ds["report"])
+    assert "mine.jsonl.gz" in text and str(service.data_dir) not in text
+    assert "/artifacts/" not in text
+
+
+def test_a_cache_hit_never_tells_one_tenant_what_another_holds(service, tmp_path):
+    rows = read_rows(ALPACA_SAMPLE, 500)[440:460]
+    body = {"type": "select", "method": "isa", "budget": {"count": 3},
+            "encoder": {"name": "sentence", "max_seq_length": 96}}
+    results = []
+    for key in ("key-a", "key-b"):
+        c = service.client(key)
+        ds = _ready(service, c, tmp_path, rows, name=f"{key}.jsonl")
+        job = service.wait_job(c, c.post("/v1/jobs", json={**body, "dataset_id": ds["id"]}
+                                         ).json()["id"])
+        assert job["status"] == "succeeded", job
+        results.append(job["result"])
+    a, b = results
+    assert a["embedding"]["newly_embedded"] == a["embedding"]["unique"]
+    # tenant B's identical rows: nothing from A's caches
+    assert b["embedding"]["cached"] == 0 and b["score_cache_hit"] is False

@@ -1,0 +1,159 @@
+"""Faults with real processes: a worker killed mid-job, Redis restarted mid-job. The
+service here has a Redis server of its own (restartable, with an append-only file) and
+supervision tuned to seconds; the bounds asserted are the ones the README states."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from tests.conftest import ALPACA_SAMPLE, read_rows, varied_rows, write_jsonl
+from tests.service.harness import Service, _free_port, running_service
+
+#: supervision in seconds (production defaults: beat 10 s, stale 60 s, look every 15 s)
+SUPERVISION = {"ISA_HEARTBEAT_INTERVAL_S": "0.5", "ISA_STALE_AFTER_S": "4",
+               "ISA_SUPERVISE_EVERY_S": "1", "ISA_EMBED_CHUNK_SIZE": "256",
+               "ISA_METRICS_KEY": "scrape-me"}
+#: from the kill (or the restart) to a finished job, at most
+RECOVERY_BOUND_S = 240
+
+
+class RedisServer:
+    """A redis-server of the test's own, on a free port, persisting to an append-only
+    file so that a restart keeps the queue and the records."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.port = folder, _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [shutil.which("redis-server") or "redis-server", "--port", str(self.port),
+             "--bind", "127.0.0.1", "--dir", str(self.folder), "--appendonly", "yes",
+             "--appendfsync", "always", "--save", ""],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                redis.Redis(port=self.port, socket_timeout=1).ping()
+                return
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        assert self.proc is not None
+        self.proc.terminate()  # SIGTERM: redis flushes the append-only file and exits
+        self.proc.wait(timeout=20)
+
+
+@pytest.fixture()
+def own_redis(tmp_path) -> Iterator[RedisServer]:
+    if not shutil.which("redis-server"):
+        pytest.skip("needs redis-server on PATH (.ci/run starts the machine's)")
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    if server.proc is not None and server.proc.poll() is None:
+        server.stop()
+
+
+@pytest.fixture()
+def supervised(own_redis, tmp_path) -> Iterator[Service]:
+    data = tmp_path / "svc"
+    data.mkdir()
+    with running_service(own_redis.url, data, concurrency=1,
+                         extra_env=SUPERVISION) as svc:
+        yield svc
+
+
+def _long_select(svc: Service, c: httpx.Client, tmp_path: Path) -> str:
+    """A select job with ~3,000 distinct texts: a chord of a dozen chunk tasks."""
+    rows = varied_rows(read_rows(ALPACA_SAMPLE, 500), 3)
+    ds = svc.wait_dataset(c, svc.upload(c, write_jsonl(tmp_path / "d.jsonl.gz", rows,
+                                                       gz=True))["id"])
+    assert ds["status"] == "ready", ds
+    r = c.post("/v1/jobs", json={"type": "select", "dataset_id": ds["id"], "method": "isa",
+                                 "budget": {"fraction": 0.05},
+                                 "encoder": {"name": "sentence", "max_seq_length": 64}})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def _wait_embedding(c: httpx.Client, job_id: str) -> dict:
+    deadline = time.monotonic() + 180
+    while True:
+        doc = c.get(f"/v1/jobs/{job_id}").json()
+        if doc["stage"] == "embedding" and doc["progress"]["done"] > 0:
+            return doc
+        assert doc["status"] == "running" or doc["status"] == "queued", doc
+        assert time.monotonic() < deadline, doc
+        time.sleep(0.2)
+
+
+def test_a_job_whose_worker_is_killed_finishes_after_a_new_worker_starts(supervised,
+                                                                         tmp_path):
+    c = supervised.client()
+    job_id = _long_select(supervised, c, tmp_path)
+    _wait_embedding(c, job_id)
+    supervised.kill_worker()
+    t_kill = time.monotonic()
+    assert c.get(f"/v1/jobs/{job_id}").json()["status"] == "running"
+    supervised.start_worker()
+    doc = supervised.wait_job(c, job_id, timeout=RECOVERY_BOUND_S)
+    took = time.monotonic() - t_kill
+    assert doc["status"] == "succeeded", doc
+    assert doc["result"]["rows_selected"] == 75
+    assert doc["progress"]["done"] <= doc["progress"]["total"]
+    record = redis.Redis.from_url(supervised.env["ISA_REDIS_URL"], decode_responses=True)
+    attempts = record.hget(f"{supervised.env['ISA_KEY_PREFIX']}job:{job_id}", "attempts")
+    assert attempts == "1"  # sent again once, by the supervisor
+    print(f"killed worker: job finished {took:.0f} s after the kill")
+
+
+def test_redis_restarting_mid_job_answers_503_then_the_job_finishes(supervised, own_redis,
+                                                                     tmp_path):
+    c = supervised.client()
+    job_id = _long_select(supervised, c, tmp_path)
+    _wait_embedding(c, job_id)
+    own_redis.stop()
+    t_down = time.monotonic()
+    r = c.get(f"/v1/jobs/{job_id}")
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["code"] == "service_unavailable"
+    assert int(r.headers["retry-after"]) > 0
+    up = c.post("/v1/datasets", files={"file": ("x.jsonl", b'{"prompt":"p","chosen":"a",'
+                                                b'"rejected":"b"}\n')})
+    assert up.status_code == 503
+    assert c.get("/healthz").status_code == 200  # the process itself is up
+    time.sleep(3)
+    own_redis.start()
+    doc = supervised.wait_job(c, job_id, timeout=RECOVERY_BOUND_S)
+    took = time.monotonic() - t_down
+    # the job ends, with a result or a clear reason, never stays running
+    assert doc["status"] in ("succeeded", "failed"), doc
+    if doc["status"] == "failed":
+        assert doc["error"]["code"] != "internal_error", doc
+    else:
+        assert doc["result"]["rows_selected"] == 75
+    # the upload refused during the outage left no file behind
+    uploads = list((supervised.data_dir / "artifacts" / "datasets").iterdir())
+    assert len(uploads) == 1  # the job's own data set only
+    print(f"redis restart: job {doc['status']} {took:.0f} s after Redis went down")
+
+
+def test_metrics_answer_only_with_their_key_when_one_is_set(supervised):
+    c = supervised.client(None)
+    assert c.get("/metrics").status_code == 401
+    wrong = c.get("/metrics", headers={"Authorization": "Bearer key-a"})  # an API key
+    assert wrong.status_code == 401
+    ok = c.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
+    assert ok.status_code == 200 and "isa_jobs" in ok.text

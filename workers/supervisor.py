@@ -1,0 +1,122 @@
+"""Supervision: work never waits for a broker timeout.
+
+Every running job and every validation beats (a timestamp in the records' live index,
+``RecordStore.beat``) from a thread beside its task, whatever the task is doing. A
+supervisor thread in each worker's main process looks every ``supervise_every_s``
+(one worker acts per round, under a Redis lock) for work whose heartbeat stopped
+``stale_after_s`` ago — its worker was killed, or lost Redis — and sends its first task
+again (which resumes from the caches), or, after ``max_attempts`` deliveries, fails it
+with ``worker_lost``. A job left ``cancelling`` by a dead worker is cancelled.
+
+Work still waiting in a queue (``queued`` jobs, ``uploaded`` data sets) shows no
+heartbeat by design and is left alone: a busy worker will reach it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from celery.signals import worker_ready
+
+from core.celery_app import TASK_FOR_JOB_TYPE, TASK_VALIDATE, celery_app
+from core.records import RecordStore, now
+from workers.context import WorkerContext, context
+
+log = logging.getLogger("isa.supervisor")
+
+
+@contextmanager
+def heartbeat(store: RecordStore, record_id: str, interval_s: float) -> Iterator[None]:
+    """Beat for ``record_id`` every ``interval_s`` while the block runs."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval_s):
+            try:
+                store.beat(record_id)
+            except Exception:  # noqa: BLE001 - Redis away: the next beat tries again
+                log.warning("heartbeat of %s failed", record_id, exc_info=True)
+
+    store.beat(record_id)
+    thread = threading.Thread(target=beat, name=f"heartbeat-{record_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def supervise_once(ctx: WorkerContext) -> dict[str, list[str]]:
+    """One round: what was sent again, failed or cancelled (by record id)."""
+    s = ctx.settings
+    acted: dict[str, list[str]] = {"resent": [], "failed": [], "cancelled": [],
+                                   "revalidated": [], "invalid": []}
+    for job_id in ctx.jobs.stale(s.stale_after_s):
+        job = ctx.jobs.get(job_id)
+        if job is None:
+            ctx.redis.zrem(ctx.jobs.live_key(), job_id)
+        elif job["status"] == "cancelling":
+            if ctx.jobs.transition(job_id, "cancelled", finished_at=now())[0]:
+                acted["cancelled"].append(job_id)
+        elif job["status"] == "running":
+            _retry(ctx, ctx.jobs, job, acted, resend=lambda j: celery_app.send_task(
+                TASK_FOR_JOB_TYPE[j["type"]], args=(j["id"],),
+                queue=j.get("queue") or s.default_queue))
+    for dataset_id in ctx.datasets.stale(s.stale_after_s):
+        ds = ctx.datasets.get(dataset_id)
+        if ds is None:
+            ctx.redis.zrem(ctx.datasets.live_key(), dataset_id)
+        elif ds["status"] == "validating":
+            _retry(ctx, ctx.datasets, ds, acted, resend=lambda d: celery_app.send_task(
+                TASK_VALIDATE, args=(d["id"],), queue=s.default_queue))
+    return acted
+
+
+def _retry(ctx: WorkerContext, store: RecordStore, record: dict[str, Any],
+           acted: dict[str, list[str]], resend: Any) -> None:
+    record_id, is_job = record["id"], store is ctx.jobs
+    attempts = int(ctx.redis.hincrby(store.key(record_id), "attempts", 1))
+    if attempts >= ctx.settings.max_attempts:
+        error = {"code": "worker_lost", "message": f"the worker running this stopped "
+                 f"responding {attempts} times; giving up", "details": {"attempts": attempts}}
+        target = "failed" if is_job else "invalid"
+        if store.transition(record_id, target, finished_at=now(), error=error)[0]:
+            acted[target].append(record_id)
+            if is_job:
+                ctx.metrics.incr("jobs_failed")
+        return
+    log.warning("%s %s lost its worker; sending it again (attempt %d)", store.kind,
+                record_id, attempts + 1)
+    store.beat(record_id)  # a grace period for the new delivery to start beating
+    if is_job:
+        ctx.jobs.update(record_id, stage="requeued")
+    resend(record)
+    acted["resent" if is_job else "revalidated"].append(record_id)
+
+
+def supervise_forever(ctx: WorkerContext, stop: threading.Event) -> None:
+    s = ctx.settings
+    lock = f"{s.key_prefix}supervisor-lock"
+    while not stop.wait(s.supervise_every_s):
+        try:
+            # one worker per round: the lock outlives the round a little
+            if ctx.redis.set(lock, "1", nx=True, ex=max(1, int(s.supervise_every_s * 0.9))):
+                acted = supervise_once(ctx)
+                if any(acted.values()):
+                    log.warning("supervisor: %s", {k: v for k, v in acted.items() if v})
+        except Exception:  # noqa: BLE001 - Redis away: try again next round
+            log.warning("supervisor round failed", exc_info=True)
+
+
+_STOP = threading.Event()
+
+
+@worker_ready.connect
+def _start(**_: Any) -> None:
+    threading.Thread(target=supervise_forever, args=(context(), _STOP), name="supervisor",
+                     daemon=True).start()
