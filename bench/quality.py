@@ -184,6 +184,8 @@ def main() -> None:
     ap.add_argument("--rm-folds", type=int, default=2, help="HH folds the reward model runs")
     ap.add_argument("--rm-epochs", type=int, default=3)
     ap.add_argument("--rm-methods", type=int, default=3, help="best probe methods it checks")
+    ap.add_argument("--rm-seeds", type=int, default=2,
+                    help="seeds of random-based methods under the reward model")
     add_data_dir(ap)
     args = ap.parse_args()
     scenarios = args.scenarios.split(",")
@@ -307,7 +309,7 @@ def reward_model_section(hh: Any, folds: list[np.ndarray], methods: list, labels
     from scipy.stats import spearmanr
 
     from isa.embed.templates import join_prompt
-    from isa.evaluate.runner import ranking_for
+    from isa.evaluate.runner import is_stochastic, ranking_for
     from isa.ingest.dataset import PreferenceFile
 
     examples = list(PreferenceFile(data_file(args.data_dir,
@@ -321,8 +323,8 @@ def reward_model_section(hh: Any, folds: list[np.ndarray], methods: list, labels
     order = sorted(range(2, len(labels)), key=lambda i: -np.mean(
         [probe["methods"][i]["accuracy"][c] for c in cols]))
     chosen = [0, 1] + [i for i in order if i != 1][:args.rm_methods]
-    seeds_of = {i: (3 if methods[i][1] in ("random",) or methods[i][2].get("base") == "random"
-                    else 1) for i in chosen}
+    seeds_of = {i: (args.rm_seeds if is_stochastic(methods[i][1], methods[i][2]) else 1)
+                for i in chosen}
     rows: dict[int, dict[float, list[dict]]] = {i: {b: [] for b in budgets} for i in chosen}
     full: list[dict] = []
     t0 = time.perf_counter()
@@ -368,9 +370,10 @@ def reward_model_section(hh: Any, folds: list[np.ndarray], methods: list, labels
         lines.append(f"| {labels[i]} | " + " | ".join(cells) + " |")
     half = 1.96 * np.sqrt(0.25 / n_eval)
     rho = {b: float(spearmanr(rm_means[b], probe_means[b]).statistic) for b in budgets}
-    lines += ["", f"95% interval of one reward-model accuracy: about ± {half:.3f} (random: "
-              "mean of 3 seeds). Rank correlation of the methods under the two evaluators "
-              "(Spearman): " + ", ".join(f"{b:g}%: {r:+.2f}" for b, r in rho.items()) + ".",
+    lines += ["", f"95% interval of one reward-model accuracy: about ± {half:.3f} (methods "
+              f"built on random: mean of {args.rm_seeds} seeds). Rank correlation of the "
+              "methods under the two evaluators (Spearman): "
+              + ", ".join(f"{b:g}%: {r:+.2f}" for b, r in rho.items()) + ".",
               ""]
     return lines, {"methods": [labels[i] for i in chosen], "budgets": budgets,
                    "reward_model": {labels[i]: {str(b): rows[i][b] for b in budgets}

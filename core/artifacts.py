@@ -98,9 +98,14 @@ class Keys:
         return f"{Keys.dataset(dataset_id)}/data{suffix}"
 
     @staticmethod
+    def job(job_id: str) -> str:
+        """Everything of a job (its results, its work queue)."""
+        return f"jobs/{job_id}"
+
+    @staticmethod
     def job_file(job_id: str, filename: str) -> str:
         """A file of a job (its results, its work queue)."""
-        return f"jobs/{job_id}/{filename}"
+        return f"{Keys.job(job_id)}/{filename}"
 
     @staticmethod
     def embed_queue(job_id: str) -> str:

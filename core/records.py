@@ -213,8 +213,19 @@ class RecordStore:
     def counts(self) -> dict[str, int]:
         return {k: int(v) for k, v in self.r.hgetall(self.counts_key()).items()}
 
+    def live_count(self, tenant: str) -> int:
+        """How many of the tenant's records are not finished (for quotas). Reads the live
+        index, which holds only unfinished work across all tenants."""
+        ids = self.r.zrange(self.live_key(), 0, -1)
+        pipe = self.r.pipeline(transaction=False)
+        for record_id in ids:
+            pipe.hget(self.key(record_id), "tenant")
+        return sum(t == tenant for t in pipe.execute())
+
 
 class DatasetStore(RecordStore):
+    """Data set records; also the bytes each tenant stores (for the quota)."""
+
     kind = "dataset"
     transitions = DATASET_TRANSITIONS
     terminal = frozenset({"ready", "invalid"})
@@ -222,6 +233,22 @@ class DatasetStore(RecordStore):
     int_fields = frozenset({"size_bytes", "rows_read", "rows_valid", "rows_skipped",
                             "attempts"})
     float_fields = frozenset({"created_at", "updated_at"})
+
+    def _bytes_key(self, tenant: str) -> str:
+        return f"{self.prefix}tenant:{tenant}:stored_bytes"
+
+    def stored_bytes(self, tenant: str) -> int:
+        return int(self.r.get(self._bytes_key(tenant)) or 0)
+
+    def create(self, tenant: str, record_id: str, status: str, fields: dict[str, Any]) -> None:
+        super().create(tenant, record_id, status, fields)
+        self.r.incrby(self._bytes_key(tenant), int(fields.get("size_bytes", 0)))
+
+    def delete(self, record_id: str, tenant: str) -> None:
+        size = self.r.hget(self.key(record_id), "size_bytes")
+        super().delete(record_id, tenant)
+        if size is not None:
+            self.r.decrby(self._bytes_key(tenant), int(size))
 
 
 class JobStore(RecordStore):

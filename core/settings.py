@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = None
 
     max_upload_bytes: int = 1024 * 1024 * 1024
+    #: per tenant: unfinished jobs at once, and bytes of uploaded data sets (429 beyond)
+    max_active_jobs_per_tenant: int = 50
+    max_stored_bytes_per_tenant: int = 20 * 1024 ** 3
     #: any other request body (a job request is a few KB)
     max_body_bytes: int = 1024 * 1024
     max_rows: int = 5_000_000

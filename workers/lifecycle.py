@@ -139,6 +139,9 @@ def guard(job: JobRun, body: Callable[[JobRun], None]) -> None:
     try:
         body(job)
     except JobCancelled:
+        # a cancelled job leaves nothing half-made behind (an align job that stops keeps
+        # what it trained: it ends itself, without raising)
+        job.ctx.artifacts.delete_prefix(Keys.job(job.id))
         job.cancelled()
     except SoftTimeLimitExceeded:
         job.fail("time_limit_exceeded", f"the job ran past the task time limit of "

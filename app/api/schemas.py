@@ -76,6 +76,8 @@ class JobPublic(BaseModel):
     error: ErrorInfo | None = None
     result: dict[str, Any] | None = None
     queue: str | None = None
+    #: times the supervisor sent the job again after its worker was lost
+    attempts: int = 0
 
 
 class JobsPublic(BaseModel):

@@ -3,8 +3,10 @@ real Redis — for the end-to-end tests and bench/service.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -87,6 +89,61 @@ def _worker_command(concurrency: int) -> list[str]:
     return [str(Path(sys.executable).parent / "celery"), "-A", "workers.worker", "worker",
             "-Q", "cpu", "-c", str(concurrency), "-n", f"test-{uuid.uuid4().hex[:6]}@%h",
             "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
+
+
+class RedisServer:
+    """A redis-server of the test's own, on a free port, persisting to an append-only
+    file so that a restart keeps the queue and the records."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.port = folder, _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [shutil.which("redis-server") or "redis-server", "--port", str(self.port),
+             "--bind", "127.0.0.1", "--dir", str(self.folder), "--appendonly", "yes",
+             "--appendfsync", "always", "--save", ""],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                redis.Redis(port=self.port, socket_timeout=1).ping()
+                return
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        assert self.proc is not None
+        self.proc.terminate()  # SIGTERM: redis flushes the append-only file and exits
+        self.proc.wait(timeout=20)
+
+
+async def poll_concurrently(base_url: str, path: str, clients: int, seconds: float,
+                            key: str = "key-a") -> tuple[list[float], dict[int, int]]:
+    """``clients`` coroutines GETting ``path`` as fast as they can for ``seconds``:
+    every latency, and the count of each status code."""
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    deadline = time.perf_counter() + seconds
+
+    async def one(client: httpx.AsyncClient) -> None:
+        while time.perf_counter() < deadline:
+            t = time.perf_counter()
+            try:
+                status = (await client.get(path)).status_code
+            except httpx.HTTPError:
+                status = 0  # a connection the server dropped
+            latencies.append(time.perf_counter() - t)
+            statuses[status] = statuses.get(status, 0) + 1
+
+    limits = httpx.Limits(max_connections=clients)
+    async with httpx.AsyncClient(base_url=base_url, headers={"X-API-Key": key},
+                                 limits=limits, timeout=30) as client:
+        await asyncio.gather(*(one(client) for _ in range(clients)))
+    return latencies, statuses
 
 
 @contextmanager

@@ -5,7 +5,6 @@ supervision tuned to seconds; the bounds asserted are the ones the README states
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,44 +14,15 @@ import pytest
 import redis
 
 from tests.conftest import ALPACA_SAMPLE, read_rows, varied_rows, write_jsonl
-from tests.service.harness import Service, _free_port, running_service
+from tests.service.harness import RedisServer, Service, running_service
 
 #: supervision in seconds (production defaults: beat 10 s, stale 60 s, look every 15 s)
 SUPERVISION = {"ISA_HEARTBEAT_INTERVAL_S": "0.5", "ISA_STALE_AFTER_S": "4",
                "ISA_SUPERVISE_EVERY_S": "1", "ISA_EMBED_CHUNK_SIZE": "256",
-               "ISA_METRICS_KEY": "scrape-me"}
+               "ISA_METRICS_KEY": "scrape-me", "ISA_MAX_ACTIVE_JOBS_PER_TENANT": "2",
+               "ISA_MAX_STORED_BYTES_PER_TENANT": "4000000"}
 #: from the kill (or the restart) to a finished job, at most
 RECOVERY_BOUND_S = 240
-
-
-class RedisServer:
-    """A redis-server of the test's own, on a free port, persisting to an append-only
-    file so that a restart keeps the queue and the records."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder, self.port = folder, _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [shutil.which("redis-server") or "redis-server", "--port", str(self.port),
-             "--bind", "127.0.0.1", "--dir", str(self.folder), "--appendonly", "yes",
-             "--appendfsync", "always", "--save", ""],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                redis.Redis(port=self.port, socket_timeout=1).ping()
-                return
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.1)
-
-    def stop(self) -> None:
-        assert self.proc is not None
-        self.proc.terminate()  # SIGTERM: redis flushes the append-only file and exits
-        self.proc.wait(timeout=20)
 
 
 @pytest.fixture()
@@ -157,3 +127,27 @@ def test_metrics_answer_only_with_their_key_when_one_is_set(supervised):
     assert wrong.status_code == 401
     ok = c.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
     assert ok.status_code == 200 and "isa_jobs" in ok.text
+
+
+def test_tenants_hit_their_quotas_with_429(supervised, tmp_path):
+    c = supervised.client()
+    small = write_jsonl(tmp_path / "s.jsonl", read_rows(ALPACA_SAMPLE, 500))  # ~1.7 MB
+    first = supervised.wait_dataset(c, supervised.upload(c, small)["id"])
+    supervised.upload(c, small)
+    third = c.post("/v1/datasets", files={"file": ("s.jsonl", small.read_bytes())})
+    assert third.status_code == 429, third.text
+    assert third.json()["error"]["code"] == "storage_quota_exceeded"
+    # the other tenant has its own quota
+    assert supervised.client("key-b").post(
+        "/v1/datasets", files={"file": ("s.jsonl", small.read_bytes())}).status_code == 201
+    # with no worker, jobs stay queued: the third unfinished one is refused
+    supervised.kill_worker()
+    body = {"type": "select", "dataset_id": first["id"], "method": "random",
+            "budget": {"count": 2}}
+    queued = [c.post("/v1/jobs", json=body).json()["id"] for _ in range(2)]
+    over = c.post("/v1/jobs", json=body)
+    assert over.status_code == 429 and over.json()["error"]["code"] == "job_quota_exceeded"
+    assert int(over.headers["retry-after"]) > 0
+    assert c.post(f"/v1/jobs/{queued[0]}/cancel").json()["status"] == "cancelled"
+    assert c.post("/v1/jobs", json=body).status_code == 201
+    supervised.start_worker()

@@ -42,6 +42,10 @@ async def upload_dataset(
     length = request.headers.get("content-length")
     if length and int(length) > settings.max_upload_bytes + 64 * 1024:
         raise _too_large(settings.max_upload_bytes)
+    used = datasets.stored_bytes(tenant)
+    if used + (int(length) if length and length.isdigit() else 0) > \
+            settings.max_stored_bytes_per_tenant + 64 * 1024:
+        raise _over_quota(used, settings.max_stored_bytes_per_tenant)
     try:
         options = DatasetOptions(format=format, shape=shape, id_field=id_field,
                                  on_invalid=on_invalid,  # type: ignore[arg-type]
@@ -58,6 +62,8 @@ async def upload_dataset(
                 size += len(chunk)
                 if size > settings.max_upload_bytes:
                     raise _too_large(settings.max_upload_bytes)
+                if used + size > settings.max_stored_bytes_per_tenant:
+                    raise _over_quota(used, settings.max_stored_bytes_per_tenant)
                 digest.update(chunk)
                 out.write(chunk)
     finally:
@@ -88,6 +94,12 @@ def _suffixes(name: str) -> list[str]:
     allowed = {".jsonl", ".ndjson", ".json", ".parquet", ".pq", ".csv", ".gz"}
     parts = name.lower().rsplit("/", 1)[-1].split(".")[1:]
     return [f".{p}" for p in parts[-2:] if f".{p}" in allowed]
+
+
+def _over_quota(used: int, quota: int) -> ApiError:
+    return ApiError(429, "storage_quota_exceeded", f"the tenant's data sets hold {used:,} "
+                    f"bytes; with this upload they would pass the quota of {quota:,} "
+                    "(delete a data set first)", used=used, quota=quota)
 
 
 def _too_large(limit: int) -> ApiError:

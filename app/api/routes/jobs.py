@@ -42,7 +42,8 @@ def _public(doc: dict[str, Any]) -> JobPublic:
                           loss=doc.get("latest_loss")),
         request=doc["request"], created_at=doc["created_at"],
         started_at=doc.get("started_at"), finished_at=doc.get("finished_at"),
-        error=doc.get("error"), result=result, queue=doc.get("queue"))
+        error=doc.get("error"), result=result, queue=doc.get("queue"),
+        attempts=doc.get("attempts", 0))
 
 
 @router.post("", response_model=JobPublic, status_code=status.HTTP_201_CREATED,
@@ -63,6 +64,12 @@ def create_job(body: JobRequest, response: Response, tenant: CurrentTenant, jobs
         raise ApiError(422, exc.code, exc.message, **exc.details) from exc
     if isinstance(body, AlignJob):
         _check_align(body, tenant, jobs, settings)
+    active = jobs.live_count(tenant)
+    if active >= settings.max_active_jobs_per_tenant:
+        raise ApiError(429, "job_quota_exceeded", f"the tenant has {active} unfinished jobs, "
+                       f"the most it may have at once; retry when one ends",
+                       headers={"Retry-After": "30"}, active=active,
+                       quota=settings.max_active_jobs_per_tenant)
     for dataset_id in body.dataset_ids():
         ds = datasets.get(dataset_id, tenant)
         if ds is None:

@@ -1,0 +1,133 @@
+"""Faults and load with real processes, the long versions of tests/service/test_faults.py
+and test_load.py: a worker SIGKILLed mid-job, Redis restarted mid-job, and hundreds of
+concurrent pollers. Prints each figure beside the bound the README promises and writes
+bench/results/faults.md.
+
+    .venv/bin/python bench/faults.py [--pairs 3000] [--pollers 300] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from data_dir import add_data_dir, data_file  # noqa: E402  (bench/ is on the path)
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+OUT = ROOT / "bench" / "results"
+SUPERVISION = {"ISA_HEARTBEAT_INTERVAL_S": "2", "ISA_STALE_AFTER_S": "15",
+               "ISA_SUPERVISE_EVERY_S": "5", "ISA_EMBED_CHUNK_SIZE": "512"}
+
+
+def make_data(pool: Path, out: Path, n: int) -> None:
+    with gzip.open(pool, "rt", encoding="utf-8") as fh:
+        rows = random.Random(0).sample(fh.readlines(), n)
+    with gzip.open(out, "wt", encoding="utf-8") as fh:
+        fh.writelines(rows)
+
+
+def start_job(svc, c, path: Path) -> str:  # noqa: ANN001
+    ds = svc.wait_dataset(c, svc.upload(c, path)["id"], timeout=600)
+    assert ds["status"] == "ready", ds
+    r = c.post("/v1/jobs", json={"type": "select", "dataset_id": ds["id"], "method": "isa",
+                                 "budget": {"fraction": 0.05},
+                                 "encoder": {"name": "sentence", "max_seq_length": 128}})
+    assert r.status_code == 201, r.text
+    job_id = r.json()["id"]
+    while True:  # until the embedding is under way
+        doc = c.get(f"/v1/jobs/{job_id}").json()
+        if doc["stage"] == "embedding" and doc["progress"]["done"] > 0:
+            return job_id
+        time.sleep(0.5)
+
+
+def main() -> None:
+    from tests.service.harness import RedisServer, poll_concurrently, running_service
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pairs", type=int, default=3000)
+    ap.add_argument("--pollers", type=int, default=300)
+    ap.add_argument("--seconds", type=float, default=10)
+    add_data_dir(ap)
+    args = ap.parse_args()
+    lines = ["# Faults and load (bench/faults.py)", "",
+             f"Supervision: heartbeat {SUPERVISION['ISA_HEARTBEAT_INTERVAL_S']} s, stale after "
+             f"{SUPERVISION['ISA_STALE_AFTER_S']} s, supervisor every "
+             f"{SUPERVISION['ISA_SUPERVISE_EVERY_S']} s. Data: {args.pairs:,} AlpacaEval pairs, "
+             "ISA 5%, MiniLM (128 tokens), one worker process.", "",
+             "| scenario | bound | measured | outcome |", "|---|---|---|---|"]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        data = tmp_path / "pairs.jsonl.gz"
+        make_data(data_file(args.data_dir, "alpaca_eval_prefs_train.jsonl.gz"), data,
+                  args.pairs)
+        (tmp_path / "redis").mkdir()
+        server = RedisServer(tmp_path / "redis")
+        server.start()
+        (tmp_path / "svc").mkdir()
+        try:
+            with running_service(server.url, tmp_path / "svc", concurrency=1,
+                                 extra_env=SUPERVISION) as svc:
+                c = svc.client()
+                # 1. the worker's whole process group SIGKILLed mid-embedding
+                job_id = start_job(svc, c, data)
+                svc.kill_worker()
+                t = time.monotonic()
+                svc.start_worker()
+                doc = svc.wait_job(c, job_id, timeout=1800)
+                took = time.monotonic() - t
+                lines.append(f"| worker SIGKILLed mid-job, a new one started | stale + "
+                             f"supervise + the job's own time | {took:.0f} s to "
+                             f"{doc['status']} | sent again {doc['attempts']} time(s), "
+                             f"progress {doc['progress']['done']}/{doc['progress']['total']} |")
+                print(lines[-1], flush=True)
+                # 2. Redis stopped for 5 s mid-job, then restarted
+                job_id = start_job(svc, c, data)
+                server.stop()
+                down = c.get(f"/v1/jobs/{job_id}")
+                t = time.monotonic()
+                time.sleep(5)
+                server.start()
+                doc = svc.wait_job(c, job_id, timeout=1800)
+                took = time.monotonic() - t
+                lines.append(f"| Redis down 5 s mid-job | API 503 + Retry-After meanwhile; "
+                             f"the job ends | API answered {down.status_code} "
+                             f"(Retry-After {down.headers.get('retry-after')}); job "
+                             f"{doc['status']} {took:.0f} s after the restart | "
+                             f"{doc.get('error') or 'result kept'} |")
+                print(lines[-1], flush=True)
+                # 3. concurrent pollers on one job
+                lat, statuses = asyncio.run(poll_concurrently(
+                    svc.base_url, f"/v1/jobs/{job_id}", args.pollers, args.seconds))
+                lat.sort()
+                p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000  # noqa: E731
+                errors = sum(n for s, n in statuses.items() if s != 200)
+                lines.append(f"| {args.pollers} concurrent pollers, {args.seconds:g} s | 0 "
+                             f"errors | {len(lat) / args.seconds:,.0f} req/s, p50 "
+                             f"{p(0.5):.0f} ms, p99 {p(0.99):.0f} ms, {errors} errors | "
+                             f"{json.dumps(statuses)} |")
+                print(lines[-1], flush=True)
+        finally:
+            if server.proc is not None and server.proc.poll() is None:
+                server.stop()
+    lines += ["", "The load generator is Python (httpx) on the same 2 cores as the service: "
+              "it measures itself as much as the gateway.", "",
+              f"Regenerate: `.venv/bin/python bench/faults.py --pairs {args.pairs} --pollers "
+              f"{args.pollers} --seconds {args.seconds:g}`", ""]
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "faults.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

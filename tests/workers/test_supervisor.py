@@ -1,0 +1,81 @@
+"""The supervisor's decisions, on the real Redis: stale running work is sent again, then
+failed with a reason; a dead worker's cancel is completed; live work is left alone."""
+
+from __future__ import annotations
+
+import time
+
+from celery.exceptions import SoftTimeLimitExceeded
+
+from core.artifacts import Keys
+from core.records import now
+from tests.workers.conftest import add_job
+from workers.lifecycle import guard, load
+from workers.supervisor import heartbeat, supervise_once
+
+
+def _running(ctx, **extra) -> str:
+    job_id = add_job(ctx, {"type": "select", "dataset_id": "ds_x", "method": "random",
+                           "budget": {"count": 1}})
+    assert ctx.jobs.transition(job_id, "running", started_at=now(), **extra)[0]
+    return job_id
+
+
+def _age(ctx, job_id: str, seconds: float) -> None:
+    ctx.redis.zadd(ctx.jobs.live_key(), {job_id: now() - seconds})
+
+
+def test_stale_running_work_is_sent_again_then_failed(worker_ctx, monkeypatch):
+    sent: list[tuple] = []
+    monkeypatch.setattr("workers.supervisor.celery_app.send_task",
+                        lambda name, args, queue: sent.append((name, args, queue)))
+    job_id = _running(worker_ctx)
+    limit = worker_ctx.settings.max_attempts
+    for attempt in range(1, limit):
+        _age(worker_ctx, job_id, worker_ctx.settings.stale_after_s + 1)
+        assert supervise_once(worker_ctx)["resent"] == [job_id]
+        assert sent[-1][:2] == ("isa.select", (job_id,))
+        assert worker_ctx.jobs.get(job_id)["attempts"] == attempt
+    _age(worker_ctx, job_id, worker_ctx.settings.stale_after_s + 1)
+    assert supervise_once(worker_ctx)["failed"] == [job_id]
+    job = worker_ctx.jobs.get(job_id)
+    assert job["status"] == "failed" and job["error"]["code"] == "worker_lost"
+    assert job_id not in worker_ctx.redis.zrange(worker_ctx.jobs.live_key(), 0, -1)
+
+
+def test_live_work_and_cancels_of_dead_workers(worker_ctx, monkeypatch):
+    monkeypatch.setattr("workers.supervisor.celery_app.send_task", lambda *a, **k: None)
+    alive = _running(worker_ctx)
+    with heartbeat(worker_ctx.jobs, alive, 0.05):
+        time.sleep(0.2)
+        acted = supervise_once(worker_ctx)
+    assert alive not in acted["resent"]
+    dying = _running(worker_ctx)
+    worker_ctx.jobs.transition(dying, "cancelling")
+    _age(worker_ctx, dying, worker_ctx.settings.stale_after_s + 1)
+    assert supervise_once(worker_ctx)["cancelled"] == [dying]
+    assert worker_ctx.jobs.get(dying)["status"] == "cancelled"
+
+
+def test_the_guard_maps_time_limits_and_cancels(worker_ctx):
+    job_id = _running(worker_ctx)
+
+    def too_slow(job) -> None:  # noqa: ANN001
+        raise SoftTimeLimitExceeded
+
+    guard(load(worker_ctx, job_id), too_slow)
+    job = worker_ctx.jobs.get(job_id)
+    assert job["status"] == "failed" and job["error"]["code"] == "time_limit_exceeded"
+
+    cancelled = _running(worker_ctx)
+    key = Keys.job_file(cancelled, "subset.jsonl")
+
+    def half_written(job) -> None:  # noqa: ANN001
+        with worker_ctx.artifacts.open_write(key) as fh:
+            fh.write(b"{}\n")
+        worker_ctx.jobs.transition(job.id, "cancelling")
+        job.check_cancel()
+
+    guard(load(worker_ctx, cancelled), half_written)
+    assert worker_ctx.jobs.get(cancelled)["status"] == "cancelled"
+    assert not worker_ctx.artifacts.exists(key)  # no result file left behind
