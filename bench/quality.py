@@ -292,9 +292,9 @@ def main() -> None:
 
     results["seconds"] = round(time.perf_counter() - t0)
     md += targets(results), ""
-    md += [f"Regenerate: `.venv/bin/python bench/quality.py --scenarios {args.scenarios} "
-           f"--seeds {args.seeds}` ({results['seconds']:,} s on 2 cores, embeddings cached "
-           "under bench/results/tmp).", ""]
+    md += [f"Regenerate: `.venv/bin/python bench/quality.py {' '.join(sys.argv[1:])}` "
+           f"({results['seconds']:,} s on 2 cores, embeddings cached under "
+           "bench/results/tmp).", ""]
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "quality.json").write_text(json.dumps(results, indent=1, default=float))
     (OUT / "quality.md").write_text("\n".join(md))
