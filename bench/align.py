@@ -2,14 +2,14 @@
 several methods, each scored on held-out pairs by the trained policy's implicit reward
 (accuracy with its interval, length-balanced accuracy, mean margin, DPO eval loss).
 
-    .venv/bin/python bench/align.py --dataset hh --methods random,isa,consistency \\
+    .venv/bin/python bench/align.py --dataset hh --methods "random;isa;consistency" \\
         --budget 0.1 --epochs 2 --fold 0 [--seeds 1] [--full]
 
 ``hh``: HH-RLHF harmless, prompt-grouped folds as bench/quality.py makes them (pool =
 the other folds, evaluation = ``--fold``). ``alpaca``: the AlpacaEval pool sample and
 held-out pairs of bench/quality.py. Methods: registry names, ``name:key=value,...``
-for parameters. Runs as is on a GPU machine (the device is chosen at run time): raise
-``--epochs``, ``--eval-pairs`` and ``--seeds`` there.
+for parameters, separated by ``;``. Runs as is on a GPU machine (the device is chosen
+at run time): raise ``--epochs``, ``--eval-pairs`` and ``--seeds`` there.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -70,7 +71,8 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--dataset", choices=("hh", "alpaca"), default="hh")
-    ap.add_argument("--methods", default="random,isa,consistency")
+    ap.add_argument("--methods", default="random;isa;consistency",
+                    help="';'-separated: name or name:key=value,key=value")
     ap.add_argument("--budget", type=float, default=0.1)
     ap.add_argument("--epochs", type=float, default=2.0)
     ap.add_argument("--seeds", type=int, default=1, help="seeds of random-based methods")
@@ -101,7 +103,7 @@ def main() -> None:
           f"subsets {k:,} ({args.budget:.0%}); {len(held)} held-out pairs", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for spec in args.methods.split(","):
+        for spec in args.methods.split(";"):
             name, params = parse_method_spec(spec)
             for seed in range(args.seeds if is_stochastic(name, params) else 1):
                 idx = ranking_for(pool, name, params, seed, k)[:k]
@@ -135,9 +137,7 @@ def main() -> None:
         f" by prompt for hh). Base model's own log-likelihood accuracy on them: {base:.3f}; "
         f"the length rule's: {rows[0]['length_rule_accuracy']:.3f}." if rows else "", "",
         *lines, "",
-        f"Regenerate: `.venv/bin/python bench/align.py --dataset {args.dataset} --methods "
-        f"{args.methods} --budget {args.budget} --epochs {args.epochs:g} --seeds "
-        f"{args.seeds} --fold {args.fold}{' --full' if args.full else ''}`", ""])
+        f"Regenerate: `.venv/bin/python bench/align.py {shlex.join(sys.argv[1:])}`", ""])
     print(text)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"align_{args.dataset}.md").write_text(text)

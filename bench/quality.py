@@ -27,6 +27,7 @@ import gzip
 import json
 import os
 import random
+import shlex
 import sys
 import tempfile
 import time
@@ -292,7 +293,7 @@ def main() -> None:
 
     results["seconds"] = round(time.perf_counter() - t0)
     md += targets(results), ""
-    md += [f"Regenerate: `.venv/bin/python bench/quality.py {' '.join(sys.argv[1:])}` "
+    md += [f"Regenerate: `.venv/bin/python bench/quality.py {shlex.join(sys.argv[1:])}` "
            f"({results['seconds']:,} s on 2 cores, embeddings cached under "
            "bench/results/tmp).", ""]
     OUT.mkdir(parents=True, exist_ok=True)

@@ -75,7 +75,7 @@ class RewardModel:
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                self.losses_.append(float(loss))
+                self.losses_.append(float(loss.detach()))
         self.encoder_.eval()
         return self
 
