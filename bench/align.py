@@ -113,17 +113,20 @@ def main() -> None:
                                   eval_pairs=held)
                 ev = r.evaluation
                 rows.append({"method": spec, "seed": seed, "train_pairs": len(train),
-                             "steps": r.steps, "seconds": round(time.perf_counter() - t),
+                             "trained": r.examples_trained, "steps": r.steps,
+                             "seconds": round(time.perf_counter() - t),
                              **ev["policy"], "base_logp_accuracy": ev["base"]["logp_accuracy"],
                              "length_rule_accuracy": ev["length"]["length_rule_accuracy"]})
                 print(json.dumps(rows[-1]), flush=True)
     n = len(held)
-    lines = ["| method (seed) | pairs | steps | reward accuracy (95% ±) | length-balanced "
-             "| mean margin | eval loss | s |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| method (seed) | pairs (trained) | steps | reward accuracy (95% ±) | "
+             "length-balanced | mean margin | eval loss | s |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         acc = r["reward_accuracy"]
         half = 1.96 * np.sqrt(acc * (1 - acc) / n)
-        lines.append(f"| {r['method']} ({r['seed']}) | {r['train_pairs']:,} | {r['steps']} | "
+        lines.append(f"| {r['method']} ({r['seed']}) | {r['train_pairs']:,} ({r['trained']}) | "
+                     f"{r['steps']} | "
                      f"{acc:.3f} (±{half:.3f}) | {r['balanced_reward_accuracy']:.3f} | "
                      f"{r['reward_margin_mean']:+.3f} | {r['eval_loss']:.3f} | "
                      f"{r['seconds']:,} |")

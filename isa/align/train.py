@@ -23,6 +23,8 @@ ProgressFn = Callable[[int, int, float | None], None]  # (step, total steps, lat
 @dataclass
 class AlignResult:
     steps: int
+    #: examples the trainer kept (TRL drops one whose prompt alone fills max_length)
+    examples_trained: int
     stopped_early: bool
     seconds: float
     seconds_per_step: float
@@ -45,6 +47,26 @@ def dpo_rows(examples: Sequence[Example]) -> list[dict[str, str]]:
         rows.append({"prompt": render_text(e.prompt), "chosen": render_text(e.chosen or ""),
                      "rejected": render_text(e.rejected or "")})
     return rows
+
+
+def fit_prompts(rows: list[dict[str, Any]], tok: Any, max_length: int,
+                completions: Sequence[str]) -> list[dict[str, Any]]:
+    """Cut each row's prompt from the left so that prompt + its longest completion fit
+    ``max_length`` tokens. TRL truncates from the end (``keep_start``) and drops a row
+    whose prompt alone fills ``max_length``: a long multi-turn dialogue would otherwise
+    lose its answers — the part that carries the preference — or vanish from training.
+    """
+    out = []
+    for row in rows:
+        longest = max(len(tok(row[c], add_special_tokens=False)["input_ids"])
+                      for c in completions)
+        # at least a few prompt tokens: then TRL cuts the (over-long) completions' end
+        budget = max(max_length - longest - 4, min(32, max_length // 4))
+        ids = tok(row["prompt"], add_special_tokens=False)["input_ids"]
+        if len(ids) > budget:
+            row = {**row, "prompt": tok.decode(ids[-budget:])}
+        out.append(row)
+    return out
 
 
 def kto_rows(examples: Sequence[Example]) -> list[dict[str, Any]]:
@@ -114,8 +136,9 @@ def run_alignment(train: Sequence[Example], model_path: Path, out_dir: Path,
     if config.method == "dpo":
         from trl import DPOConfig, DPOTrainer
 
+        rows = fit_prompts(dpo_rows(train), tok, config.max_length, ("chosen", "rejected"))
         trainer = DPOTrainer(model=model, args=DPOConfig(**common),
-                             train_dataset=Dataset.from_list(dpo_rows(train)),
+                             train_dataset=Dataset.from_list(rows),
                              processing_class=tok, peft_config=peft_config,
                              callbacks=[Hooks()])
     else:
@@ -123,10 +146,12 @@ def run_alignment(train: Sequence[Example], model_path: Path, out_dir: Path,
 
         # KTO needs its reference model handed over when the policy has no hub name.
         ref = None if config.lora else copy.deepcopy(model)
+        rows = fit_prompts(kto_rows(train), tok, config.max_length, ("completion",))
         trainer = KTOTrainer(model=model, ref_model=ref, args=KTOConfig(**common),
-                             train_dataset=Dataset.from_list(kto_rows(train)),
+                             train_dataset=Dataset.from_list(rows),
                              processing_class=tok, peft_config=peft_config,
                              callbacks=[Hooks()])
+    examples_trained = len(trainer.train_dataset)  # type: ignore[arg-type]
     t = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - t
@@ -144,8 +169,8 @@ def run_alignment(train: Sequence[Example], model_path: Path, out_dir: Path,
                                                     dtype=torch.float32).eval()
         evaluation = preference_eval(policy, base, tok, dpo_rows(eval_pairs),
                                      beta=config.beta, max_length=config.max_length)
-    return AlignResult(steps, state["stopped"], seconds, seconds / max(steps, 1), history,
-                       evaluation, model_dir)
+    return AlignResult(steps, examples_trained, state["stopped"], seconds,
+                       seconds / max(steps, 1), history, evaluation, model_dir)
 
 
 def _logps(model: Any, tok: Any, prompts: list[str], completions: list[str],

@@ -55,3 +55,21 @@ def test_stop_request_ends_training_at_the_next_step(tmp_path, tiny_model, pairs
     # asked after step 2 was logged: the trainer stops at the end of the next step
     assert result.stopped_early and result.steps == 3
     assert (result.model_dir / "adapter_config.json").is_file()  # what was trained is saved
+
+
+def test_long_dialogues_keep_their_answers_within_max_length():
+    from transformers import AutoTokenizer
+
+    from isa.align.models import ModelRegistry
+    from isa.align.train import fit_prompts
+
+    tok = AutoTokenizer.from_pretrained(str(ModelRegistry().resolve("tiny-llama-random")))
+    turn = "\n\nHuman: tell me more about the history of bread.\n\nAssistant: sure, "
+    rows = [{"prompt": turn * 40 + "\n\nHuman: and now?\n\nAssistant:",
+             "chosen": " Bread is old.", "rejected": " No."}]
+    fitted = fit_prompts(rows, tok, 64, ("chosen", "rejected"))[0]
+    n = len(tok(fitted["prompt"] + fitted["chosen"], add_special_tokens=False)["input_ids"])
+    assert n <= 64 and fitted["prompt"].endswith("Assistant:")  # the end of the dialogue
+    assert fitted["chosen"] == rows[0]["chosen"]  # the answer is whole
+    short = {"prompt": "Hi?", "chosen": " Hello.", "rejected": " Go."}
+    assert fit_prompts([short], tok, 64, ("chosen", "rejected")) == [short]

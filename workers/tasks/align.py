@@ -78,7 +78,8 @@ def _align(job: JobRun) -> None:
             job.put_file(work / f.filename)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    summary = {"steps": result.steps, "stopped_early": result.stopped_early,
+    summary = {"steps": result.steps, "examples_trained": result.examples_trained,
+               "stopped_early": result.stopped_early,
                "seconds_per_step": result.seconds_per_step, "train_examples": len(train),
                "evaluation": result.evaluation,
                "files": {f.name: f.filename for f in ALIGN_FORMATS}}
