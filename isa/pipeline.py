@@ -161,10 +161,14 @@ def embed_units(table: UnitTable, encoder: Encoder, *, cache: EmbeddingCache | N
 
 
 def score_units(table: UnitTable, method: SelectionMethod, X: np.ndarray | None, *,
-                n_select: int | None = None) -> SelectionMethod:
-    """Stage 3: fit the method on the items, scoring every unit."""
+                n_select: int | None = None,
+                progress: StageProgress | None = None) -> SelectionMethod:
+    """Stage 3: fit the method on the items, scoring every unit (``progress`` hears of
+    long fits as they advance, as ``("scoring", done, total)``)."""
+    cb = (lambda d, t: progress("scoring", d, t)) if progress else None
     return method.fit(X, groups=table.groups, meta=table.meta, n_units=len(table),
-                      n_select=n_select, item_labels=np.asarray(table.text_labels))
+                      n_select=n_select, item_labels=np.asarray(table.text_labels),
+                      progress=cb)
 
 
 def select_units(method: SelectionMethod, budget: Budget) -> np.ndarray:
@@ -379,7 +383,8 @@ class SelectionRun:
         t0 = time.perf_counter()
         n = len(self.units)
         self.progress("scoring", 0, n)
-        score_units(self.units, method, self.X, n_select=self.plan.budget.size(n))
+        score_units(self.units, method, self.X, n_select=self.plan.budget.size(n),
+                    progress=self.progress)
         key = self.plan.score_key()
         if self.scores is not None and key:
             self.scores.put(key, method.state_dict())

@@ -10,7 +10,7 @@ applied outside, on ``ranking_``.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any, ClassVar, Literal, get_type_hints
 
@@ -53,7 +53,8 @@ class SelectionMethod:
     def fit(self, X: np.ndarray | None, *, groups: np.ndarray | None = None,
             meta: Meta | None = None, n_units: int | None = None,
             n_select: int | None = None,
-            item_labels: np.ndarray | None = None) -> SelectionMethod:
+            item_labels: np.ndarray | None = None,
+            progress: Callable[[int, int], None] | None = None) -> SelectionMethod:
         """Score every unit.
 
         Args:
@@ -67,6 +68,8 @@ class SelectionMethod:
             item_labels: per item, what it is in its unit (``"chosen"``, ``"rejected"``,
                 ``"completion"``...): the preference label methods that learn from the
                 data's verdicts need it (the pipeline always passes it).
+            progress: ``(done, total)`` called as long fits advance (ISA: every EM
+                iteration); it may raise to stop the fit (the service does on cancel).
         """
         if X is not None:
             X = np.asarray(X)
@@ -90,6 +93,7 @@ class SelectionMethod:
         if item_labels is not None and len(item_labels) != groups.shape[0]:
             raise ConfigError("item_labels must have one entry per item")
         self._item_labels = None if item_labels is None else np.asarray(item_labels)
+        self._progress = progress
         self.details_, self.item_details_ = {}, {}
         self._ranking: np.ndarray | None = None  # set by _fit when the order is not by score
         scores = np.asarray(self._fit(X, groups, n_units, dict(meta or {}), n_select),

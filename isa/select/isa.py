@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -24,6 +25,24 @@ def isa_delta(log_likelihood: np.ndarray) -> tuple[np.ndarray, np.ndarray, float
     p = np.exp(scaled)
     term = -p * np.log(p)  # = -l' e^{l'}
     return scaled, term, float(term.sum())
+
+
+def _observed_mixture(base: type, progress: Callable[[int, int], None] | None) -> type:
+    """``base`` (scikit-learn's GaussianMixture) reporting every EM iteration to
+    ``progress``, which may raise to stop the fit: the same arithmetic, with a place to
+    notice a cancel in a fit that can take minutes."""
+    if progress is None:
+        return base
+
+    class Observed(base):  # type: ignore[misc, valid-type]
+        _iteration = 0
+
+        def _m_step(self, X, log_resp, **kwargs):  # type: ignore[no-untyped-def]
+            self._iteration += 1
+            progress(self._iteration, self.max_iter)
+            return super()._m_step(X, log_resp, **kwargs)
+
+    return Observed
 
 
 @register
@@ -83,10 +102,10 @@ class ISA(SelectionMethod):
             k = min(self.pca_components, X.shape[1], n)
             pca = PCA(n_components=k, random_state=self.random_state).fit(X[fit_idx])
             Z = pca.transform(X).astype(np.float32)
-        gmm = GaussianMixture(n_components=self.n_components,
-                              covariance_type=self.covariance_type, max_iter=self.max_iter,
-                              tol=self.tol, reg_covar=self.reg_covar,
-                              random_state=self.random_state)
+        gmm = _observed_mixture(GaussianMixture, self._progress)(
+            n_components=self.n_components, covariance_type=self.covariance_type,
+            max_iter=self.max_iter, tol=self.tol, reg_covar=self.reg_covar,
+            random_state=self.random_state)
         gmm.fit(Z[fit_idx])
         self.mixture_ = gmm
         ll = gmm.score_samples(Z)

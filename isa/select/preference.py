@@ -138,7 +138,8 @@ class LabelCleaning(_CrossFitted):
         inner = make_method(self.base, **{"random_state": self.random_state,
                                           **(self.base_params or {})})
         inner.fit(**subset_units(keep, X if inner.needs_embeddings else None, groups, meta,
-                                 self._item_labels), n_select=n_select)
+                                 self._item_labels), n_select=n_select,
+                  progress=self._progress)
         kept_idx, dropped_idx = np.flatnonzero(keep), np.flatnonzero(issue)
         ranking = np.concatenate([kept_idx[inner.ranking_],
                                   dropped_idx[np.argsort(-margins[dropped_idx],
@@ -187,7 +188,7 @@ class QualityDiversity(SelectionMethod):
         inner = make_method(self.quality, **{"random_state": self.random_state,
                                              **(self.quality_params or {})})
         inner.fit(X, groups=groups, meta=meta, n_units=n_units, n_select=n_select,
-                  item_labels=self._item_labels)
+                  item_labels=self._item_labels, progress=self._progress)
         F = unit_features(X, groups, n_units).astype(np.float64)
         F /= np.maximum(np.linalg.norm(F, axis=1, keepdims=True), 1e-12)
         prompts = (np.asarray(meta[PROMPT_GROUP], dtype=np.int64) if PROMPT_GROUP in meta
@@ -246,7 +247,7 @@ class LengthBalanced(SelectionMethod):
         inner = make_method(self.base, **{"random_state": self.random_state,
                                           **(self.base_params or {})})
         inner.fit(X, groups=groups, meta=meta, n_units=n_units, n_select=n_select,
-                  item_labels=self._item_labels)
+                  item_labels=self._item_labels, progress=self._progress)
         longer = (np.asarray(meta[CHOSEN_CHARS]) > np.asarray(meta[REJECTED_CHARS]))
         sides = [inner.ranking_[longer[inner.ranking_]],
                  inner.ranking_[~longer[inner.ranking_]]]

@@ -38,7 +38,7 @@ class _ISABased(SelectionMethod):
     def _isa(self, X: np.ndarray, groups: np.ndarray, n_units: int) -> ISA:
         isa = ISA(covariance_type=self.covariance_type, pca_components=self.pca_components,
                   random_state=self.random_state)
-        isa.fit(X, groups=groups, n_units=n_units)
+        isa.fit(X, groups=groups, n_units=n_units, progress=self._progress)
         self.item_details_ = isa.item_details_
         return isa
 

@@ -227,3 +227,26 @@ def test_a_fitted_state_restores_into_a_new_method(name):
         assert np.array_equal(restored.item_details_[k], v)
     with pytest.raises(ConfigError, match="not fitted"):
         make_method(name).state_dict()
+
+
+def test_isa_reports_each_em_iteration_and_can_be_stopped_between_them():
+    X = _blobs(n=400)
+    calls: list[tuple[int, int]] = []
+    plain = make_method("isa", tol=1e-9).fit(X)
+    watched = make_method("isa", tol=1e-9).fit(X, progress=lambda d, t: calls.append((d, t)))
+    assert np.array_equal(plain.ranking_, watched.ranking_)  # the same arithmetic
+    assert np.array_equal(plain.scores_, watched.scores_)
+    assert len(calls) >= 2 and calls[:2] == [(1, 100), (2, 100)]
+
+    class Stop(Exception):
+        pass
+
+    seen: list[int] = []
+
+    def stop_at_first(done: int, total: int) -> None:
+        seen.append(done)
+        raise Stop
+
+    with pytest.raises(Stop):  # a cancel lands within one EM iteration, not after the fit
+        make_method("isa_component", covariance_type="full").fit(X, progress=stop_at_first)
+    assert seen == [1]

@@ -83,3 +83,31 @@ def test_a_job_on_another_tenants_data_set_fails_clearly(worker_ctx, tmp_path, h
     select_job.run(job_id)
     job = worker_ctx.jobs.get(job_id)
     assert job["status"] == "failed" and job["error"]["code"] == "dataset_not_ready"
+
+
+@pytest.mark.parametrize("stage", ["reading", "embedding", "scoring", "writing"])
+def test_a_cancel_in_any_stage_ends_the_job_cancelled_with_no_files(worker_ctx, tmp_path,
+                                                                    hh_rows, monkeypatch,
+                                                                    stage):
+    from workers.lifecycle import JobRun
+    from workers.tasks.select import select_job
+
+    dataset_id = add_dataset(worker_ctx, write_jsonl(tmp_path / "hh.jsonl", hh_rows[:40]))
+    job_id = add_job(worker_ctx, {"type": "select", "dataset_id": dataset_id,
+                                  "method": "isa", "budget": {"count": 4},
+                                  "encoder": {"name": "sentence", "max_seq_length": 64}})
+    report, stage_of = JobRun.progress, JobRun.stage
+
+    def cancel_at(target):  # noqa: ANN202 - the client's cancel arrives in that stage
+        def hook(self, name, done=0, total=0):  # noqa: ANN001, ANN202
+            if name == stage:
+                worker_ctx.jobs.transition(self.id, "cancelling")
+            return target(self, name, done, total)
+        return hook
+
+    monkeypatch.setattr(JobRun, "progress", cancel_at(report))
+    monkeypatch.setattr(JobRun, "stage", cancel_at(stage_of))
+    select_job.run(job_id)
+    job = worker_ctx.jobs.get(job_id)
+    assert job["status"] == "cancelled", job
+    assert not worker_ctx.artifacts.exists(Keys.job_file(job_id, SCORES.filename))
