@@ -36,25 +36,6 @@ def make_data(pool: Path, out: Path, n: int) -> None:
         fh.writelines(rows)
 
 
-def start_job(svc, c, path: Path, max_seq_length: int) -> str:  # noqa: ANN001
-    """A select job whose embedding is under way (``max_seq_length`` picks an encoder
-    setting no earlier job used, so nothing comes from the cache)."""
-    ds = svc.wait_dataset(c, svc.upload(c, path)["id"], timeout=600)
-    assert ds["status"] == "ready", ds
-    r = c.post("/v1/jobs", json={"type": "select", "dataset_id": ds["id"], "method": "isa",
-                                 "budget": {"fraction": 0.05},
-                                 "encoder": {"name": "sentence",
-                                             "max_seq_length": max_seq_length}})
-    assert r.status_code == 201, r.text
-    job_id = r.json()["id"]
-    while True:
-        doc = c.get(f"/v1/jobs/{job_id}").json()
-        if doc["stage"] == "embedding" and doc["progress"]["done"] > 0:
-            return job_id
-        assert doc["status"] in ("queued", "running"), doc
-        time.sleep(0.5)
-
-
 def main() -> None:
     from tests.service.harness import RedisServer, poll_concurrently, running_service
 
@@ -84,7 +65,7 @@ def main() -> None:
                                  extra_env=SUPERVISION) as svc:
                 c = svc.client()
                 # 1. the worker's whole process group SIGKILLed mid-embedding
-                job_id = start_job(svc, c, data, 128)
+                job_id = svc.select_while_embedding(c, data, max_seq_length=128)
                 svc.kill_worker()
                 t = time.monotonic()
                 svc.start_worker()
@@ -96,7 +77,7 @@ def main() -> None:
                              f"progress {doc['progress']['done']}/{doc['progress']['total']} |")
                 print(lines[-1], flush=True)
                 # 2. Redis stopped for 5 s mid-job, then restarted
-                job_id = start_job(svc, c, data, 120)
+                job_id = svc.select_while_embedding(c, data, max_seq_length=120)
                 server.stop()
                 down = c.get(f"/v1/jobs/{job_id}")
                 t = time.monotonic()

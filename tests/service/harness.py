@@ -80,6 +80,28 @@ class Service:
                                      f"\n--- worker log ---\n{self.tail('worker')}")
             time.sleep(0.3)
 
+    def select_while_embedding(self, client: httpx.Client, path: Path, *,
+                               max_seq_length: int, timeout: float = 600) -> str:
+        """Upload ``path``, start an ISA 5% select job on it, and return its id once its
+        embedding is under way (``max_seq_length`` picks an encoder setting: one no
+        earlier job used finds nothing in the cache)."""
+        ds = self.wait_dataset(client, self.upload(client, path)["id"], timeout=timeout)
+        assert ds["status"] == "ready", ds
+        r = client.post("/v1/jobs", json={
+            "type": "select", "dataset_id": ds["id"], "method": "isa",
+            "budget": {"fraction": 0.05},
+            "encoder": {"name": "sentence", "max_seq_length": max_seq_length}})
+        assert r.status_code == 201, r.text
+        job_id = r.json()["id"]
+        deadline = time.monotonic() + timeout
+        while True:
+            doc = client.get(f"/v1/jobs/{job_id}").json()
+            if doc["stage"] == "embedding" and doc["progress"]["done"] > 0:
+                return job_id
+            assert doc["status"] in ("queued", "running"), doc
+            assert time.monotonic() < deadline, doc
+            time.sleep(0.2)
+
     def tail(self, name: str, n: int = 60) -> str:
         return "\n".join(self.logs[name].read_text(errors="replace").splitlines()[-n:])
 
