@@ -102,6 +102,7 @@ def main() -> None:
           f"max_length {args.max_length}; {args.dataset} pool {len(pool.table):,} pairs, "
           f"subsets {k:,} ({args.budget:.0%}); {len(held)} held-out pairs", flush=True)
     rows = []
+    context = dict(args=args, pool=pool, k=k, n=len(held))
     with tempfile.TemporaryDirectory() as tmp:
         for spec in args.methods.split(";"):
             name, params = parse_method_spec(spec)
@@ -118,7 +119,13 @@ def main() -> None:
                              **ev["policy"], "base_logp_accuracy": ev["base"]["logp_accuracy"],
                              "length_rule_accuracy": ev["length"]["length_rule_accuracy"]})
                 print(json.dumps(rows[-1]), flush=True)
-    n = len(held)
+                # Written after every arm: a run of hours that is stopped keeps what it did.
+                write_report(rows, **context)
+    print((OUT / f"align_{args.dataset}.md").read_text())
+
+
+def write_report(rows: list[dict], *, args: argparse.Namespace, pool, k: int,  # noqa: ANN001
+                 n: int) -> None:
     lines = ["| method (seed) | pairs (trained) | steps | reward accuracy (95% ±) | "
              "length-balanced | mean margin | eval loss | s |",
              "|---|---|---|---|---|---|---|---|"]
@@ -130,7 +137,7 @@ def main() -> None:
                      f"{acc:.3f} (±{half:.3f}) | {r['balanced_reward_accuracy']:.3f} | "
                      f"{r['reward_margin_mean']:+.3f} | {r['eval_loss']:.3f} | "
                      f"{r['seconds']:,} |")
-    base = rows[0]["base_logp_accuracy"] if rows else float("nan")
+    base = rows[0]["base_logp_accuracy"]
     text = "\n".join([
         f"# DPO on subsets (bench/align.py, {args.dataset})", "",
         f"SmolLM2-135M-Instruct, {'full fine-tuning' if args.full else 'LoRA'}, "
@@ -138,10 +145,9 @@ def main() -> None:
         f"β 0.1, max_length {args.max_length}; pool {len(pool.table):,} pairs, subsets "
         f"{k:,} ({args.budget:.0%}); {n} held-out pairs (fold {args.fold} of {args.folds}"
         f" by prompt for hh). Base model's own log-likelihood accuracy on them: {base:.3f}; "
-        f"the length rule's: {rows[0]['length_rule_accuracy']:.3f}." if rows else "", "",
+        f"the length rule's: {rows[0]['length_rule_accuracy']:.3f}.", "",
         *lines, "",
         f"Regenerate: `.venv/bin/python bench/align.py {shlex.join(sys.argv[1:])}`", ""])
-    print(text)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"align_{args.dataset}.md").write_text(text)
     (OUT / f"align_{args.dataset}.json").write_text(json.dumps(rows, indent=1))

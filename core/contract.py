@@ -1,57 +1,27 @@
-"""The typed job contract: what a client may ask for, validated once by the gateway (which
-also publishes it as OpenAPI) and parsed again by the workers, which read typed fields
-instead of indexing dicts.
-
-One model per job type under a discriminated union on ``type``. Budgets and alignment
-settings are the library's own classes (``isa.Budget``, ``isa.align.AlignConfig``), so
-their rules are written once.
-"""
+"""The typed job contract as the service uses it. The models themselves live in
+``isa.remote.contract`` (the Python client types its calls with the same classes); this
+module adds what needs the service: reading a data set record's file under its limits."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Any, Literal
-
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    TypeAdapter,
-    model_validator,
-)
+from typing import Any
 
 from core.artifacts import ArtifactStore
 from core.settings import Settings
-from isa.align.config import AlignConfig
-from isa.embed.factory import ENCODERS, PACKAGED_MODELS
-from isa.errors import ConfigError
 from isa.ingest.dataset import PreferenceFile
-from isa.select import Budget, make_method
-
-Level = Literal["auto", "pair", "item"]
-Template = Literal["prompt_completion", "completion", "prompt", "pair"]
-Queue = Literal["cpu", "gpu"]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class DatasetOptions(_Strict):
-    """How an uploaded file is read (the ``PreferenceFile`` options)."""
-
-    format: str | None = None
-    shape: str | None = None
-    column_map: dict[str, str] | None = None
-    id_field: str | None = None
-    on_invalid: Literal["fail", "skip"] = "fail"
-
-    def open(self, path: Path, **limits: Any) -> PreferenceFile:
-        """The library's view of the uploaded file read with these options (and the
-        service's ``limits``: max_rows, max_field_chars, max_decompression_ratio)."""
-        return PreferenceFile(path, file_format=self.format, shape=self.shape,  # type: ignore[arg-type]
-                              column_map=self.column_map, id_field=self.id_field,
-                              on_invalid=self.on_invalid, **limits)
+from isa.remote.contract import (
+    JOB_TYPES,
+    AlignJob,
+    CurveJob,
+    DatasetOptions,
+    EncoderSpec,
+    EvaluateJob,
+    JobRequest,
+    MethodSpec,
+    SelectJob,
+    check_methods,
+    parse_job_request,
+)
 
 
 def open_dataset(record: dict[str, Any], artifacts: ArtifactStore,
@@ -64,157 +34,6 @@ def open_dataset(record: dict[str, Any], artifacts: ArtifactStore,
         max_decompression_ratio=settings.max_decompression_ratio)
 
 
-class EncoderSpec(_Strict):
-    """Which encoder embeds the texts (see ``isa.embed.make_encoder``)."""
-
-    name: Literal[ENCODERS] = "sentence"  # type: ignore[valid-type]
-    #: a model *name*: a packaged one or one of the server's ``encoder_models``; never a
-    #: path (a client must not learn which server paths exist)
-    model: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-    precision: Literal["auto", "float32", "bfloat16", "float16"] | None = None
-    max_seq_length: int | None = Field(default=None, ge=8, le=8192)
-    batch_size: int | None = Field(default=None, ge=1, le=1024)
-
-    def options(self, models: dict[str, str] | None = None) -> dict[str, Any]:
-        """Keyword arguments of ``make_encoder``, the model name resolved through the
-        server's ``models`` (name -> local folder)."""
-        out = self.model_dump(exclude_none=True)
-        if self.model is not None and models and self.model in models:
-            out["model"] = models[self.model]
-        return out
-
-    def check_model(self, models: dict[str, str]) -> None:
-        """Raise ``ConfigError`` unless the model is packaged or one of ``models``."""
-        known = [*PACKAGED_MODELS[self.name], *models]
-        if self.model is not None and self.model not in known:
-            raise ConfigError(f"unknown {self.name} encoder model {self.model!r}; available: "
-                              f"{', '.join(known)}", code="unknown_model")
-
-
-class MethodSpec(_Strict):
-    """A selection method by its registered name, with its parameters."""
-
-    method: str = "isa"
-    params: dict[str, Any] = Field(default_factory=dict)
-
-    def check(self) -> None:
-        """Raise ``ConfigError`` (``unknown_method``, ``invalid_parameters``) unless the
-        registry knows the method and its parameters."""
-        make_method(self.method, **self.params)
-
-
-class _JobBase(_Strict):
-    queue: Queue | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _ignore_nulls_of_other_types(cls, data: Any) -> Any:
-        # Clients built against the earlier flat request send every field, null where
-        # unused: a null field of another job type is ignored, a value is refused.
-        if isinstance(data, dict):
-            return {k: v for k, v in data.items() if v is not None or k in cls.model_fields}
-        return data
-
-    def dataset_ids(self) -> list[str]:
-        """The data sets the job reads (each must belong to the caller and be ready)."""
-        return [d for d in (getattr(self, "dataset_id", None),
-                            getattr(self, "eval_dataset_id", None)) if d is not None]
-
-    def method_specs(self) -> list[MethodSpec]:
-        """The methods the job runs (checked against the registry at submission)."""
-        if isinstance(self, MethodSpec):
-            return [MethodSpec(method=self.method, params=self.params)]
-        return []
-
-
-class _OnDataset(_JobBase):
-    dataset_id: str
-    encoder: EncoderSpec = Field(default_factory=EncoderSpec)
-    seed: int = 0
-
-
-class SelectJob(_OnDataset, MethodSpec):
-    """A subset of a data set, chosen by ``method`` within ``budget``."""
-
-    type: Literal["select"]
-    budget: Budget
-    level: Level = "auto"
-    template: Template = "prompt_completion"
-
-
-class _Evaluation(_OnDataset):
-    #: held-out pairs: a data set of their own, or (None) a split of the pool by prompt
-    eval_dataset_id: str | None = None
-    eval_fraction: float = Field(default=0.2, gt=0, lt=1)
-
-
-class EvaluateJob(_Evaluation, MethodSpec):
-    """The proxy probe trained on a method's subset vs. on the whole pool."""
-
-    type: Literal["evaluate"]
-    budget: Budget
-    seeds: int | None = Field(default=None, ge=1, le=20)
-
-
-class CurveJob(_Evaluation):
-    """Probe accuracy over a grid of budgets for several methods, with the plateau fit."""
-
-    type: Literal["curve"]
-    methods: list[MethodSpec] = Field(
-        default_factory=lambda: [MethodSpec(method="isa"), MethodSpec(method="random")],
-        min_length=1, max_length=20)
-    budgets_percent: list[Annotated[float, Field(gt=0, le=100)]] = Field(
-        default_factory=lambda: [1, 2, 3.5, 5, 10, 25, 50, 100], min_length=3, max_length=30)
-    seeds: int | None = Field(default=None, ge=1, le=20)
-    share: float = Field(default=0.95, gt=0, lt=1)
-    #: what the plateau is fitted on; auto: length-balanced accuracy when the evaluation
-    #: pairs are length-dominated (one side above 75%), else accuracy
-    metric: Literal["auto", "accuracy", "balanced_accuracy"] = "auto"
-
-    def method_specs(self) -> list[MethodSpec]:
-        return self.methods
-
-
-class AlignJob(_JobBase):
-    """DPO or KTO with TRL on a data set, or on a finished select job's subset."""
-
-    type: Literal["align"]
-    dataset_id: str | None = None
-    select_job_id: str | None = None
-    eval_dataset_id: str | None = None
-    align: AlignConfig = Field(default_factory=AlignConfig)
-
-    @model_validator(mode="after")
-    def _one_source(self) -> AlignJob:
-        if (self.dataset_id is None) == (self.select_job_id is None):
-            raise ValueError("give exactly one of dataset_id and select_job_id")
-        return self
-
-
-JOB_TYPES = ("select", "evaluate", "curve", "align")
-JobRequest = Annotated[SelectJob | EvaluateJob | CurveJob | AlignJob,
-                       Field(discriminator="type")]
-_REQUEST: TypeAdapter[SelectJob | EvaluateJob | CurveJob | AlignJob] = TypeAdapter(JobRequest)
-_MODELS = {"select": SelectJob, "evaluate": EvaluateJob, "curve": CurveJob, "align": AlignJob}
-
-
-def parse_job_request(data: dict[str, Any], *, stored: bool = False
-                      ) -> SelectJob | EvaluateJob | CurveJob | AlignJob:
-    """A request as its typed model. ``stored``: a request the service accepted earlier,
-    read back by a worker; fields the contract has since dropped are ignored, so a job
-    queued before an upgrade still runs."""
-    if stored and data.get("type") in _MODELS:
-        fields = _MODELS[data["type"]].model_fields
-        data = {k: v for k, v in data.items() if k in fields}
-    return _REQUEST.validate_python(data)
-
-
-def check_methods(request: SelectJob | EvaluateJob | CurveJob | AlignJob) -> None:
-    """Every method a request names exists and takes the parameters given."""
-    for spec in request.method_specs():
-        spec.check()
-
-
-__all__ = ["AlignJob", "CurveJob", "DatasetOptions", "EncoderSpec",
+__all__ = ["JOB_TYPES", "AlignJob", "CurveJob", "DatasetOptions", "EncoderSpec",
            "EvaluateJob", "JobRequest", "MethodSpec", "SelectJob", "check_methods",
            "open_dataset", "parse_job_request"]

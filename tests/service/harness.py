@@ -20,7 +20,9 @@ from pathlib import Path
 import httpx
 import redis
 
-KEYS = {"key-a": "tenant-a", "key-b": "tenant-b", "dev-key": "local"}  # dev-key: the README tour
+KEYS = {"key-a": "tenant-a", "key-b": "tenant-b", "dev-key": "local",  # dev-key: README tour
+        # tenants of their own for tests that count what a tenant has
+        **{f"key-{name}": f"tenant-{name}" for name in ("client", "other", "retry", "async")}}
 
 
 def _free_port() -> int:
