@@ -3,6 +3,7 @@
     isa select data.jsonl.gz --method isa --budget 0.05 --out subset.jsonl --scores scores.parquet
     isa methods
     isa validate data.jsonl.gz --on-invalid skip
+    isa remote select ds_… --budget 5% --out subset.jsonl   # the same work on a service
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ from .ingest.dataset import PreferenceFile
 from .ingest.readers import FILE_FORMATS
 from .ingest.shapes import SHAPES
 from .pipeline import default_export_shapes, run_selection
+from .remote.cli import app as remote_app
 from .select import Budget, describe_methods, make_method
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Choose small, high-value subsets of LLM preference data (ISA).")
+app.add_typer(remote_app, name="remote")
 err = Console(stderr=True, soft_wrap=True)
 
 # Options several commands share, declared once (same names and help everywhere).
