@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from app.api.errors import install_error_handlers
-from app.api.routes import datasets, health, jobs
+from app.api.routes import datasets, health, jobs, webhooks
 from app.limits import BodyLimitMiddleware
 from app.metrics import MetricsMiddleware
 
@@ -20,6 +20,7 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)
+    app.include_router(webhooks.router)
     return app
 
 

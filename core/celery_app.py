@@ -14,6 +14,7 @@ TASK_EMBED_CHUNK = "isa.embed_chunk"
 TASK_FINISH_SELECT = "isa.finish_select"
 TASK_EVALUATE = "isa.evaluate"  # evaluate and curve jobs
 TASK_ALIGN = "isa.align"
+TASK_DELIVER_WEBHOOK = "isa.deliver_webhook"
 
 #: the first task of each job type
 TASK_FOR_JOB_TYPE = {"select": TASK_SELECT, "evaluate": TASK_EVALUATE, "curve": TASK_EVALUATE,

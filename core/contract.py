@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.artifacts import ArtifactStore
+from core.artifacts import SCORES, ArtifactStore
 from core.settings import Settings
 from isa.ingest.dataset import PreferenceFile
 from isa.remote.contract import (
@@ -16,8 +16,10 @@ from isa.remote.contract import (
     DatasetOptions,
     EncoderSpec,
     EvaluateJob,
+    JobPublic,
     JobRequest,
     MethodSpec,
+    Progress,
     SelectJob,
     check_methods,
     parse_job_request,
@@ -34,6 +36,25 @@ def open_dataset(record: dict[str, Any], artifacts: ArtifactStore,
         max_decompression_ratio=settings.max_decompression_ratio)
 
 
+def job_public(doc: dict[str, Any]) -> JobPublic:
+    """A job record as clients see it (the API's answer and the webhook's payload):
+    result file names become links."""
+    result = doc.get("result")
+    if result and "files" in result:
+        jid = doc["id"]
+        result = {**result, "files": {
+            name: (f"/v1/jobs/{jid}/scores" if name == SCORES.name
+                   else f"/v1/jobs/{jid}/result?format={name}") for name in result["files"]}}
+    return JobPublic(
+        id=doc["id"], type=doc["type"], status=doc["status"], stage=doc.get("stage"),
+        progress=Progress(done=doc.get("progress_done", 0), total=doc.get("progress_total", 0),
+                          loss=doc.get("latest_loss")),
+        request=doc["request"], created_at=doc["created_at"],
+        started_at=doc.get("started_at"), finished_at=doc.get("finished_at"),
+        error=doc.get("error"), result=result, queue=doc.get("queue"),
+        attempts=doc.get("attempts", 0), webhook=doc.get("webhook"))
+
+
 __all__ = ["JOB_TYPES", "AlignJob", "CurveJob", "DatasetOptions", "EncoderSpec",
-           "EvaluateJob", "JobRequest", "MethodSpec", "SelectJob", "check_methods",
+           "EvaluateJob", "JobRequest", "job_public", "MethodSpec", "SelectJob", "check_methods",
            "open_dataset", "parse_job_request"]

@@ -12,7 +12,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
@@ -101,9 +101,12 @@ class RecordStore:
     int_fields: frozenset[str] = frozenset()
     float_fields: frozenset[str] = frozenset()
 
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
+    def __init__(self, client: redis.Redis, prefix: str,
+                 on_end: Callable[[str, str], None] | None = None) -> None:
         self.r = client
         self.prefix = prefix
+        #: called (record id, status) after a record moves into a terminal status
+        self.on_end = on_end
         self._transition = client.register_script(_TRANSITION)
         self._add_progress = client.register_script(_ADD_PROGRESS)
 
@@ -182,6 +185,8 @@ class RecordStore:
             args=[status, json.dumps(list(allowed)), json.dumps(sorted(self.terminal)),
                   record_id, now(), *flat])
         prev = prev.decode() if isinstance(prev, bytes) else prev
+        if ok == 1 and status in self.terminal and self.on_end is not None:
+            self.on_end(record_id, status)
         return ok == 1, prev
 
     def list(self, tenant: str, *, offset: int = 0, limit: int = 50,
@@ -255,7 +260,7 @@ class JobStore(RecordStore):
     kind = "job"
     transitions = JOB_TRANSITIONS
     terminal = TERMINAL
-    json_fields = frozenset({"request", "result", "error"})
+    json_fields = frozenset({"request", "result", "error", "webhook"})
     int_fields = frozenset({"progress_done", "progress_total", "embedded_new", "texts",
                             "texts_unique", "texts_cached", "attempts"})
     float_fields = frozenset({"created_at", "updated_at", "started_at", "finished_at",

@@ -72,6 +72,17 @@ class Settings(BaseSettings):
     #: a task running longer is stopped and its job fails with time_limit_exceeded
     task_time_limit_s: int = 6 * 3600
 
+    # webhooks (core/webhooks.py)
+    #: networks (CIDRs) callback URLs may resolve to although they are not public, e.g.
+    #: ["10.0.0.0/8"] for receivers inside the deployment; empty: public addresses only
+    webhook_allowed_networks: list[str] = Field(default_factory=list)
+    #: seconds one delivery attempt may take
+    webhook_timeout_s: float = 10.0
+    #: attempts per event; waits between them grow 4× from ``webhook_retry_base_s``
+    #: (5 s, 20 s, 80 s, 320 s, 1280 s: about 28 minutes in all)
+    webhook_max_attempts: int = 6
+    webhook_retry_base_s: float = 5.0
+
     def tenants_by_key(self) -> dict[str, str]:
         keys = dict(self.api_keys)
         if self.api_keys_file is not None and self.api_keys_file.is_file():

@@ -12,6 +12,7 @@ from core.artifacts import ArtifactStore
 from core.contract import EncoderSpec
 from core.records import DatasetStore, JobStore, Metrics
 from core.settings import Settings, get_settings
+from core.webhooks import WebhookStore, announce_job_end
 from isa.embed.base import Encoder
 from isa.embed.factory import make_encoder
 from workers.cache import ArtifactScoreCache, RedisEmbeddingCache
@@ -43,6 +44,9 @@ class WorkerContext:
         """The score cache a tenant's select jobs read and fill."""
         return ArtifactScoreCache(self.redis, self.artifacts, self._cache_prefix(tenant))
 
+    def webhooks(self) -> WebhookStore:
+        return WebhookStore(self.redis, self.settings.key_prefix)
+
     def encoder(self, spec: EncoderSpec) -> Encoder:
         """The encoder a job asks for, loaded once per worker process."""
         key = spec.model_dump_json()
@@ -61,6 +65,7 @@ def context() -> WorkerContext:
     binary = redis.Redis.from_url(s.redis_url)
     artifacts = ArtifactStore(s.artifact_root(), cache_dir=s.data_dir / "cache")
     return WorkerContext(
-        settings=s, redis=text, binary_redis=binary, jobs=JobStore(text, s.key_prefix),
+        settings=s, redis=text, binary_redis=binary,
+        jobs=JobStore(text, s.key_prefix, on_end=announce_job_end),
         datasets=DatasetStore(text, s.key_prefix), metrics=Metrics(text, s.key_prefix),
         artifacts=artifacts)

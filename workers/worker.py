@@ -2,6 +2,6 @@
 
 from core.celery_app import celery_app
 from workers import supervisor  # noqa: F401  (starts the supervisor when a worker is ready)
-from workers.tasks import align, datasets, evaluate, select  # noqa: F401  (registers tasks)
+from workers.tasks import align, datasets, evaluate, select, webhooks  # noqa: F401  (registers tasks)
 
 __all__ = ["celery_app"]

@@ -14,6 +14,7 @@ from app.api.errors import ApiError
 from core.artifacts import ArtifactStore
 from core.records import AsyncJobReader, DatasetStore, IdempotencyKeys, JobStore, Metrics
 from core.settings import Settings, get_settings
+from core.webhooks import WebhookStore, announce_job_end
 
 
 # Bounded, blocking pools: under a burst, a request waits for a free connection (up to
@@ -48,12 +49,17 @@ RedisDep = Annotated[redis.Redis, Depends(get_redis)]
 
 
 async def get_jobs(r: RedisDep, s: SettingsDep) -> JobStore:
-    return JobStore(r, s.key_prefix)
+    # a job the gateway ends (a queued job cancelled) announces its webhook like any
+    return JobStore(r, s.key_prefix, on_end=announce_job_end)
 
 
 async def get_async_jobs(s: SettingsDep) -> AsyncJobReader:
     return AsyncJobReader(_async_redis(s.redis_url, s.redis_pool_size),
                           JobStore(_redis(s.redis_url, s.redis_pool_size), s.key_prefix))
+
+
+async def get_webhooks(r: RedisDep, s: SettingsDep) -> WebhookStore:
+    return WebhookStore(r, s.key_prefix)
 
 
 async def get_datasets(r: RedisDep, s: SettingsDep) -> DatasetStore:
@@ -99,3 +105,4 @@ Datasets = Annotated[DatasetStore, Depends(get_datasets)]
 Idempotency = Annotated[IdempotencyKeys, Depends(get_idempotency)]
 MetricsStore = Annotated[Metrics, Depends(get_metrics_store)]
 Artifacts = Annotated[ArtifactStore, Depends(get_artifacts)]
+Webhooks = Annotated[WebhookStore, Depends(get_webhooks)]

@@ -102,6 +102,10 @@ class MethodSpec(_Strict):
 
 class _JobBase(_Strict):
     queue: Queue | None = None
+    #: POSTed the job's record, signed (Standard Webhooks), when the job ends; overrides
+    #: the tenant's registered URL. Public addresses only, unless the server allows more.
+    callback_url: str | None = Field(default=None, max_length=2048,
+                                     pattern=r"^[hH][tT][tT][pP][sS]?://[^\s]+$")
 
     @model_validator(mode="before")
     @classmethod
@@ -281,6 +285,21 @@ class JobPublic(BaseModel):
     queue: str | None = None
     #: times the supervisor sent the job again after its worker was lost
     attempts: int = 0
+    #: the webhook of the job's end: url, state (pending, retrying, delivered, failed,
+    #: refused) and every attempt (at, status_code or error, ms)
+    webhook: dict[str, Any] | None = None
+
+
+class WebhookPublic(BaseModel):
+    """A tenant's registered webhook URL and the secret its deliveries are signed with."""
+
+    url: str | None = None
+    secret: str
+
+
+class WebhookUpdate(_Strict):
+    url: str | None = Field(default=None, max_length=2048,
+                            pattern=r"^[hH][tT][tT][pP][sS]?://[^\s]+$")
 
 
 class JobsPublic(BaseModel):

@@ -17,7 +17,10 @@ MAX_UPLOAD = 3 * 1024 * 1024
 def service(tmp_path_factory) -> Iterator[Service]:
     env = {"ISA_MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
            # small chunks: a data set of a few thousand texts fans out to a chord
-           "ISA_EMBED_CHUNK_SIZE": "256"}
+           "ISA_EMBED_CHUNK_SIZE": "256",
+           # webhook receivers run in the test process, on loopback; retries come fast
+           "ISA_WEBHOOK_ALLOWED_NETWORKS": '["127.0.0.0/8"]',
+           "ISA_WEBHOOK_RETRY_BASE_S": "0.3"}
     with running_service(TEST_REDIS_URL, tmp_path_factory.mktemp("service-data"),
                          extra_env=env) as svc:
         yield svc

@@ -18,32 +18,16 @@ from app.api.deps import (
     SettingsDep,
 )
 from app.api.errors import ApiError, not_found
-from app.api.schemas import JobPublic, JobsPublic, Progress
+from app.api.schemas import JobPublic, JobsPublic
 from core.artifacts import SCORES, ArtifactStore, Keys, ResultFormat, result_format
 from core.celery_app import TASK_FOR_JOB_TYPE, celery_app, gpu_queue_served
-from core.contract import AlignJob, JobRequest, check_methods
+from core.contract import AlignJob, JobRequest, check_methods, job_public
 from core.records import TERMINAL, new_id, now
+from core.webhooks import check_callback_url
 from isa.align.models import ModelRegistry
 from isa.errors import ConfigError
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-
-
-def _public(doc: dict[str, Any]) -> JobPublic:
-    result = doc.get("result")
-    if result and "files" in result:  # file names → links
-        jid = doc["id"]
-        result = {**result, "files": {
-            name: (f"/v1/jobs/{jid}/scores" if name == SCORES.name
-                   else f"/v1/jobs/{jid}/result?format={name}") for name in result["files"]}}
-    return JobPublic(
-        id=doc["id"], type=doc["type"], status=doc["status"], stage=doc.get("stage"),
-        progress=Progress(done=doc.get("progress_done", 0), total=doc.get("progress_total", 0),
-                          loss=doc.get("latest_loss")),
-        request=doc["request"], created_at=doc["created_at"],
-        started_at=doc.get("started_at"), finished_at=doc.get("finished_at"),
-        error=doc.get("error"), result=result, queue=doc.get("queue"),
-        attempts=doc.get("attempts", 0))
 
 
 @router.post("", response_model=JobPublic, status_code=status.HTTP_201_CREATED,
@@ -60,6 +44,8 @@ def create_job(body: JobRequest, response: Response, tenant: CurrentTenant, jobs
         check_methods(body)
         if hasattr(body, "encoder"):
             body.encoder.check_model(settings.encoder_models)
+        if body.callback_url is not None:
+            check_callback_url(body.callback_url, settings.webhook_allowed_networks)
     except ConfigError as exc:
         raise ApiError(422, exc.code, exc.message, **exc.details) from exc
     if isinstance(body, AlignJob):
@@ -94,14 +80,14 @@ def create_job(body: JobRequest, response: Response, tenant: CurrentTenant, jobs
                                "Idempotency-Key is still being processed; retry shortly",
                                headers={"Retry-After": "1"})
             response.status_code = status.HTTP_200_OK
-            return _public(existing)
+            return job_public(existing)
     try:
         _enqueue(body, request, job_id, tenant, jobs, settings)
     except BaseException:
         if idempotency_key is not None:
             idem.release(tenant, idempotency_key, job_id)
         raise
-    return _public(jobs.get(job_id))  # type: ignore[arg-type]
+    return job_public(jobs.get(job_id))  # type: ignore[arg-type]
 
 
 def _enqueue(body: Any, request: dict[str, Any], job_id: str, tenant: str, jobs: Jobs,
@@ -146,7 +132,7 @@ def list_jobs(tenant: CurrentTenant, jobs: Jobs,
               limit: Annotated[int, Query(ge=1, le=500)] = 50) -> JobsPublic:
     docs, count = jobs.list(tenant, offset=offset, limit=limit,
                             where={"status": status_, "type": type_})  # type: ignore[dict-item]
-    return JobsPublic(data=[_public(d) for d in docs], count=count)
+    return JobsPublic(data=[job_public(d) for d in docs], count=count)
 
 
 @router.get("/{job_id}", response_model=JobPublic)
@@ -154,7 +140,7 @@ async def get_job(job_id: str, tenant: CurrentTenant, jobs: AsyncJobs) -> JobPub
     doc = await jobs.get(job_id, tenant)
     if doc is None:
         raise not_found("job", job_id)
-    return _public(doc)
+    return job_public(doc)
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
@@ -170,7 +156,7 @@ def cancel_job(job_id: str, tenant: CurrentTenant, jobs: Jobs) -> JobPublic:
     # "cancelling" at its next batch and finishes the move to "cancelled".
     if not jobs.transition(job_id, "cancelled", only_from=("queued",), finished_at=now())[0]:
         jobs.transition(job_id, "cancelling")
-    return _public(jobs.get(job_id))  # type: ignore[arg-type]
+    return job_public(jobs.get(job_id))  # type: ignore[arg-type]
 
 
 def _stream(artifacts: ArtifactStore, job_id: str, fmt: ResultFormat,

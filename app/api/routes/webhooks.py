@@ -1,0 +1,39 @@
+"""/v1/webhook — the tenant's webhook: a URL every job of the tenant reports its end to
+(a job's own ``callback_url`` overrides it) and the secret deliveries are signed with."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.api.deps import CurrentTenant, SettingsDep, Webhooks
+from app.api.errors import ApiError
+from core.webhooks import check_callback_url
+from isa.errors import ConfigError
+from isa.remote.contract import WebhookPublic, WebhookUpdate
+
+router = APIRouter(prefix="/v1/webhook", tags=["webhooks"])
+
+
+@router.get("", response_model=WebhookPublic)
+def get_webhook(tenant: CurrentTenant, hooks: Webhooks) -> WebhookPublic:
+    """The registered URL (if any) and the signing secret (made on first request)."""
+    return WebhookPublic(**hooks.get(tenant))
+
+
+@router.put("", response_model=WebhookPublic)
+def set_webhook(body: WebhookUpdate, tenant: CurrentTenant, hooks: Webhooks,
+                settings: SettingsDep) -> WebhookPublic:
+    """Register the tenant's URL (``null`` removes it). Same address rule as a job's
+    ``callback_url``: public addresses only, unless the server allows more."""
+    if body.url is not None:
+        try:
+            check_callback_url(body.url, settings.webhook_allowed_networks)
+        except ConfigError as exc:
+            raise ApiError(422, exc.code, exc.message, **exc.details) from exc
+    return WebhookPublic(**hooks.set_url(tenant, body.url))
+
+
+@router.post("/rotate-secret", response_model=WebhookPublic)
+def rotate_secret(tenant: CurrentTenant, hooks: Webhooks) -> WebhookPublic:
+    """A new signing secret; deliveries from now on are signed with it."""
+    return WebhookPublic(**hooks.rotate_secret(tenant))

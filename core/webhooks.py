@@ -1,0 +1,113 @@
+"""Webhooks: when a job ends, the service POSTs its record to the job's ``callback_url``
+(or the tenant's registered URL), signed as the Standard Webhooks specification says
+(https://www.standardwebhooks.com): headers ``webhook-id``, ``webhook-timestamp`` and
+``webhook-signature`` = ``v1,`` + base64(HMAC-SHA256(secret, "{id}.{timestamp}.{body}"))
+with a per-tenant secret ``whsec_<base64>``. Any Standard Webhooks library verifies it.
+
+Callback URLs that resolve to loopback, private, link-local or otherwise non-global
+addresses are refused (when the job is created, and again before every delivery, since
+DNS may change) unless ``Settings.webhook_allowed_networks`` names their network: a
+webhook must not let a caller probe the network behind the service.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import logging
+import secrets
+import socket
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+
+from isa.errors import ConfigError
+
+logger = logging.getLogger("isa.webhooks")
+SECRET_PREFIX = "whsec_"
+
+
+def new_secret() -> str:
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` header value of a message."""
+    key = base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def check_callback_url(url: str, allowed_networks: Sequence[str] = ()) -> list[str]:
+    """The addresses ``url`` resolves to; ``ConfigError`` (``invalid_callback_url``) when
+    it is not http(s), carries credentials, does not resolve, or resolves to an address
+    that is not global and not inside one of ``allowed_networks`` (CIDRs)."""
+    def refuse(why: str) -> ConfigError:
+        return ConfigError(f"callback_url {url!r} is refused: {why}",
+                           code="invalid_callback_url", field="callback_url")
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise refuse("only http:// and https:// URLs with a host are accepted")
+    if parts.username or parts.password:
+        raise refuse("credentials in the URL are not accepted")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+    except (OSError, ValueError) as exc:
+        raise refuse(f"the host does not resolve ({exc})") from None
+    allowed = [ipaddress.ip_network(n, strict=False) for n in allowed_networks]
+    addresses = sorted({info[4][0] for info in infos})
+    for text in addresses:
+        addr = ipaddress.ip_address(text.split("%", 1)[0])
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+            addr = addr.ipv4_mapped
+        if not addr.is_global and not any(addr in net for net in allowed
+                                           if net.version == addr.version):
+            raise refuse(f"it resolves to {addr}, which is not a public address")
+    return addresses
+
+
+class WebhookStore:
+    """Each tenant's registered URL and signing secret (created on first need)."""
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self.r, self.prefix = client, prefix
+
+    def _key(self, tenant: str) -> str:
+        return f"{self.prefix}webhook:{tenant}"
+
+    def get(self, tenant: str) -> dict[str, Any]:
+        """``{"url": str | None, "secret": str}`` — the secret made if there is none."""
+        key = self._key(tenant)
+        self.r.hsetnx(key, "secret", new_secret())  # atomic: racing callers share one
+        doc = self.r.hgetall(key)
+        return {"url": doc.get("url") or None, "secret": doc["secret"]}
+
+    def set_url(self, tenant: str, url: str | None) -> dict[str, Any]:
+        if url is None:
+            self.r.hdel(self._key(tenant), "url")
+        else:
+            self.r.hset(self._key(tenant), "url", url)
+        return self.get(tenant)
+
+    def rotate_secret(self, tenant: str) -> dict[str, Any]:
+        self.r.hset(self._key(tenant), "secret", new_secret())
+        return self.get(tenant)
+
+
+def announce_job_end(job_id: str, status: str) -> None:
+    """Queue the webhook delivery of a job that has just ended (the task finds out whether
+    it has a URL). Best effort: a job's end never fails because of its webhook."""
+    from core.celery_app import TASK_DELIVER_WEBHOOK, celery_app
+    from core.settings import get_settings
+
+    try:
+        celery_app.send_task(TASK_DELIVER_WEBHOOK, args=(job_id,),
+                             queue=get_settings().default_queue)
+    except Exception:  # noqa: BLE001 - the broker away: logged, the job stands
+        logger.exception("could not queue the webhook of job %s (%s)", job_id, status)

@@ -1,0 +1,49 @@
+"""Webhook signatures (checked by an independent Standard Webhooks implementation) and the
+address rule for callback URLs."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from core.webhooks import check_callback_url, new_secret, sign
+from isa.errors import ConfigError
+
+
+def test_the_signature_verifies_with_the_reference_library():
+    secret, body, ts = new_secret(), b'{"type": "job.succeeded"}', int(time.time())
+    headers = {"webhook-id": "msg_1", "webhook-timestamp": str(ts),
+               "webhook-signature": sign(secret, "msg_1", ts, body)}
+    assert Webhook(secret).verify(body, headers) == {"type": "job.succeeded"}
+    with pytest.raises(WebhookVerificationError):  # another secret
+        Webhook(new_secret()).verify(body, headers)
+    with pytest.raises(WebhookVerificationError):  # a changed body
+        Webhook(secret).verify(body + b" ", headers)
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:8080/hook", "http://localhost/hook", "http://10.0.0.7/",
+    "http://192.168.1.1/", "http://169.254.169.254/latest/meta-data",  # cloud metadata
+    "http://[::1]/", "http://[::ffff:127.0.0.1]/", "http://0.0.0.0/", "http://100.64.0.1/",
+])
+def test_non_public_addresses_are_refused(url):
+    with pytest.raises(ConfigError) as exc:
+        check_callback_url(url)
+    assert exc.value.code == "invalid_callback_url" and "not a public address" in str(exc.value)
+
+
+@pytest.mark.parametrize("url", ["ftp://example.org/x", "http://user:pw@8.8.8.8/",
+                                 "http:///path", "http://no-such-host.invalid/"])
+def test_other_bad_urls_are_refused(url):
+    with pytest.raises(ConfigError) as exc:
+        check_callback_url(url)
+    assert exc.value.code == "invalid_callback_url"
+
+
+def test_public_and_allowed_addresses_pass():
+    assert check_callback_url("https://8.8.8.8/hook") == ["8.8.8.8"]
+    assert check_callback_url("http://127.0.0.1:9/x", ["127.0.0.0/8"]) == ["127.0.0.1"]
+    with pytest.raises(ConfigError):  # the allowance is for that network only
+        check_callback_url("http://10.0.0.1/", ["127.0.0.0/8"])
