@@ -8,7 +8,8 @@ from typing import Annotated
 
 import redis
 import redis.asyncio as aioredis
-from fastapi import Depends, Header
+from fastapi import Depends, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from app.api.errors import ApiError
 from core.artifacts import ArtifactStore
@@ -83,12 +84,21 @@ async def get_artifacts(s: SettingsDep) -> ArtifactStore:
     return _artifacts(s.artifact_root())
 
 
-async def get_tenant(s: SettingsDep, x_api_key: Annotated[str | None, Header()] = None,
-               authorization: Annotated[str | None, Header()] = None) -> str:
+# Declared as security schemes (not plain headers), so the OpenAPI document says how to
+# authenticate and tools (clients, fuzzers) send the key the way it is meant.
+_api_key = APIKeyHeader(name="X-API-Key", auto_error=False,
+                        description="the tenant's API key")
+_bearer = HTTPBearer(auto_error=False, description="the API key as a bearer token")
+
+
+async def get_tenant(s: SettingsDep,
+                     x_api_key: Annotated[str | None, Security(_api_key)] = None,
+                     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]
+                     = None) -> str:
     """The tenant of the caller's API key (``X-API-Key`` or ``Authorization: Bearer``)."""
     key = x_api_key
-    if key is None and authorization and authorization.lower().startswith("bearer "):
-        key = authorization[7:].strip()
+    if key is None and bearer is not None:
+        key = bearer.credentials.strip()
     if not key:
         raise ApiError(401, "missing_api_key", "send an API key in X-API-Key or "
                        "'Authorization: Bearer <key>'")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import kombu.exceptions
@@ -28,6 +29,23 @@ class ApiError(Exception):
         self.status, self.code, self.message = http_status, code, message
         self.headers = headers
         self.details = details
+
+
+_DESCRIPTIONS = {
+    400: "a malformed request", 401: "no API key, or an unknown one",
+    403: "not allowed from here", 404: "no such record for this tenant",
+    409: "the record's state does not allow it", 413: "the body is over the limit",
+    422: "the request breaks a rule (the error's code says which)",
+    429: "a quota is reached (Retry-After says when to try again)",
+    503: "the store is unavailable for a moment (Retry-After)",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` declaring ``statuses`` with the one error body."""
+    from app.api.schemas import ErrorResponse
+
+    return {s: {"model": ErrorResponse, "description": _DESCRIPTIONS[s]} for s in statuses}
 
 
 def not_found(kind: str, record_id: str) -> ApiError:
@@ -86,8 +104,30 @@ def install_error_handlers(app: FastAPI) -> None:
                                   "request; it has been logged"), status_code=500)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = getattr(exc, "code", None) or _STATUS_CODES.get(exc.status_code, "http_error")
         details = {"limit": exc.limit} if hasattr(exc, "limit") else None
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            # Starlette's Allow names the methods of the first route matching the path;
+            # a path served by several routes (GET and DELETE) allows all of theirs
+            headers = {**(headers or {}), "Allow": ", ".join(_allowed(app, request))}
         return JSONResponse(_body(code, str(exc.detail), details), status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+                            headers=headers)
+
+
+def _allowed(app: FastAPI, request: Request) -> list[str]:
+    """Every method the OpenAPI document lists for the request's path."""
+    if not hasattr(app.state, "allow_table"):
+        table = []
+        for path, ops in app.openapi()["paths"].items():
+            pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path))
+            methods = {m.upper() for m in ops}
+            table.append((re.compile(f"^{pattern}$"), methods | ({"HEAD"} if "GET" in methods
+                                                                 else set())))
+        app.state.allow_table = table
+    found: set[str] = set()
+    for pattern, methods in app.state.allow_table:
+        if pattern.match(request.url.path):
+            found |= methods
+    return sorted(found)

@@ -20,7 +20,12 @@ class Budget:
     reads the field constraints (for its JSON schema) and runs ``__post_init__``.
     """
 
-    __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
+    # "exactly one of" is in the JSON schema too, so a schema-valid budget is a valid one
+    __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid", json_schema_extra={
+        "oneOf": [{"required": ["fraction"], "properties": {"fraction": {"type": "number"},
+                                                            "count": {"type": "null"}}},
+                  {"required": ["count"], "properties": {"count": {"type": "integer"},
+                                                         "fraction": {"type": "null"}}}]})
 
     fraction: Annotated[float | None, Field(gt=0, le=1)] = None
     count: Annotated[int | None, Field(ge=1, le=10**10)] = None

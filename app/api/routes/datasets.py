@@ -5,19 +5,25 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Form, Query, Request, UploadFile, status
 
 from app.api.deps import Artifacts, CurrentTenant, Datasets, SettingsDep
-from app.api.errors import ApiError, not_found
+from app.api.errors import ApiError, error_responses, not_found
 from app.api.schemas import DatasetPublic, DatasetRows, DatasetsPublic
 from core.artifacts import Keys
 from core.celery_app import TASK_VALIDATE, celery_app
 from core.contract import DatasetOptions, open_dataset
 from core.records import new_id
+from isa.ingest.readers import FILE_FORMATS
+from isa.ingest.shapes import SHAPES
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+FileFormat = Literal[FILE_FORMATS]  # type: ignore[valid-type]
+Shape = Literal[SHAPES]  # type: ignore[valid-type]
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"],
+                   responses=error_responses(401, 422, 503))
 _CHUNK = 1 << 20
 #: characters of each text a preview shows (the rows can be far longer)
 PREVIEW_CHARS = 2000
@@ -27,16 +33,18 @@ def _public(doc: dict[str, Any]) -> DatasetPublic:
     return DatasetPublic.model_validate(doc)
 
 
-@router.post("", response_model=DatasetPublic, status_code=status.HTTP_201_CREATED)
+@router.post("", response_model=DatasetPublic, status_code=status.HTTP_201_CREATED,
+             responses=error_responses(400, 413, 429))
 async def upload_dataset(
     request: Request, tenant: CurrentTenant, datasets: Datasets, artifacts: Artifacts,
     settings: SettingsDep, file: UploadFile,
-    format: Annotated[str | None, Form()] = None,
-    shape: Annotated[str | None, Form()] = None,
+    # not "X | None": a multipart form has no null, only absent fields
+    format: Annotated[FileFormat, Form()] = None,  # type: ignore[assignment]
+    shape: Annotated[Shape, Form()] = None,  # type: ignore[assignment]
     column_map: Annotated[str | None, Form(description='JSON, e.g. {"prompt": "question"}')]
     = None,
     id_field: Annotated[str | None, Form()] = None,
-    on_invalid: Annotated[str, Form()] = "fail",
+    on_invalid: Annotated[Literal["fail", "skip"], Form()] = "fail",
 ) -> DatasetPublic:
     """Upload a preference data file; it is validated by a worker (poll ``status``)."""
     length = request.headers.get("content-length")
@@ -115,7 +123,7 @@ def list_datasets(tenant: CurrentTenant, datasets: Datasets,
     return DatasetsPublic(data=[_public(d) for d in docs], count=count)
 
 
-@router.get("/{dataset_id}", response_model=DatasetPublic)
+@router.get("/{dataset_id}", response_model=DatasetPublic, responses=error_responses(404))
 def get_dataset(dataset_id: str, tenant: CurrentTenant, datasets: Datasets) -> DatasetPublic:
     doc = datasets.get(dataset_id, tenant)
     if doc is None:
@@ -123,7 +131,8 @@ def get_dataset(dataset_id: str, tenant: CurrentTenant, datasets: Datasets) -> D
     return _public(doc)
 
 
-@router.get("/{dataset_id}/rows", response_model=DatasetRows)
+@router.get("/{dataset_id}/rows", response_model=DatasetRows,
+            responses=error_responses(404, 409))
 def preview_rows(dataset_id: str, tenant: CurrentTenant, datasets: Datasets,
                  artifacts: Artifacts, settings: SettingsDep,
                  offset: Annotated[int, Query(ge=0)] = 0,
@@ -155,7 +164,8 @@ def preview_rows(dataset_id: str, tenant: CurrentTenant, datasets: Datasets,
     return DatasetRows(data=rows, offset=offset, limit=limit)
 
 
-@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT,
+               responses=error_responses(404))
 def delete_dataset(dataset_id: str, tenant: CurrentTenant, datasets: Datasets,
                    artifacts: Artifacts) -> None:
     doc = datasets.get(dataset_id, tenant)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hmac
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily
+from pydantic import BaseModel
 
 from app.api.deps import Datasets, Jobs, MetricsStore, RedisDep, SettingsDep
-from app.api.errors import ApiError
+from app.api.errors import ApiError, error_responses
 from app.metrics import REGISTRY
 from core.celery_app import celery_app
 
@@ -29,13 +31,27 @@ def _check_metrics_access(request: Request, key: str | None) -> None:
                        "'Authorization: Bearer <key>'")
 
 
-@router.get("/healthz")
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, Any]
+
+
+_PROMETHEUS = {"description": "Prometheus text exposition format",
+               "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}
+
+
+@router.get("/healthz", response_model=Health)
 def healthz() -> dict[str, str]:
     """The process is up."""
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=Readiness,
+            responses={503: {"model": Readiness, "description": "not ready"}})
 def readyz(r: RedisDep) -> JSONResponse:
     """Redis answers and at least one worker replies to a ping."""
     checks: dict[str, object] = {}
@@ -54,7 +70,8 @@ def readyz(r: RedisDep) -> JSONResponse:
                         status_code=200 if ready else 503)
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=Response,
+            responses={200: _PROMETHEUS, **error_responses(401, 403, 503)})
 def metrics(request: Request, jobs: Jobs, datasets: Datasets, store: MetricsStore,
             settings: SettingsDep) -> Response:
     """Prometheus text format: HTTP requests of this process, plus job/data set counts,

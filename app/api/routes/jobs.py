@@ -17,7 +17,7 @@ from app.api.deps import (
     Jobs,
     SettingsDep,
 )
-from app.api.errors import ApiError, not_found
+from app.api.errors import ApiError, error_responses, not_found
 from app.api.schemas import JobPublic, JobsPublic
 from core.artifacts import SCORES, ArtifactStore, Keys, ResultFormat, result_format
 from core.celery_app import TASK_FOR_JOB_TYPE, celery_app, gpu_queue_served
@@ -27,11 +27,16 @@ from core.webhooks import check_callback_url
 from isa.align.models import ModelRegistry
 from isa.errors import ConfigError
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 422, 503))
+_FILES = {"content": {m: {"schema": {"type": "string", "format": "binary"}} for m in (
+    "application/x-ndjson", "application/vnd.apache.parquet", "application/json",
+    "image/png", "application/zip")}, "description": "the file, streamed"}
 
 
 @router.post("", response_model=JobPublic, status_code=status.HTTP_201_CREATED,
-             responses={200: {"description": "an Idempotency-Key replay"}})
+             responses={200: {"description": "an Idempotency-Key replay",
+                              "model": JobPublic},
+                        **error_responses(400, 404, 409, 413, 429)})
 def create_job(body: JobRequest, response: Response, tenant: CurrentTenant, jobs: Jobs,
                datasets: Datasets, idem: Idempotency, settings: SettingsDep,
                idempotency_key: Annotated[str | None, Header(max_length=255)] = None
@@ -135,7 +140,7 @@ def list_jobs(tenant: CurrentTenant, jobs: Jobs,
     return JobsPublic(data=[job_public(d) for d in docs], count=count)
 
 
-@router.get("/{job_id}", response_model=JobPublic)
+@router.get("/{job_id}", response_model=JobPublic, responses=error_responses(404))
 async def get_job(job_id: str, tenant: CurrentTenant, jobs: AsyncJobs) -> JobPublic:
     doc = await jobs.get(job_id, tenant)
     if doc is None:
@@ -143,7 +148,8 @@ async def get_job(job_id: str, tenant: CurrentTenant, jobs: AsyncJobs) -> JobPub
     return job_public(doc)
 
 
-@router.post("/{job_id}/cancel", response_model=JobPublic)
+@router.post("/{job_id}/cancel", response_model=JobPublic,
+             responses=error_responses(400, 404, 409, 413))
 def cancel_job(job_id: str, tenant: CurrentTenant, jobs: Jobs) -> JobPublic:
     """Queued jobs are cancelled at once; running ones stop at their next batch."""
     doc = jobs.get(job_id, tenant)
@@ -186,7 +192,8 @@ def _finished(jobs: Jobs, job_id: str, tenant: str) -> dict[str, Any]:
     return doc
 
 
-@router.get("/{job_id}/result", response_class=StreamingResponse)
+@router.get("/{job_id}/result", response_class=StreamingResponse,
+            responses={200: _FILES, **error_responses(404, 409)})
 def job_result(job_id: str, tenant: CurrentTenant, jobs: Jobs, artifacts: Artifacts,
                format: Annotated[str | None, Query(
                    pattern="^(jsonl|parquet|trl|kto|openai|json|png|archive)$")] = None
@@ -205,7 +212,11 @@ def job_result(job_id: str, tenant: CurrentTenant, jobs: Jobs, artifacts: Artifa
     return _stream(artifacts, job_id, fmt, f"{job_id}-{name}")
 
 
-@router.get("/{job_id}/scores", response_class=StreamingResponse)
+@router.get("/{job_id}/scores", response_class=StreamingResponse,
+            responses={200: {"description": "Parquet", "content": {
+                "application/vnd.apache.parquet": {"schema": {"type": "string",
+                                                              "format": "binary"}}}},
+                       **error_responses(404, 409)})
 def job_scores(job_id: str, tenant: CurrentTenant, jobs: Jobs,
                artifacts: Artifacts) -> StreamingResponse:
     """Per-row scores as Parquet: row_id, score, rank, selected and method details."""

@@ -6,12 +6,13 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.api.deps import CurrentTenant, SettingsDep, Webhooks
-from app.api.errors import ApiError
+from app.api.errors import ApiError, error_responses
 from core.webhooks import check_callback_url
 from isa.errors import ConfigError
 from isa.remote.contract import WebhookPublic, WebhookUpdate
 
-router = APIRouter(prefix="/v1/webhook", tags=["webhooks"])
+router = APIRouter(prefix="/v1/webhook", tags=["webhooks"],
+                   responses=error_responses(401, 422, 503))
 
 
 @router.get("", response_model=WebhookPublic)
@@ -20,7 +21,7 @@ def get_webhook(tenant: CurrentTenant, hooks: Webhooks) -> WebhookPublic:
     return WebhookPublic(**hooks.get(tenant))
 
 
-@router.put("", response_model=WebhookPublic)
+@router.put("", response_model=WebhookPublic, responses=error_responses(400, 413))
 def set_webhook(body: WebhookUpdate, tenant: CurrentTenant, hooks: Webhooks,
                 settings: SettingsDep) -> WebhookPublic:
     """Register the tenant's URL (``null`` removes it). Same address rule as a job's
@@ -33,7 +34,7 @@ def set_webhook(body: WebhookUpdate, tenant: CurrentTenant, hooks: Webhooks,
     return WebhookPublic(**hooks.set_url(tenant, body.url))
 
 
-@router.post("/rotate-secret", response_model=WebhookPublic)
+@router.post("/rotate-secret", response_model=WebhookPublic, responses=error_responses(400, 413))
 def rotate_secret(tenant: CurrentTenant, hooks: Webhooks) -> WebhookPublic:
     """A new signing secret; deliveries from now on are signed with it."""
     return WebhookPublic(**hooks.rotate_secret(tenant))
