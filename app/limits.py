@@ -3,8 +3,9 @@
 A declared ``Content-Length`` above the limit is refused before a byte is read; a chunked
 body is refused as soon as it crosses the limit — not after the whole of it has been
 spooled to disk, which is when a route could first look at its size. Uploads
-(``POST /v1/datasets``) get ``max_upload_bytes`` (plus room for the multipart framing),
-every other request ``max_body_bytes``.
+(``POST /v1/datasets``, and the dashboard's form at ``POST /ui/datasets``) get
+``max_upload_bytes`` (plus room for the multipart framing), every other request
+``max_body_bytes``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from core.settings import get_settings
 
 #: multipart boundaries and form fields around an upload's file bytes
 MULTIPART_SLACK = 64 * 1024
+#: the upload endpoints: the API's and the dashboard's form (app/ui)
+UPLOAD_PATHS = ("/v1/datasets", "/ui/datasets")
 
 
 class BodyTooLarge(HTTPException):
@@ -51,7 +54,7 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         s = get_settings()
-        upload = scope["method"] == "POST" and scope["path"].rstrip("/") == "/v1/datasets"
+        upload = scope["method"] == "POST" and scope["path"].rstrip("/") in UPLOAD_PATHS
         limit = s.max_upload_bytes if upload else s.max_body_bytes
         allowed = limit + (MULTIPART_SLACK if upload else 0)
         declared = dict(scope.get("headers") or []).get(b"content-length")

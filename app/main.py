@@ -8,6 +8,7 @@ from app.api.errors import install_error_handlers
 from app.api.routes import datasets, health, jobs, webhooks
 from app.limits import BodyLimitMiddleware
 from app.metrics import MetricsMiddleware
+from app.ui import routes as ui
 
 
 def create_app() -> FastAPI:
@@ -21,6 +22,7 @@ def create_app() -> FastAPI:
     app.include_router(datasets.router)
     app.include_router(jobs.router)
     app.include_router(webhooks.router)
+    ui.install(app)  # the browser dashboard at /ui (not part of the OpenAPI contract)
     return app
 
 

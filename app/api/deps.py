@@ -102,10 +102,20 @@ async def get_tenant(s: SettingsDep,
     if not key:
         raise ApiError(401, "missing_api_key", "send an API key in X-API-Key or "
                        "'Authorization: Bearer <key>'")
+    tenant = tenant_of_key(s, key)
+    if tenant is None:
+        raise ApiError(401, "invalid_api_key", "the API key is not valid")
+    return tenant
+
+
+def tenant_of_key(s: Settings, key: str) -> str | None:
+    """The tenant whose API key is ``key`` (compared in constant time), or None. The one
+    check both the API (headers) and the dashboard's login use."""
+    found = None
     for known, tenant in s.tenants_by_key().items():
-        if hmac.compare_digest(known.encode(), key.encode()):
-            return tenant
-    raise ApiError(401, "invalid_api_key", "the API key is not valid")
+        if hmac.compare_digest(known.encode(), key.encode()) and found is None:
+            found = tenant
+    return found
 
 
 CurrentTenant = Annotated[str, Depends(get_tenant)]

@@ -1,0 +1,277 @@
+"""The browser dashboard at /ui, driven in a real headless Chromium (Playwright pointed at
+the system's chromium, e.g. Debian's package) against the real service: log in, upload,
+watch the data set validate, start a select job, see it finish on its own, browse the
+subset; and the tenant walls, the login redirect and the refusal of cross-site forms."""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.conftest import HH_SAMPLE, ROOT
+
+SCREENSHOT = ROOT / "bench" / "results" / "dashboard.png"
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def _chromium() -> str:
+    for name in CHROMIUM_NAMES:
+        if path := shutil.which(name):
+            return path
+    pytest.skip("no Chromium found (looked for " + ", ".join(CHROMIUM_NAMES) + "); install "
+                "it with `apt-get install -y chromium chromium-driver` (.ci/run does)")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    executable = _chromium()
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="the playwright package is missing: pip install "
+        "-e '.[dev]' (its browsers are not needed: the system's Chromium is used)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=executable, headless=True,
+                              args=["--no-sandbox", "--disable-dev-shm-usage"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def expect():
+    from playwright.sync_api import expect as _expect
+
+    _expect.set_options(timeout=30_000)
+    return _expect
+
+
+def _login(context, key: str):
+    page = context.new_page()
+    page.goto("/ui/login")
+    page.fill("#api_key", key)
+    page.click("#login")
+    return page
+
+
+def test_upload_select_and_browse_the_subset_in_a_browser(service, browser, expect,
+                                                          tmp_path):
+    context = browser.new_context(base_url=service.base_url,
+                                  viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        # no session yet: the dashboard sends the browser to the login form
+        page.goto("/ui")
+        expect(page).to_have_url(re.compile(r"/ui/login\?next=/ui$"))
+        page.fill("#api_key", "key-a")
+        page.click("#login")
+        expect(page).to_have_url(re.compile(r"/ui$"))
+        expect(page.locator("#tenant")).to_have_text("tenant-a")
+        (cookie,) = context.cookies()
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        assert "key-a" not in cookie["value"]  # a session token, not the API key
+
+        # upload through the form; the data set page reloads itself until validated
+        page.set_input_files("#upload-file", str(HH_SAMPLE))
+        page.click("#upload")
+        expect(page).to_have_url(re.compile(r"/ui/datasets/ds_[0-9a-f]+$"))
+        dataset_id = page.url.rsplit("/", 1)[1]
+        expect(page.locator("#status")).to_have_text("ready", timeout=180_000)
+        expect(page.locator("#rows")).to_have_text("600")
+        expect(page.locator("#report")).to_contain_text("Rows valid")
+
+        # start a select job from the data set page
+        page.select_option("#job-method", "random")
+        page.fill("#job-budget", "5%")
+        page.fill("#job-max-seq", "128")
+        page.click("#start-job")
+        expect(page).to_have_url(re.compile(r"/ui/jobs/job_[0-9a-f]+$"))
+        job_id = page.url.rsplit("/", 1)[1]
+        # nothing here reloads the page: it refreshes itself while the job runs
+        expect(page.locator("#status")).to_have_text("succeeded", timeout=300_000)
+        expect(page.locator("#result")).to_contain_text("rows_selected")
+
+        # the subset browser: the 30 kept rows (5% of 600) by rank, with their texts
+        table = page.locator("#subset-table tbody tr")
+        expect(table).to_have_count(30)
+        ranks = page.locator("#subset-table td.rank").all_inner_texts()
+        assert [int(r) for r in ranks] == list(range(1, 31))
+        row_ids = page.locator("#subset-table td.row-id").all_inner_texts()
+        expect(page.locator("#subset-table")).to_contain_text("prompt:")
+        expect(page.locator("#subset-table")).to_contain_text("chosen:")
+
+        # the same job and rows as the API has, created through the API's rules
+        with service.client("key-a") as api:
+            job = api.get(f"/v1/jobs/{job_id}").json()
+            assert job["status"] == "succeeded"
+            assert job["request"]["dataset_id"] == dataset_id
+            assert job["request"]["method"] == "random"
+            assert job["request"]["budget"] == {"fraction": 0.05, "count": None}
+            assert job["request"]["encoder"]["max_seq_length"] == 128
+            import pyarrow.parquet as pq
+
+            scores = pq.read_table(io.BytesIO(api.get(f"/v1/jobs/{job_id}/scores").content))
+            kept = sorted((r["rank"], r["row_id"]) for r in scores.to_pylist()
+                          if r["selected"])
+            assert [rid for _, rid in kept] == row_ids
+
+        # the scores download works through the dashboard's own route
+        with page.expect_download() as download:
+            page.click(f"a[href='/ui/jobs/{job_id}/files/scores']")
+        assert download.value.suggested_filename == f"{job_id}-scores.parquet"
+
+        # and the front page lists both, newest first
+        page.goto("/ui")
+        expect(page.locator("#datasets")).to_contain_text(dataset_id)
+        expect(page.locator("#jobs tbody tr").first).to_contain_text(job_id)
+
+        page.goto(f"/ui/jobs/{job_id}")
+        expect(page.locator("#status")).to_have_text("succeeded")
+        shot = tmp_path / "dashboard.png"
+        # the top of the page: the job, its result and the first kept rows
+        page.screenshot(path=str(shot), full_page=True,
+                        clip={"x": 0, "y": 0, "width": 1280, "height": 1500})
+        data = shot.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, SCREENSHOT)
+        assert SCREENSHOT.stat().st_size == len(data)
+    finally:
+        context.close()
+
+
+def test_tenants_sessions_and_cross_site_forms(service, browser, expect):
+    # tenant-a's records, made through the API
+    with service.client("key-a") as api:
+        ds = service.wait_dataset(api, service.upload(api, HH_SAMPLE)["id"], timeout=180)
+        assert ds["status"] == "ready", ds
+        r = api.post("/v1/jobs", json={"type": "select", "dataset_id": ds["id"],
+                                       "method": "random", "budget": {"count": 5}})
+        assert r.status_code == 201, r.text
+        job_id = r.json()["id"]
+        service.wait_job(api, job_id, timeout=300)
+
+    # tenant-b sees none of it: each page answers 404 exactly like a missing record
+    context = browser.new_context(base_url=service.base_url)
+    try:
+        page = _login(context, "key-b")
+        expect(page.locator("#tenant")).to_have_text("tenant-b")
+        expect(page.locator("body")).not_to_contain_text(ds["id"])
+        expect(page.locator("body")).not_to_contain_text(job_id)
+        for path, missing in ((f"/ui/jobs/{job_id}", "/ui/jobs/job_0000"),
+                              (f"/ui/datasets/{ds['id']}", "/ui/datasets/ds_0000"),
+                              (f"/ui/jobs/{job_id}/plot.png", "/ui/jobs/job_0000/plot.png"),
+                              (f"/ui/jobs/{job_id}/files/scores",
+                               "/ui/jobs/job_0000/files/scores")):
+            theirs, nothing = page.request.get(path), page.request.get(missing)
+            assert theirs.status == nothing.status == 404, path
+            other_id = path.split("/")[3]
+            assert theirs.text().replace(other_id, "X") == \
+                nothing.text().replace(missing.split("/")[3], "X")
+        # nor can tenant-b act on it
+        assert page.request.post(f"/ui/jobs/{job_id}/cancel",
+                                 headers={"Origin": service.base_url}).status == 404
+        # logging out ends the session
+        page.click("text=Log out")
+        expect(page).to_have_url(re.compile(r"/ui/login$"))
+        page.goto("/ui")
+        expect(page).to_have_url(re.compile(r"/ui/login"))
+    finally:
+        context.close()
+
+    # no cookie: any page sends the browser to the login form, and back after it
+    context = browser.new_context(base_url=service.base_url)
+    try:
+        page = context.new_page()
+        response = page.goto(f"/ui/datasets/{ds['id']}")
+        assert response.request.redirected_from is not None
+        assert response.request.redirected_from.response().status == 303
+        expect(page).to_have_url(re.compile(r"/ui/login\?next=/ui/datasets/"))
+        # a wrong key: the login page says so, and no session is made
+        page.fill("#api_key", "not-a-key")
+        page.click("#login")
+        expect(page.locator("#login-error")).to_contain_text("not valid")
+        assert context.cookies() == []
+        # the right key lands on the page first asked for
+        page.fill("#api_key", "key-a")
+        page.click("#login")
+        expect(page).to_have_url(re.compile(rf"/ui/datasets/{ds['id']}$"))
+        expect(page.locator("#status")).to_have_text("ready")
+    finally:
+        context.close()
+
+    # a form posted from another site is refused even with a valid session
+    with httpx.Client(base_url=service.base_url, timeout=60) as http:
+        r = http.post("/ui/login", data={"api_key": "key-a"},
+                      headers={"Origin": service.base_url})
+        assert r.status_code == 303 and "isa_ui_session" in http.cookies
+        assert http.get("/ui").status_code == 200
+        for origin in ("http://evil.example", "null", None):
+            headers = {"Origin": origin} if origin else {}
+            r = http.post(f"/ui/jobs/{job_id}/cancel", headers=headers)
+            assert r.status_code == 403, origin
+            r = http.post(f"/ui/datasets/{ds['id']}/jobs", headers=headers,
+                          data={"method": "random", "budget": "5%"})
+            assert r.status_code == 403, origin
+        r = http.post("/ui/login", data={"api_key": "key-a"},
+                      headers={"Referer": "http://evil.example/page"})
+        assert r.status_code == 403
+        # a login may only send the browser on within the dashboard
+        r = http.post("/ui/login", data={"api_key": "key-a", "next": "//evil.example/x"},
+                      headers={"Origin": service.base_url})
+        assert r.status_code == 303 and r.headers["location"] == "/ui"
+
+
+
+def test_subset_pages_details_and_escaping(tmp_path):
+    """The pages' own logic, without a browser: the subset browser pages by rank and shows
+    the method's columns, and every value is escaped."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from app.ui import routes as ui
+    from core.artifacts import ArtifactStore, Keys
+
+    store, n = ArtifactStore(str(tmp_path)), 300
+    with store.open_write(Keys.job_file("job_x", "scores.parquet")) as fh:
+        pq.write_table(pa.table({
+            "row_id": [f"r{i}" for i in range(n)], "source_row": list(range(n)),
+            "score": [float(i) for i in range(n)], "rank": [n - i for i in range(n)],
+            "selected": [i >= n - 120 for i in range(n)], "margin": [0.5] * n}), fh)
+
+    class NoDatasets:
+        def get(self, *_):
+            return None
+
+    job = {"id": "job_x", "type": "select", "status": "succeeded", "stage": "done",
+           "created_at": 0.0, "request": {"dataset_id": "ds_x", "method": "margin",
+                                          "budget": {"count": 120}},
+           "result": {"rows_selected": 120, "files": {"scores": "scores.parquet"}}}
+    subset = ui._subset(store, None, NoDatasets(), "t", job, page=3)
+    assert (subset["total"], subset["page"], subset["pages"]) == (120, 3, 3)
+    assert [r["rank"] for r in subset["rows"]] == list(range(101, 121))
+    assert subset["details"] == ["margin"]
+    assert ui._subset(store, None, NoDatasets(), "t", job, page=99)["page"] == 3
+    html = ui._page("job.html", tenant="t", job=ui._job_view(job), files=["scores"],
+                    summary={"rows_selected": 120}, plot=False, subset=subset,
+                    refresh=None, can_cancel=False).body.decode()
+    assert "page 3 of 3" in html and 'id="prev"' in html and 'id="next"' not in html
+    assert "<code>margin</code> 0.5" in html and "120 rows" in html
+
+    ds = {"id": "ds_x", "status": "invalid", "filename": "<script>alert(1)</script>.jsonl",
+          "size_bytes": 10, "sha256": "ab", "options": {}, "created_at": 0.0,
+          "rows_read": 3, "rows_valid": 1, "rows_skipped": 2,
+          "error": {"code": "invalid_rows", "message": "<b>bad</b>", "details": {}},
+          "report": {"rows_read": 3, "rows_valid": 1, "rows_skipped": 2,
+                     "skipped_by_code": {"missing_field": 2},
+                     "skipped": [{"code": "missing_field", "reason": "no 'chosen'",
+                                  "line": 2}], "skipped_listed_truncated": False}}
+    html = ui._page("dataset.html", tenant="t", ds=ds, jobs=[], refresh=None, methods={},
+                    error=None, form={}).body.decode()
+    assert "<script>" not in html and "&lt;script&gt;alert(1)" in html
+    assert "<b>bad</b>" not in html and "no &#39;chosen&#39;" in html
+    assert "Start a select job" not in html  # an invalid data set takes no job
