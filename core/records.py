@@ -249,6 +249,14 @@ class DatasetStore(RecordStore):
         super().create(tenant, record_id, status, fields)
         self.r.incrby(self._bytes_key(tenant), int(fields.get("size_bytes", 0)))
 
+    def set_size(self, record_id: str, tenant: str, size: int) -> None:
+        """An imported file's size, once read (counted against the tenant's quota)."""
+        old = int(self.r.hget(self.key(record_id), "size_bytes") or 0)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(self.key(record_id), "size_bytes", size)
+        pipe.incrby(self._bytes_key(tenant), size - old)
+        pipe.execute()
+
     def delete(self, record_id: str, tenant: str) -> None:
         size = self.r.hget(self.key(record_id), "size_bytes")
         super().delete(record_id, tenant)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -72,16 +73,29 @@ class Settings(BaseSettings):
     #: a task running longer is stopped and its job fails with time_limit_exceeded
     task_time_limit_s: int = 6 * 3600
 
-    # webhooks (core/webhooks.py)
-    #: networks (CIDRs) callback URLs may resolve to although they are not public, e.g.
+    # calls the service makes to URLs its users name (webhooks, MLflow servers)
+    #: networks (CIDRs) such URLs may resolve to although they are not public, e.g.
     #: ["10.0.0.0/8"] for receivers inside the deployment; empty: public addresses only
-    webhook_allowed_networks: list[str] = Field(default_factory=list)
+    outbound_allowed_networks: list[str] = Field(default_factory=list)
     #: seconds one delivery attempt may take
     webhook_timeout_s: float = 10.0
     #: attempts per event; waits between them grow 4× from ``webhook_retry_base_s``
     #: (5 s, 20 s, 80 s, 320 s, 1280 s: about 28 minutes in all)
     webhook_max_attempts: int = 6
     webhook_retry_base_s: float = 5.0
+
+    # data sets imported from a URL (core/imports.py)
+    #: URL prefixes imports may read, e.g. ["s3://team-data/", "https://example.org/d/"];
+    #: empty: imports are off
+    import_allowed_urls: list[str] = Field(default_factory=list)
+    #: fsspec options per scheme, e.g. {"s3": {"endpoint_url": "http://minio:9000",
+    #: "key": "…", "secret": "…"}} (the server's credentials; callers never send any)
+    import_storage_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    # MLflow tracking (workers/tracking.py): set, every finished job logs a run there; a
+    # job may name its own server (public addresses only) and experiment
+    mlflow_tracking_uri: str | None = None
+    mlflow_experiment: str = "isa"
 
     def tenants_by_key(self) -> dict[str, str]:
         keys = dict(self.api_keys)

@@ -6,7 +6,7 @@ with a per-tenant secret ``whsec_<base64>``. Any Standard Webhooks library verif
 
 Callback URLs that resolve to loopback, private, link-local or otherwise non-global
 addresses are refused (when the job is created, and again before every delivery, since
-DNS may change) unless ``Settings.webhook_allowed_networks`` names their network: a
+DNS may change) unless ``Settings.outbound_allowed_networks`` names their network: a
 webhook must not let a caller probe the network behind the service.
 """
 
@@ -42,13 +42,15 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
 
-def check_callback_url(url: str, allowed_networks: Sequence[str] = ()) -> list[str]:
-    """The addresses ``url`` resolves to; ``ConfigError`` (``invalid_callback_url``) when
-    it is not http(s), carries credentials, does not resolve, or resolves to an address
-    that is not global and not inside one of ``allowed_networks`` (CIDRs)."""
+def check_callback_url(url: str, allowed_networks: Sequence[str] = (), *,
+                       field: str = "callback_url",
+                       code: str = "invalid_callback_url") -> list[str]:
+    """The addresses ``url`` resolves to; ``ConfigError`` (``code``) when it is not
+    http(s), carries credentials, does not resolve, or resolves to an address that is not
+    global and not inside one of ``allowed_networks`` (CIDRs). Every URL the service
+    calls on a user's behalf passes here (webhooks, MLflow servers)."""
     def refuse(why: str) -> ConfigError:
-        return ConfigError(f"callback_url {url!r} is refused: {why}",
-                           code="invalid_callback_url", field="callback_url")
+        return ConfigError(f"{field} {url!r} is refused: {why}", code=code, field=field)
 
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:

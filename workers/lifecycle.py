@@ -25,6 +25,7 @@ from isa.ingest.dataset import PreferenceFile
 from workers.context import WorkerContext, context
 from workers.redact import scrub
 from workers.supervisor import heartbeat
+from workers.tracking import track_job
 
 
 class JobCancelled(Exception):
@@ -74,12 +75,21 @@ class JobRun:
         return self.ctx.jobs.status(self.id) != "running"
 
     def succeed(self, result: dict[str, Any], **fields: Any) -> None:
+        if self._tracked():
+            self.stage("tracking")
+        tracked = track_job(self.ctx, self.id, self.record, result)
+        if tracked is not None:
+            result = {**result, "mlflow": tracked}
         moved, prev = self.ctx.jobs.transition(self.id, "succeeded", finished_at=now(),
                                                stage="done", result=result, **fields)
         if moved:
             self.ctx.metrics.incr("jobs_succeeded")
         elif prev == "cancelling":  # a cancel arrived after the last check: honour it
             self.cancelled()
+
+    def _tracked(self) -> bool:
+        return bool((self.record["request"].get("mlflow") or {}).get("tracking_uri")
+                    or self.ctx.settings.mlflow_tracking_uri)
 
     def cancelled(self, **fields: Any) -> None:
         self.ctx.jobs.transition(self.id, "cancelled", finished_at=now(), **fields)

@@ -100,8 +100,20 @@ class MethodSpec(_Strict):
         make_method(self.method, **self.params)
 
 
+class MlflowSpec(_Strict):
+    """Where a job logs its MLflow run (beyond or instead of the server's own setting)."""
+
+    #: an http(s) MLflow server; default: the service's ``ISA_MLFLOW_TRACKING_URI``
+    tracking_uri: str | None = Field(default=None, max_length=2048,
+                                     pattern=r"^[hH][tT][tT][pP][sS]?://[^\s]+$")
+    experiment: str | None = Field(default=None, min_length=1, max_length=200)
+    run_name: str | None = Field(default=None, min_length=1, max_length=200)
+
+
 class _JobBase(_Strict):
     queue: Queue | None = None
+    #: log the finished job as an MLflow run (see ``MlflowSpec``)
+    mlflow: MlflowSpec | None = None
     #: POSTed the job's record, signed (Standard Webhooks), when the job ends; overrides
     #: the tenant's registered URL. Public addresses only, unless the server allows more.
     callback_url: str | None = Field(default=None, max_length=2048,
@@ -246,8 +258,16 @@ class DatasetPublic(BaseModel):
     rows_skipped: int | None = None
     report: dict[str, Any] | None = None
     error: ErrorInfo | None = None
+    #: where an imported data set was read from
+    source_url: str | None = None
     created_at: float
     updated_at: float
+
+
+class DatasetImport(DatasetOptions):
+    """A data set read from a URL the server allows (``import_allowed_urls``)."""
+
+    url: str = Field(min_length=1, max_length=2048, pattern=r"^[a-zA-Z][a-zA-Z0-9+.-]*://\S+$")
 
 
 class DatasetsPublic(BaseModel):

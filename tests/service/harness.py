@@ -22,7 +22,8 @@ import redis
 
 KEYS = {"key-a": "tenant-a", "key-b": "tenant-b", "dev-key": "local",  # dev-key: README tour
         # tenants of their own for tests that count what a tenant has
-        **{f"key-{name}": f"tenant-{name}" for name in ("client", "other", "retry", "async", "fuzz")}}
+        **{f"key-{name}": f"tenant-{name}"
+           for name in ("client", "other", "retry", "async", "fuzz")}}
 
 
 def _free_port() -> int:
@@ -143,6 +144,42 @@ class RedisServer:
         assert self.proc is not None
         self.proc.terminate()  # SIGTERM: redis flushes the append-only file and exits
         self.proc.wait(timeout=20)
+
+
+class S3Server:
+    """A local S3-compatible server process (moto's), for data set imports."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.port = folder, _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        exe = Path(sys.executable).parent / "moto_server"
+        self.log = (self.folder / "s3.log").open("wb")
+        self.proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(self.url, timeout=2)
+                return
+            except httpx.HTTPError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError((self.folder / "s3.log").read_text()) from None
+                time.sleep(0.3)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=20)
+
+    def storage_options(self) -> dict:
+        return {"endpoint_url": self.url, "key": "testing", "secret": "testing"}
+
+    def client(self):  # noqa: ANN201
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.url, aws_access_key_id="testing",
+                            aws_secret_access_key="testing", region_name="us-east-1")
 
 
 async def poll_concurrently(base_url: str, path: str, clients: int, seconds: float,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 
+from core.artifacts import Keys
 from core.celery_app import TASK_VALIDATE, celery_app
 from core.contract import open_dataset
+from core.imports import ImportTooLarge, copy_url
 from isa.errors import EngineError
 from workers.context import WorkerContext, context
 from workers.redact import scrub
@@ -22,7 +24,37 @@ def validate_dataset(dataset_id: str) -> str:
     if not moved:
         return prev
     with heartbeat(ctx.datasets, dataset_id, ctx.settings.heartbeat_interval_s):
+        if ds.get("source_url") and not ctx.artifacts.exists(ds["artifact"]):
+            ds = _import(ctx, dataset_id, ds)
+            if ds is None:
+                return "invalid"
         return _validate(ctx, dataset_id, ds)
+
+
+def _import(ctx: WorkerContext, dataset_id: str, ds: dict) -> dict | None:
+    """Read an imported data set's URL into the artifact store (the record, updated with
+    its size and digest), or fail the data set with a clear code (None)."""
+    s = ctx.settings
+    room = s.max_stored_bytes_per_tenant - ctx.datasets.stored_bytes(ds["tenant"])
+    limit = max(0, min(s.max_upload_bytes, room))
+    try:
+        with ctx.artifacts.open_write(ds["artifact"]) as out:
+            size, sha = copy_url(ds["source_url"], out, s, limit)
+    except ImportTooLarge:
+        error = {"code": "upload_too_large", "message": f"the file at the URL is larger "
+                 f"than the {limit:,} bytes allowed", "details": {"limit": limit}}
+    except EngineError as exc:
+        error = exc.to_dict()
+    except Exception as exc:  # noqa: BLE001 - a missing object, a refused connection
+        error = {"code": "import_failed", "message": f"could not read the URL: "
+                 f"{type(exc).__name__}: {str(exc)[:300]}", "details": {}}
+    else:
+        ctx.datasets.set_size(dataset_id, ds["tenant"], size)
+        ctx.datasets.update(dataset_id, sha256=sha)
+        return {**ds, "size_bytes": size, "sha256": sha}
+    ctx.artifacts.delete_prefix(Keys.dataset(dataset_id))  # no half-read file stays
+    ctx.datasets.transition(dataset_id, "invalid", error=scrub(error))
+    return None
 
 
 def _validate(ctx: WorkerContext, dataset_id: str, ds: dict) -> str:

@@ -58,7 +58,7 @@ def _attempt(ctx: WorkerContext, job: dict[str, Any], url: str,
     entry: dict[str, Any] = {"attempt": attempt, "at": time.time()}
     try:
         # checked again now: the name may resolve elsewhere than when the job was made
-        check_callback_url(url, ctx.settings.webhook_allowed_networks)
+        check_callback_url(url, ctx.settings.outbound_allowed_networks)
     except ConfigError as exc:
         return entry | {"error": exc.message}, "refused"
     public = job_public(job).model_dump(mode="json", exclude={"webhook"})

@@ -15,9 +15,12 @@ from app.api.schemas import DatasetPublic, DatasetRows, DatasetsPublic
 from core.artifacts import Keys
 from core.celery_app import TASK_VALIDATE, celery_app
 from core.contract import DatasetOptions, open_dataset
+from core.imports import check_import_url, file_name
 from core.records import new_id
+from isa.errors import ConfigError
 from isa.ingest.readers import FILE_FORMATS
 from isa.ingest.shapes import SHAPES
+from isa.remote.contract import DatasetImport
 
 FileFormat = Literal[FILE_FORMATS]  # type: ignore[valid-type]
 Shape = Literal[SHAPES]  # type: ignore[valid-type]
@@ -84,6 +87,36 @@ async def upload_dataset(
         })
         celery_app.send_task(TASK_VALIDATE, args=(dataset_id,), queue=settings.default_queue)
     except BaseException:  # Redis or the broker away: leave neither a file nor a record
+        _forget(datasets, artifacts, tenant, dataset_id)
+        raise
+    return _public(datasets.get(dataset_id))  # type: ignore[arg-type]
+
+
+@router.post("/import", response_model=DatasetPublic, status_code=status.HTTP_201_CREATED,
+             responses=error_responses(400, 413, 429))
+def import_dataset(body: DatasetImport, tenant: CurrentTenant, datasets: Datasets,
+                   artifacts: Artifacts, settings: SettingsDep) -> DatasetPublic:
+    """Create a data set from a URL (``s3://``, ``gs://``, ``https://`` …) under one of the
+    server's ``import_allowed_urls``; a worker reads it (same limits as an upload) and
+    validates it — poll ``status``."""
+    try:
+        check_import_url(body.url, settings)
+    except ConfigError as exc:
+        raise ApiError(422, exc.code, exc.message, **exc.details) from exc
+    used = datasets.stored_bytes(tenant)
+    if used >= settings.max_stored_bytes_per_tenant:
+        raise _over_quota(used, settings.max_stored_bytes_per_tenant)
+    dataset_id = new_id("ds")
+    name = file_name(body.url)
+    suffix = "".join(s for s in _suffixes(name) if s)
+    try:
+        datasets.create(tenant, dataset_id, "uploaded", {
+            "filename": name[:255], "size_bytes": 0, "sha256": "",
+            "artifact": Keys.upload(dataset_id, suffix), "source_url": body.url,
+            "options": DatasetOptions.model_validate(
+                body.model_dump(exclude={"url"})).model_dump()})
+        celery_app.send_task(TASK_VALIDATE, args=(dataset_id,), queue=settings.default_queue)
+    except BaseException:
         _forget(datasets, artifacts, tenant, dataset_id)
         raise
     return _public(datasets.get(dataset_id))  # type: ignore[arg-type]

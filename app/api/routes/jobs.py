@@ -49,8 +49,12 @@ def create_job(body: JobRequest, response: Response, tenant: CurrentTenant, jobs
         check_methods(body)
         if hasattr(body, "encoder"):
             body.encoder.check_model(settings.encoder_models)
-        if body.callback_url is not None:
-            check_callback_url(body.callback_url, settings.webhook_allowed_networks)
+        # URLs a worker will call: public addresses only (unless the server allows more)
+        if body.callback_url:
+            check_callback_url(body.callback_url, settings.outbound_allowed_networks)
+        if body.mlflow and body.mlflow.tracking_uri:
+            check_callback_url(body.mlflow.tracking_uri, settings.outbound_allowed_networks,
+                               field="mlflow.tracking_uri", code="invalid_tracking_uri")
     except ConfigError as exc:
         raise ApiError(422, exc.code, exc.message, **exc.details) from exc
     if isinstance(body, AlignJob):

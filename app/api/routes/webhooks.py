@@ -28,7 +28,7 @@ def set_webhook(body: WebhookUpdate, tenant: CurrentTenant, hooks: Webhooks,
     ``callback_url``: public addresses only, unless the server allows more."""
     if body.url is not None:
         try:
-            check_callback_url(body.url, settings.webhook_allowed_networks)
+            check_callback_url(body.url, settings.outbound_allowed_networks)
         except ConfigError as exc:
             raise ApiError(422, exc.code, exc.message, **exc.details) from exc
     return WebhookPublic(**hooks.set_url(tenant, body.url))

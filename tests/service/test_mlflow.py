@@ -1,0 +1,119 @@
+"""MLflow tracking against a real ``mlflow server`` process (sqlite backend, artifacts
+served by it): select, evaluate and align jobs log their runs; an unreachable server
+never fails a job; a tracking URI inside the network is refused like a webhook's."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import HH_SAMPLE
+
+FAST = {"name": "sentence", "max_seq_length": 128}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    exe = Path(sys.executable).parent / "mlflow"
+    if not exe.exists() and shutil.which("mlflow") is None:
+        pytest.skip("the mlflow server is not installed (pip install -e '.[dev]')")
+    folder, port = tmp_path_factory.mktemp("mlflow"), _free_port()
+    log = (folder / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [str(exe), "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+         "--artifacts-destination", str(folder / "artifacts"), "--serve-artifacts",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError((folder / "server.log").read_text()[-3000:])
+        time.sleep(0.5)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def _run(url: str, run_id: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=url)
+    return client, client.get_run(run_id)
+
+
+def test_select_evaluate_and_align_jobs_log_runs(service, mlflow_server):
+    c = service.client("key-a")
+    ds = service.wait_dataset(c, service.upload(c, HH_SAMPLE)["id"])
+    track = {"tracking_uri": mlflow_server, "experiment": "isa-tests"}
+
+    sel = service.wait_job(c, c.post("/v1/jobs", json={
+        "type": "select", "dataset_id": ds["id"], "method": "random", "budget": {"count": 30},
+        "encoder": FAST, "mlflow": {**track, "run_name": "my-select"}}).json()["id"])
+    assert sel["status"] == "succeeded", sel
+    client, run = _run(mlflow_server, sel["result"]["mlflow"]["run_id"])
+    assert run.info.run_name == "my-select" and run.info.status == "FINISHED"
+    assert run.data.params["method"] == "random" and run.data.params["budget.count"] == "30"
+    assert run.data.metrics["rows_selected"] == 30 and run.data.metrics["units"] == 600
+    assert run.data.metrics["selected_fraction"] == pytest.approx(0.05)
+    assert run.data.tags["isa.job_id"] == sel["id"]
+    assert client.list_artifacts(run.info.run_id) == []  # a subset stays in the service
+
+    ev = service.wait_job(c, c.post("/v1/jobs", json={
+        "type": "evaluate", "dataset_id": ds["id"], "method": "random",
+        "budget": {"fraction": 0.25}, "encoder": FAST, "mlflow": track}).json()["id"])
+    assert ev["status"] == "succeeded", ev
+    client, run = _run(mlflow_server, ev["result"]["mlflow"]["run_id"])
+    assert run.data.metrics["accuracy"] == pytest.approx(ev["result"]["accuracy"])
+    assert "length_rule_accuracy" in run.data.metrics
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"report.json",
+                                                                       "plot.png"}
+
+    al = service.wait_job(c, c.post("/v1/jobs", json={
+        "type": "align", "select_job_id": sel["id"], "mlflow": track,
+        "align": {"method": "dpo", "base_model": "tiny-llama-random", "max_steps": 4,
+                  "batch_size": 2, "max_length": 96, "learning_rate": 1e-3,
+                  "logging_steps": 1}}).json()["id"], timeout=600)
+    assert al["status"] == "succeeded", al
+    client, run = _run(mlflow_server, al["result"]["mlflow"]["run_id"])
+    steps = client.get_metric_history(run.info.run_id, "train.loss")
+    assert [m.step for m in steps] == [1, 2, 3, 4]  # the training log, per step
+    assert run.data.params["align.base_model"] == "tiny-llama-random"
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {
+        "metrics.json", "plot.png", "model.zip"}
+
+
+def test_an_unreachable_server_never_fails_the_job(service):
+    c = service.client("key-a")
+    ds = service.wait_dataset(c, service.upload(c, HH_SAMPLE)["id"])
+    dead = f"http://127.0.0.1:{_free_port()}"
+    job = service.wait_job(c, c.post("/v1/jobs", json={
+        "type": "select", "dataset_id": ds["id"], "method": "random", "budget": {"count": 3},
+        "mlflow": {"tracking_uri": dead}}).json()["id"])
+    assert job["status"] == "succeeded" and job["result"]["rows_selected"] == 3
+    assert "error" in job["result"]["mlflow"]
+
+
+def test_a_tracking_uri_inside_the_network_is_refused(service):
+    c = service.client("key-a")
+    r = c.post("/v1/jobs", json={"type": "select", "dataset_id": "ds_x", "budget": {"count": 1},
+                                 "mlflow": {"tracking_uri": "http://169.254.169.254/"}})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_tracking_uri"

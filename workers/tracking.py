@@ -1,0 +1,118 @@
+"""MLflow tracking of finished jobs. With ``ISA_MLFLOW_TRACKING_URI`` set, or a job's own
+``mlflow`` request field, a job that succeeds logs one MLflow run: its request as
+parameters, its numeric results as metrics (an align job's training log per step), and
+its result files as artifacts (evaluate/curve: the report JSON and the plot; align: the
+metrics JSON, the plot and the model/adapter archive). Select jobs log their method,
+budget and subset statistics only (a subset can be large; it stays in the service).
+
+Tracking never fails a job: an unreachable server is recorded on the job's result as
+``mlflow.error``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from core.artifacts import Keys, result_format
+from workers.context import WorkerContext
+
+logger = logging.getLogger("isa.tracking")
+#: result files logged per job type (select subsets are not)
+ARTIFACT_FORMATS = {"evaluate": ("json", "png"), "curve": ("json", "png"),
+                    "align": ("json", "png", "archive"), "select": ()}
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = value
+    return out
+
+
+def _params(request: dict[str, Any]) -> dict[str, str]:
+    flat = _flatten("", {k: v for k, v in request.items()
+                         if k not in ("mlflow", "callback_url") and v is not None}, {})
+    return {k: (json.dumps(v) if isinstance(v, list | bool) else str(v))[:500]
+            for k, v in flat.items() if v is not None}
+
+
+def _metrics(job_type: str, result: dict[str, Any]) -> dict[str, float]:
+    flat = _flatten("", {k: v for k, v in result.items() if k != "files"}, {})
+    out = {k: float(v) for k, v in flat.items()
+           if isinstance(v, int | float) and not isinstance(v, bool)}
+    if job_type == "select" and result.get("units"):
+        out["selected_fraction"] = result["rows_selected"] / result["units"]
+    return out
+
+
+def track_job(ctx: WorkerContext, job_id: str, record: dict[str, Any],
+              result: dict[str, Any]) -> dict[str, Any] | None:
+    """Log the finished job as an MLflow run; what the job's result records of it (the run
+    and experiment ids, or the error), or None when tracking is off for the job."""
+    spec = record["request"].get("mlflow") or {}
+    uri = spec.get("tracking_uri") or ctx.settings.mlflow_tracking_uri
+    if not uri:
+        return None
+    try:
+        return _log_run(ctx, job_id, record, result, uri, spec)
+    except Exception as exc:  # noqa: BLE001 - tracking must not fail the job
+        logger.warning("MLflow tracking of job %s failed: %s", job_id, exc)
+        return {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+
+
+def _log_run(ctx: WorkerContext, job_id: str, record: dict[str, Any],
+             result: dict[str, Any], uri: str, spec: dict[str, Any]) -> dict[str, Any]:
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    name = spec.get("experiment") or ctx.settings.mlflow_experiment
+    exp = client.get_experiment_by_name(name)
+    exp_id = exp.experiment_id if exp is not None else client.create_experiment(name)
+    job_type = record["type"]
+    run = client.create_run(exp_id, run_name=spec.get("run_name") or f"{job_type}-{job_id}",
+                            tags={"isa.job_id": job_id, "isa.job_type": job_type,
+                                  "isa.tenant": record["tenant"]})
+    run_id = run.info.run_id
+    try:
+        ts = int(record.get("created_at", 0) * 1000)
+        metrics = [Metric(k, v, ts, 0) for k, v in _metrics(job_type, result).items()]
+        params = [Param(k, v) for k, v in _params(record["request"]).items()]
+        for i in range(0, max(len(params), len(metrics)), 100):  # MLflow's batch limits
+            client.log_batch(run_id, metrics=metrics[i:i + 100], params=params[i:i + 100],
+                             tags=[RunTag("isa.service", "isa-service")] if i == 0 else [])
+        with tempfile.TemporaryDirectory(dir=ctx.settings.data_dir) as tmp:
+            for fmt_name in ARTIFACT_FORMATS.get(job_type, ()):
+                fmt = result_format(job_type, fmt_name)
+                if fmt is None or fmt_name not in result.get("files", {}):
+                    continue
+                local = Path(tmp) / fmt.filename
+                with ctx.artifacts.open_read(Keys.job_file(job_id, fmt.filename)) as src, \
+                        local.open("wb") as dst:
+                    while block := src.read(1 << 20):
+                        dst.write(block)
+                client.log_artifact(run_id, str(local))
+                if job_type == "align" and fmt_name == "json":
+                    _log_training_steps(client, run_id, local)
+        client.set_terminated(run_id, "FINISHED")
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    return {"run_id": run_id, "experiment_id": exp_id, "experiment": name}
+
+
+def _log_training_steps(client: Any, run_id: str, metrics_json: Path) -> None:
+    """An align job's training log (TRL's, every ``logging_steps``) as per-step metrics."""
+    from mlflow.entities import Metric
+
+    history = json.loads(metrics_json.read_text()).get("history", [])
+    points = [Metric(f"train.{k}", float(v), 0, int(h["step"])) for h in history
+              for k, v in h.items() if k != "step" and isinstance(v, int | float)]
+    for i in range(0, len(points), 1000):
+        client.log_batch(run_id, metrics=points[i:i + 1000])
