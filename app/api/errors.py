@@ -124,10 +124,11 @@ def _allowed(app: FastAPI, request: Request) -> list[str]:
             pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path))
             methods = {m.upper() for m in ops}
             table.append((re.compile(f"^{pattern}$"), methods | ({"HEAD"} if "GET" in methods
-                                                                 else set())))
+                                                                 else set()), "{" not in path))
         app.state.allow_table = table
-    found: set[str] = set()
-    for pattern, methods in app.state.allow_table:
-        if pattern.match(request.url.path):
-            found |= methods
-    return sorted(found)
+    # a literal path (/v1/datasets/import) is its own resource, not an id of the
+    # templated one beside it (/v1/datasets/{dataset_id})
+    literal = [m for p, m, is_literal in app.state.allow_table
+               if is_literal and p.match(request.url.path)]
+    matches = literal or [m for p, m, _ in app.state.allow_table if p.match(request.url.path)]
+    return sorted(set().union(*matches)) if matches else []

@@ -105,10 +105,16 @@ def test_oversized_bodies_are_refused_while_streaming(service, tmp_path):
 def test_bad_read_options_make_the_data_set_invalid_not_stuck(service, tmp_path):
     c = service.client()
     path = write_jsonl(tmp_path / "x.jsonl", read_rows(ALPACA_SAMPLE, 5))
-    for form in ({"shape": "bogus"}, {"column_map": '{"nonsense": "prompt"}'}):
-        ds = service.wait_dataset(c, service.upload(c, path, **form)["id"], timeout=30)
-        assert ds["status"] == "invalid", ds
-        assert ds["error"]["code"] in ("unknown_shape", "invalid_column_map")
+    # an unknown shape is refused at the door: the form field is an enum in the schema
+    with open(path, "rb") as fh:
+        r = c.post("/v1/datasets", files={"file": ("x.jsonl", fh)}, data={"shape": "bogus"})
+    assert r.status_code == 422 and r.json()["error"]["details"]["errors"][0]["field"] == \
+        "body.shape"
+    # a column map only the file can refute: accepted, then invalid with its code
+    ds = service.wait_dataset(c, service.upload(
+        c, path, column_map='{"nonsense": "prompt"}')["id"], timeout=30)
+    assert ds["status"] == "invalid", ds
+    assert ds["error"]["code"] == "invalid_column_map"
 
 
 def test_errors_name_the_uploaded_file_never_a_server_path(service, tmp_path):

@@ -6,6 +6,7 @@ subset; and the tenant walls, the login redirect and the refusal of cross-site f
 from __future__ import annotations
 
 import io
+import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -137,9 +138,8 @@ def test_upload_select_and_browse_the_subset_in_a_browser(service, browser, expe
                         clip={"x": 0, "y": 0, "width": 1280, "height": 1500})
         data = shot.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
-        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(shot, SCREENSHOT)
-        assert SCREENSHOT.stat().st_size == len(data)
+        if os.environ.get("ISA_SAVE_SCREENSHOT"):  # refresh the committed one on request
+            shutil.copyfile(shot, SCREENSHOT)
     finally:
         context.close()
 

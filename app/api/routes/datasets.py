@@ -27,6 +27,10 @@ Shape = Literal[SHAPES]  # type: ignore[valid-type]
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"],
                    responses=error_responses(401, 422, 503))
+#: OpenAPI links from a created data set to its other operations
+_LINKS = {name: {"operationId": op, "parameters": {"dataset_id": "$response.body#/id"}}
+          for name, op in (("GetDataset", "get_dataset"), ("PreviewRows", "preview_rows"),
+                           ("DeleteDataset", "delete_dataset"))}
 _CHUNK = 1 << 20
 #: characters of each text a preview shows (the rows can be far longer)
 PREVIEW_CHARS = 2000
@@ -37,7 +41,9 @@ def _public(doc: dict[str, Any]) -> DatasetPublic:
 
 
 @router.post("", response_model=DatasetPublic, status_code=status.HTTP_201_CREATED,
-             responses=error_responses(400, 413, 429))
+             operation_id="upload_dataset",
+             responses={201: {"description": "the data set, to be validated",
+                              "links": _LINKS}, **error_responses(400, 413, 429)})
 async def upload_dataset(
     request: Request, tenant: CurrentTenant, datasets: Datasets, artifacts: Artifacts,
     settings: SettingsDep, file: UploadFile,
@@ -93,7 +99,9 @@ async def upload_dataset(
 
 
 @router.post("/import", response_model=DatasetPublic, status_code=status.HTTP_201_CREATED,
-             responses=error_responses(400, 413, 429))
+             operation_id="import_dataset",
+             responses={201: {"description": "the data set, to be read and validated",
+                              "links": _LINKS}, **error_responses(400, 413, 429)})
 def import_dataset(body: DatasetImport, tenant: CurrentTenant, datasets: Datasets,
                    artifacts: Artifacts, settings: SettingsDep) -> DatasetPublic:
     """Create a data set from a URL (``s3://``, ``gs://``, ``https://`` …) under one of the
@@ -156,7 +164,8 @@ def list_datasets(tenant: CurrentTenant, datasets: Datasets,
     return DatasetsPublic(data=[_public(d) for d in docs], count=count)
 
 
-@router.get("/{dataset_id}", response_model=DatasetPublic, responses=error_responses(404))
+@router.get("/{dataset_id}", response_model=DatasetPublic, responses=error_responses(404),
+            operation_id="get_dataset")
 def get_dataset(dataset_id: str, tenant: CurrentTenant, datasets: Datasets) -> DatasetPublic:
     doc = datasets.get(dataset_id, tenant)
     if doc is None:
@@ -164,7 +173,7 @@ def get_dataset(dataset_id: str, tenant: CurrentTenant, datasets: Datasets) -> D
     return _public(doc)
 
 
-@router.get("/{dataset_id}/rows", response_model=DatasetRows,
+@router.get("/{dataset_id}/rows", response_model=DatasetRows, operation_id="preview_rows",
             responses=error_responses(404, 409))
 def preview_rows(dataset_id: str, tenant: CurrentTenant, datasets: Datasets,
                  artifacts: Artifacts, settings: SettingsDep,
@@ -198,6 +207,7 @@ def preview_rows(dataset_id: str, tenant: CurrentTenant, datasets: Datasets,
 
 
 @router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT,
+               operation_id="delete_dataset",
                responses=error_responses(404))
 def delete_dataset(dataset_id: str, tenant: CurrentTenant, datasets: Datasets,
                    artifacts: Artifacts) -> None:

@@ -28,14 +28,22 @@ from isa.align.models import ModelRegistry
 from isa.errors import ConfigError
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 422, 503))
+#: OpenAPI links: the id a create answers with feeds the job's other operations (tools
+#: such as schemathesis follow them to test sequences, client generators to chain calls)
+_JOB_LINKS = {name: {"operationId": op, "parameters": {"job_id": "$response.body#/id"}}
+              for name, op in (("GetJob", "get_job"), ("CancelJob", "cancel_job"),
+                               ("GetResult", "get_job_result"),
+                               ("GetScores", "get_job_scores"))}
 _FILES = {"content": {m: {"schema": {"type": "string", "format": "binary"}} for m in (
     "application/x-ndjson", "application/vnd.apache.parquet", "application/json",
     "image/png", "application/zip")}, "description": "the file, streamed"}
 
 
 @router.post("", response_model=JobPublic, status_code=status.HTTP_201_CREATED,
+             operation_id="create_job",
              responses={200: {"description": "an Idempotency-Key replay",
-                              "model": JobPublic},
+                              "model": JobPublic, "links": _JOB_LINKS},
+                        201: {"description": "the job, queued", "links": _JOB_LINKS},
                         **error_responses(400, 404, 409, 413, 429)})
 def create_job(body: JobRequest, response: Response, tenant: CurrentTenant, jobs: Jobs,
                datasets: Datasets, idem: Idempotency, settings: SettingsDep,
@@ -144,7 +152,8 @@ def list_jobs(tenant: CurrentTenant, jobs: Jobs,
     return JobsPublic(data=[job_public(d) for d in docs], count=count)
 
 
-@router.get("/{job_id}", response_model=JobPublic, responses=error_responses(404))
+@router.get("/{job_id}", response_model=JobPublic, responses=error_responses(404),
+            operation_id="get_job")
 async def get_job(job_id: str, tenant: CurrentTenant, jobs: AsyncJobs) -> JobPublic:
     doc = await jobs.get(job_id, tenant)
     if doc is None:
@@ -152,7 +161,7 @@ async def get_job(job_id: str, tenant: CurrentTenant, jobs: AsyncJobs) -> JobPub
     return job_public(doc)
 
 
-@router.post("/{job_id}/cancel", response_model=JobPublic,
+@router.post("/{job_id}/cancel", response_model=JobPublic, operation_id="cancel_job",
              responses=error_responses(400, 404, 409, 413))
 def cancel_job(job_id: str, tenant: CurrentTenant, jobs: Jobs) -> JobPublic:
     """Queued jobs are cancelled at once; running ones stop at their next batch."""
@@ -197,6 +206,7 @@ def _finished(jobs: Jobs, job_id: str, tenant: str) -> dict[str, Any]:
 
 
 @router.get("/{job_id}/result", response_class=StreamingResponse,
+            operation_id="get_job_result",
             responses={200: _FILES, **error_responses(404, 409)})
 def job_result(job_id: str, tenant: CurrentTenant, jobs: Jobs, artifacts: Artifacts,
                format: Annotated[str | None, Query(
@@ -217,6 +227,7 @@ def job_result(job_id: str, tenant: CurrentTenant, jobs: Jobs, artifacts: Artifa
 
 
 @router.get("/{job_id}/scores", response_class=StreamingResponse,
+            operation_id="get_job_scores",
             responses={200: {"description": "Parquet", "content": {
                 "application/vnd.apache.parquet": {"schema": {"type": "string",
                                                               "format": "binary"}}}},
