@@ -2,17 +2,43 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis
 from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
 
 from app.api.errors import install_error_handlers
 from app.api.routes import datasets, health, jobs, webhooks
 from app.limits import BodyLimitMiddleware
 from app.metrics import MetricsMiddleware
 from app.ui import routes as ui
+from core.records import DatasetStore, JobStore
+from core.settings import get_settings
+
+log = logging.getLogger("isa.gateway")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # Records written by a version without per-filter listing indexes get them once.
+    settings = get_settings()
+    try:
+        client = redis.Redis.from_url(settings.redis_url, decode_responses=True,
+                                      socket_connect_timeout=2)
+        for store in (JobStore(client, settings.key_prefix),
+                      DatasetStore(client, settings.key_prefix)):
+            if n := await run_in_threadpool(store.ensure_indexes):
+                log.info("indexed %d %ss for filtered listings", n, store.kind)
+    except redis.RedisError as exc:  # the health route reports Redis; the gateway starts
+        log.warning("listing indexes not checked, Redis unavailable: %s", exc)
+    yield
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(title="ISA subset-selection service", version="0.1.0",
+    app = FastAPI(title="ISA subset-selection service", version="0.1.0", lifespan=lifespan,
                   description="Upload preference data, start selection jobs, download "
                   "curated subsets (ISA, arXiv 2411.10545, and baselines).")
     app.add_middleware(BodyLimitMiddleware)

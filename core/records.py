@@ -4,15 +4,25 @@ backend is not: it answers PENDING for any id it never saw).
 Each record is a Redis hash. Status changes go through one Lua script that checks the
 current status against the allowed predecessors and updates the per-status counters in
 the same atomic step, so a job can never move from ``succeeded`` back to ``running``.
+
+Listings read sorted-set indexes, scored by creation time, kept per tenant: all records,
+and one per filter (``status``; for jobs also ``type`` and ``type`` + ``status``). The
+transition script moves a record between its status indexes in the same atomic step, so
+a page costs O(log n + page) whatever the tenant holds. Pages are cut by an opaque cursor
+(the creation time and id of the last record shown), so records created while a client
+pages through appear before its position and never shift what it has not seen yet.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -22,22 +32,37 @@ TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 DATASET_STATES = ("uploaded", "validating", "ready", "invalid")
 
 # KEYS: record, counts, live index. ARGV: status, allowed (JSON), terminal (JSON), record
-# id, now, then field/value pairs. The live index holds every record not yet in a
-# terminal status, scored by its last sign of life (the supervisor reads it).
+# id, now, listing-index prefix and suffix (around the tenant), indexed fields (JSON),
+# then field/value pairs. The live
+# index holds every record not yet in a terminal status, scored by its last sign of life
+# (the supervisor reads it). The listing indexes' names depend on the record's tenant and
+# type, read here, so they are built in the script (one Redis, not a cluster).
 _TRANSITION = """
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then return {-1, ''} end
 local allowed = cjson.decode(ARGV[2])
 for _, s in ipairs(allowed) do
   if s == cur then
-    if #ARGV > 5 then
-      redis.call('HSET', KEYS[1], 'status', ARGV[1], unpack(ARGV, 6))
+    if #ARGV > 8 then
+      redis.call('HSET', KEYS[1], 'status', ARGV[1], unpack(ARGV, 9))
     else
       redis.call('HSET', KEYS[1], 'status', ARGV[1])
     end
     if cur ~= ARGV[1] then
       redis.call('HINCRBY', KEYS[2], cur, -1)
       redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+      local tenant = redis.call('HGET', KEYS[1], 'tenant')
+      local created = redis.call('HGET', KEYS[1], 'created_at')
+      local base = ARGV[6] .. tenant .. ARGV[7]
+      local bases = {base}
+      for _, f in ipairs(cjson.decode(ARGV[8])) do
+        local v = redis.call('HGET', KEYS[1], f)
+        if v then table.insert(bases, base .. ':' .. f .. ':' .. v) end
+      end
+      for _, b in ipairs(bases) do
+        redis.call('ZREM', b .. ':status:' .. cur, ARGV[4])
+        redis.call('ZADD', b .. ':status:' .. ARGV[1], created, ARGV[4])
+      end
     end
     local terminal = false
     for _, t in ipairs(cjson.decode(ARGV[3])) do
@@ -83,12 +108,46 @@ DATASET_TRANSITIONS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: version of the listing indexes' layout (RecordStore.ensure_indexes)
+INDEX_VERSION = "2"
+
+
 def now() -> float:
     return time.time()
 
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:20]}"
+
+
+class InvalidCursor(ValueError):
+    """A listing cursor this service did not write."""
+
+
+def encode_cursor(created_at: float, record_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{created_at!r}|{record_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        score, record_id = raw.split("|", 1)
+        value = float(score)
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidCursor(cursor) from exc
+    if not record_id or value != value:  # NaN is no position
+        raise InvalidCursor(cursor)
+    return value, record_id
+
+
+@dataclass
+class Page:
+    """One page of a listing: the records, how many match the filter in all, and the
+    cursor of the next page (None on the last)."""
+
+    records: list[dict[str, Any]]
+    count: int
+    next_after: str | None
 
 
 class RecordStore:
@@ -100,6 +159,10 @@ class RecordStore:
     json_fields: frozenset[str] = frozenset()
     int_fields: frozenset[str] = frozenset()
     float_fields: frozenset[str] = frozenset()
+    #: fields fixed at creation that listings filter by (each with its own index)
+    indexed_fields: tuple[str, ...] = ()
+    #: statuses a record is created in
+    initial: tuple[str, ...] = ()
 
     def __init__(self, client: redis.Redis, prefix: str,
                  on_end: Callable[[str, str], None] | None = None) -> None:
@@ -113,8 +176,28 @@ class RecordStore:
     def key(self, record_id: str) -> str:
         return f"{self.prefix}{self.kind}:{record_id}"
 
-    def index_key(self, tenant: str) -> str:
-        return f"{self.prefix}tenant:{tenant}:{self.kind}s"
+    def index_key(self, tenant: str, where: dict[str, str | None] | None = None) -> str:
+        """The listing index of the tenant's records matching ``where`` (status and the
+        indexed fields; None values are no filter)."""
+        key = f"{self.prefix}tenant:{tenant}:{self.kind}s"
+        where = {k: v for k, v in (where or {}).items() if v is not None}
+        for field in self.indexed_fields:
+            if field in where:
+                key += f":{field}:{where.pop(field)}"
+        if "status" in where:
+            key += f":status:{where.pop('status')}"
+        if where:
+            raise ValueError(f"{self.kind}s are not indexed by {sorted(where)}")
+        return key
+
+    def _index_keys(self, tenant: str, doc: dict[str, Any]) -> list[str]:
+        """Every listing index a record with these fields belongs to."""
+        keys = [self.index_key(tenant), self.index_key(tenant, {"status": doc["status"]})]
+        for field in self.indexed_fields:
+            if doc.get(field) is not None:
+                keys += [self.index_key(tenant, {field: doc[field]}),
+                         self.index_key(tenant, {field: doc[field], "status": doc["status"]})]
+        return keys
 
     def counts_key(self) -> str:
         return f"{self.prefix}counts:{self.kind}"
@@ -154,7 +237,8 @@ class RecordStore:
                "updated_at": ts, **fields}
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(self.key(record_id), mapping=self._encode(doc))
-        pipe.zadd(self.index_key(tenant), {record_id: ts})
+        for index in self._index_keys(tenant, doc):
+            pipe.zadd(index, {record_id: ts})
         pipe.hincrby(self.counts_key(), status, 1)
         if status not in self.terminal:
             pipe.zadd(self.live_key(), {record_id: ts})
@@ -183,33 +267,49 @@ class RecordStore:
         ok, prev = self._transition(
             keys=[self.key(record_id), self.counts_key(), self.live_key()],
             args=[status, json.dumps(list(allowed)), json.dumps(sorted(self.terminal)),
-                  record_id, now(), *flat])
+                  record_id, now(), f"{self.prefix}tenant:", f":{self.kind}s",
+                  json.dumps(list(self.indexed_fields)), *flat])
         prev = prev.decode() if isinstance(prev, bytes) else prev
         if ok == 1 and status in self.terminal and self.on_end is not None:
             self.on_end(record_id, status)
         return ok == 1, prev
 
-    def list(self, tenant: str, *, offset: int = 0, limit: int = 50,
-             where: dict[str, str] | None = None) -> tuple[list[dict[str, Any]], int]:
-        """Newest first; filters are applied before paging."""
-        ids = self.r.zrevrange(self.index_key(tenant), 0, -1)
-        records = []
+    def list(self, tenant: str, *, limit: int = 50, after: str | None = None,
+             offset: int = 0, where: dict[str, str | None] | None = None) -> Page:
+        """Newest first, ``limit`` records after the cursor ``after`` (or after skipping
+        ``offset``) among those matching ``where``. Reads one index: O(log n + page)."""
+        index = self.index_key(tenant, where)
+        if after is not None:
+            score, last_id = decode_cursor(after)
+            # Ties on the creation time come in descending id order: skip those up to and
+            # including the cursor's record. Fetch one more than the page to know whether
+            # another page follows, and a few more for the (rare) ties.
+            entries, start, want = [], 0, limit + 17
+            while True:
+                batch = self.r.zrevrangebyscore(index, score, "-inf", start=start,
+                                                num=want, withscores=True)
+                entries += [(rid, s) for rid, s in batch if s < score or rid < last_id]
+                if len(entries) > limit or len(batch) < want:
+                    break
+                start += len(batch)
+        else:
+            entries = self.r.zrevrange(index, offset, offset + limit, withscores=True)
+        more = len(entries) > limit
+        entries = entries[:limit]
         pipe = self.r.pipeline(transaction=False)
-        for rid in ids:
+        for rid, _ in entries:
             pipe.hgetall(self.key(rid))
-        for raw in pipe.execute():
-            if not raw:
-                continue
-            if where and any(raw.get(k) != v for k, v in where.items() if v is not None):
-                continue
-            records.append(raw)
-        return [self._decode(r) for r in records[offset:offset + limit]], len(records)
+        records = [self._decode(raw) for raw in pipe.execute() if raw]
+        next_after = encode_cursor(entries[-1][1], entries[-1][0]) if more else None
+        return Page(records, self.r.zcard(index), next_after)
 
     def delete(self, record_id: str, tenant: str) -> None:
         raw = self.r.hgetall(self.key(record_id))
         pipe = self.r.pipeline(transaction=True)
         pipe.delete(self.key(record_id))
-        pipe.zrem(self.index_key(tenant), record_id)
+        for index in self._index_keys(tenant, raw) if raw.get("status") else \
+                [self.index_key(tenant)]:
+            pipe.zrem(index, record_id)
         pipe.zrem(self.live_key(), record_id)
         if raw.get("status"):
             pipe.hincrby(self.counts_key(), raw["status"], -1)
@@ -219,19 +319,44 @@ class RecordStore:
         return {k: int(v) for k, v in self.r.hgetall(self.counts_key()).items()}
 
     def live_count(self, tenant: str) -> int:
-        """How many of the tenant's records are not finished (for quotas). Reads the live
-        index, which holds only unfinished work across all tenants."""
-        ids = self.r.zrange(self.live_key(), 0, -1)
+        """How many of the tenant's records are not finished (for quotas): the sizes of
+        its non-terminal status indexes, O(1)."""
         pipe = self.r.pipeline(transaction=False)
-        for record_id in ids:
-            pipe.hget(self.key(record_id), "tenant")
-        return sum(t == tenant for t in pipe.execute())
+        live = [s for s in self.transitions if s not in self.terminal]
+        for status in {*live, *self.initial}:
+            pipe.zcard(self.index_key(tenant, {"status": status}))
+        return sum(pipe.execute())
+
+    def ensure_indexes(self) -> int:
+        """Build the filter indexes of records written before they existed (once per
+        Redis; the gateway calls it at start). Returns how many records it indexed."""
+        marker = f"{self.prefix}index_version:{self.kind}"
+        if self.r.get(marker) == INDEX_VERSION:
+            return 0
+        done = 0
+        suffix = f":{self.kind}s"
+        for index in self.r.scan_iter(match=f"{self.prefix}tenant:*{suffix}", count=1000):
+            tenant = index[len(f"{self.prefix}tenant:"):-len(suffix)]
+            if ":" in tenant:  # a filter index, not a tenant's main one
+                continue
+            for rid, ts in self.r.zrange(index, 0, -1, withscores=True):
+                raw = self.r.hgetall(self.key(rid))
+                if not raw:
+                    continue
+                pipe = self.r.pipeline(transaction=False)
+                for key in self._index_keys(tenant, raw):
+                    pipe.zadd(key, {rid: ts})
+                pipe.execute()
+                done += 1
+        self.r.set(marker, INDEX_VERSION)
+        return done
 
 
 class DatasetStore(RecordStore):
     """Data set records; also the bytes each tenant stores (for the quota)."""
 
     kind = "dataset"
+    initial = ("uploaded",)
     transitions = DATASET_TRANSITIONS
     terminal = frozenset({"ready", "invalid"})
     json_fields = frozenset({"options", "report", "error"})
@@ -266,6 +391,8 @@ class DatasetStore(RecordStore):
 
 class JobStore(RecordStore):
     kind = "job"
+    indexed_fields = ("type",)
+    initial = ("queued",)
     transitions = JOB_TRANSITIONS
     terminal = TERMINAL
     json_fields = frozenset({"request", "result", "error", "webhook"})

@@ -271,11 +271,11 @@ def logout(request: Request) -> RedirectResponse:
 
 def _index(tenant: str, datasets: Datasets, jobs: Jobs, *, status_code: int = 200,
            error: str | None = None) -> HTMLResponse:
-    ds_docs, ds_count = datasets.list(tenant, limit=LIST_LIMIT)
-    job_docs, job_count = jobs.list(tenant, limit=LIST_LIMIT)
-    return _page("index.html", status_code, tenant=tenant, datasets=ds_docs,
-                 datasets_count=ds_count, jobs=[_job_view(d) for d in job_docs],
-                 jobs_count=job_count, shapes=SHAPES, formats=FILE_FORMATS, error=error)
+    ds_page = datasets.list(tenant, limit=LIST_LIMIT)
+    job_page = jobs.list(tenant, limit=LIST_LIMIT)
+    return _page("index.html", status_code, tenant=tenant, datasets=ds_page.records,
+                 datasets_count=ds_page.count, jobs=[_job_view(d) for d in job_page.records],
+                 jobs_count=job_page.count, shapes=SHAPES, formats=FILE_FORMATS, error=error)
 
 
 @router.get("")
@@ -325,8 +325,7 @@ def _dataset_page(tenant: str, doc: dict[str, Any], jobs: Jobs, *, status_code: 
                   ) -> HTMLResponse:
     from isa.select import METHODS  # the registry (numpy only), as create_job reads it
 
-    job_docs, _ = jobs.list(tenant, limit=200)
-    own = [_job_view(d) for d in job_docs if d["request"].get("dataset_id") == doc["id"]
+    own = [_job_view(d) for d in jobs.list(tenant, limit=200).records if d["request"].get("dataset_id") == doc["id"]
            or d["request"].get("eval_dataset_id") == doc["id"]]
     return _page("dataset.html", status_code, tenant=tenant, ds=doc, jobs=own,
                  refresh=REFRESH_S if doc["status"] in LIVE_DATASET else None,

@@ -142,6 +142,11 @@ def _retry_after(response: httpx.Response) -> float | None:
     return None
 
 
+def _list_params(limit: int, after: str | None, **filters: str | None) -> dict[str, Any]:
+    return {k: v for k, v in {"limit": limit, "after": after, **filters}.items()
+            if v is not None}
+
+
 def _backoff(attempt: int, retry_after: float | None, cap: float) -> float:
     if retry_after is not None:
         return min(retry_after, cap)
@@ -380,15 +385,17 @@ class Client:
             time.sleep(poll_s)
             poll_s = min(poll_s * 1.5, 5.0)
 
-    def datasets(self, *, page_size: int = 100) -> Iterator[DatasetPublic]:
-        """Every data set of the tenant, newest first, fetched a page at a time."""
-        offset = 0
+    def datasets(self, *, status: str | None = None,
+                 page_size: int = 100) -> Iterator[DatasetPublic]:
+        """Every data set of the tenant (of one ``status``), newest first, fetched a page
+        at a time by cursor: each one exactly once, even while others are created."""
+        after = None
         while True:
             page = DatasetsPublic.model_validate(self._request(
-                "GET", "/v1/datasets", params={"offset": offset, "limit": page_size}).json())
+                "GET", "/v1/datasets", params=_list_params(page_size, after,
+                                                           status=status)).json())
             yield from page.data
-            offset += len(page.data)
-            if not page.data or offset >= page.count:
+            if (after := page.next_after) is None:
                 return
 
     def rows(self, dataset_id: str, *, offset: int = 0, limit: int = 20) -> DatasetRows:
@@ -442,17 +449,16 @@ class Client:
 
     def jobs(self, *, status: str | None = None, type: str | None = None,
              page_size: int = 100) -> Iterator[Job]:
-        """The tenant's jobs, newest first, a page at a time."""
-        offset = 0
+        """The tenant's jobs (of one ``status`` and/or ``type``), newest first, a page at a
+        time by cursor."""
+        after = None
         while True:
-            params = {k: v for k, v in {"status": status, "type": type, "offset": offset,
-                                        "limit": page_size}.items() if v is not None}
-            page = JobsPublic.model_validate(self._request("GET", "/v1/jobs",
-                                                           params=params).json())
+            page = JobsPublic.model_validate(self._request(
+                "GET", "/v1/jobs", params=_list_params(page_size, after, status=status,
+                                                       type=type)).json())
             for item in page.data:
                 yield self._job(item.model_dump())
-            offset += len(page.data)
-            if not page.data or offset >= page.count:
+            if (after := page.next_after) is None:
                 return
 
     def cancel(self, job_id: str) -> Job:
@@ -616,15 +622,16 @@ class AsyncClient:
             await asyncio.sleep(poll_s)
             poll_s = min(poll_s * 1.5, 5.0)
 
-    async def datasets(self, *, page_size: int = 100) -> AsyncIterator[DatasetPublic]:
-        offset = 0
+    async def datasets(self, *, status: str | None = None,
+                       page_size: int = 100) -> AsyncIterator[DatasetPublic]:
+        after = None
         while True:
             page = DatasetsPublic.model_validate((await self._request(
-                "GET", "/v1/datasets", params={"offset": offset, "limit": page_size})).json())
+                "GET", "/v1/datasets", params=_list_params(page_size, after,
+                                                           status=status))).json())
             for item in page.data:
                 yield item
-            offset += len(page.data)
-            if not page.data or offset >= page.count:
+            if (after := page.next_after) is None:
                 return
 
     async def delete_dataset(self, dataset_id: str) -> None:
@@ -667,16 +674,14 @@ class AsyncClient:
 
     async def jobs(self, *, status: str | None = None, type: str | None = None,
                    page_size: int = 100) -> AsyncIterator[AsyncJob]:
-        offset = 0
+        after = None
         while True:
-            params = {k: v for k, v in {"status": status, "type": type, "offset": offset,
-                                        "limit": page_size}.items() if v is not None}
             page = JobsPublic.model_validate((await self._request(
-                "GET", "/v1/jobs", params=params)).json())
+                "GET", "/v1/jobs", params=_list_params(page_size, after, status=status,
+                                                       type=type))).json())
             for item in page.data:
                 yield self._job(item.model_dump())
-            offset += len(page.data)
-            if not page.data or offset >= page.count:
+            if (after := page.next_after) is None:
                 return
 
     async def cancel(self, job_id: str) -> AsyncJob:

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 Level = Literal["auto", "pair", "item"]
 Template = Literal["prompt_completion", "completion", "prompt", "pair"]
 Queue = Literal["cpu", "gpu"]
+JobType = Literal["select", "evaluate", "curve", "align"]
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelling", "cancelled"]
+DatasetStatus = Literal["uploaded", "validating", "ready", "invalid"]
 
 
 class _Strict(BaseModel):
@@ -246,7 +249,7 @@ class ErrorResponse(BaseModel):
 
 class DatasetPublic(BaseModel):
     id: str
-    status: Literal["uploaded", "validating", "ready", "invalid"]
+    status: DatasetStatus
     filename: str
     size_bytes: int
     sha256: str
@@ -272,7 +275,10 @@ class DatasetImport(DatasetOptions):
 
 class DatasetsPublic(BaseModel):
     data: list[DatasetPublic]
+    #: how many data sets match the filter in all
     count: int
+    #: pass as ``after`` for the next page; None on the last page
+    next_after: str | None = None
 
 
 class DatasetRows(BaseModel):
@@ -293,7 +299,7 @@ class Progress(BaseModel):
 class JobPublic(BaseModel):
     id: str
     type: str
-    status: Literal["queued", "running", "succeeded", "failed", "cancelling", "cancelled"]
+    status: JobStatus
     stage: str | None = None
     progress: Progress
     request: dict[str, Any]
@@ -324,4 +330,7 @@ class WebhookUpdate(_Strict):
 
 class JobsPublic(BaseModel):
     data: list[JobPublic]
+    #: how many jobs match the filter in all
     count: int
+    #: pass as ``after`` for the next page; None on the last page
+    next_after: str | None = None

@@ -41,6 +41,34 @@ def test_idempotency_replay_and_conflict(service, tmp_path):
     assert [j["id"] for j in listed["data"]].count(first.json()["id"]) == 1
 
 
+def test_listings_page_by_cursor_and_filter(service, tmp_path):
+    c = service.client()
+    ds = _ready_dataset(service, c, tmp_path, n=40)
+    for n in range(5):
+        assert c.post("/v1/jobs", json={"type": "select", "dataset_id": ds["id"],
+                                        "method": "random", "budget": {"count": n + 1}}
+                      ).status_code == 201
+    whole = c.get("/v1/jobs", params={"limit": 500, "type": "select"}).json()
+    assert whole["next_after"] is None and whole["count"] == len(whole["data"]) >= 5
+    paged, after = [], None
+    while True:
+        page = c.get("/v1/jobs", params={"limit": 2, "type": "select",
+                                         **({"after": after} if after else {})}).json()
+        assert page["count"] == whole["count"] and len(page["data"]) <= 2
+        paged += [j["id"] for j in page["data"]]
+        if (after := page["next_after"]) is None:
+            break
+    assert paged == [j["id"] for j in whole["data"]]
+    ready = c.get("/v1/datasets", params={"status": "ready"}).json()
+    assert ds["id"] in [d["id"] for d in ready["data"]]
+    assert all(d["status"] == "ready" for d in ready["data"])
+    bad = c.get("/v1/jobs", params={"after": "not-a-cursor"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_pagination"
+    both = c.get("/v1/jobs", params={"after": whole["data"][0]["id"], "offset": 3})
+    assert both.status_code == 400 and both.json()["error"]["code"] == "invalid_pagination"
+    assert c.get("/v1/jobs", params={"status": "bogus"}).status_code == 422
+
+
 def test_cancel_stops_a_running_job(service, tmp_path):
     c = service.client()
     ds = _ready_dataset(service, c, tmp_path, n=2000, name="big.jsonl.gz")

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Form, Query, Request, UploadFile, status
 
 from app.api.deps import Artifacts, CurrentTenant, Datasets, SettingsDep
 from app.api.errors import ApiError, error_responses, not_found
+from app.api.pagination import After, Limit, Offset, read_page
 from app.api.schemas import DatasetPublic, DatasetRows, DatasetsPublic
 from core.artifacts import Keys
 from core.celery_app import TASK_VALIDATE, celery_app
@@ -20,7 +21,7 @@ from core.records import new_id
 from isa.errors import ConfigError
 from isa.ingest.readers import FILE_FORMATS
 from isa.ingest.shapes import SHAPES
-from isa.remote.contract import DatasetImport
+from isa.remote.contract import DatasetImport, DatasetStatus
 
 FileFormat = Literal[FILE_FORMATS]  # type: ignore[valid-type]
 Shape = Literal[SHAPES]  # type: ignore[valid-type]
@@ -156,12 +157,16 @@ def _too_large(limit: int) -> ApiError:
                     f"the upload is larger than the limit of {limit:,} bytes", limit=limit)
 
 
-@router.get("", response_model=DatasetsPublic)
+@router.get("", response_model=DatasetsPublic, responses=error_responses(400))
 def list_datasets(tenant: CurrentTenant, datasets: Datasets,
-                  offset: Annotated[int, Query(ge=0)] = 0,
-                  limit: Annotated[int, Query(ge=1, le=500)] = 50) -> DatasetsPublic:
-    docs, count = datasets.list(tenant, offset=offset, limit=limit)
-    return DatasetsPublic(data=[_public(d) for d in docs], count=count)
+                  status_: Annotated[DatasetStatus | None, Query(alias="status")] = None,
+                  limit: Limit = 50, after: After = None,
+                  offset: Offset = 0) -> DatasetsPublic:
+    """The tenant's data sets, newest first, optionally of one status."""
+    page = read_page(datasets, tenant, limit=limit, after=after, offset=offset,
+                     where={"status": status_})
+    return DatasetsPublic(data=[_public(d) for d in page.records], count=page.count,
+                          next_after=page.next_after)
 
 
 @router.get("/{dataset_id}", response_model=DatasetPublic, responses=error_responses(404),

@@ -18,6 +18,7 @@ from app.api.deps import (
     SettingsDep,
 )
 from app.api.errors import ApiError, error_responses, not_found
+from app.api.pagination import After, Limit, Offset, read_page
 from app.api.schemas import JobPublic, JobsPublic
 from core.artifacts import SCORES, ArtifactStore, Keys, ResultFormat, result_format
 from core.celery_app import TASK_FOR_JOB_TYPE, celery_app, gpu_queue_served
@@ -26,6 +27,7 @@ from core.records import TERMINAL, new_id, now
 from core.webhooks import check_callback_url
 from isa.align.models import ModelRegistry
 from isa.errors import ConfigError
+from isa.remote.contract import JobStatus, JobType
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 422, 503))
 #: OpenAPI links: the id a create answers with feeds the job's other operations (tools
@@ -141,15 +143,16 @@ def _check_align(body: AlignJob, tenant: str, jobs: Jobs, settings: SettingsDep)
                            f"{src['status']}", status=src["status"])
 
 
-@router.get("", response_model=JobsPublic)
+@router.get("", response_model=JobsPublic, responses=error_responses(400))
 def list_jobs(tenant: CurrentTenant, jobs: Jobs,
-              status_: Annotated[str | None, Query(alias="status")] = None,
-              type_: Annotated[str | None, Query(alias="type")] = None,
-              offset: Annotated[int, Query(ge=0)] = 0,
-              limit: Annotated[int, Query(ge=1, le=500)] = 50) -> JobsPublic:
-    docs, count = jobs.list(tenant, offset=offset, limit=limit,
-                            where={"status": status_, "type": type_})  # type: ignore[dict-item]
-    return JobsPublic(data=[job_public(d) for d in docs], count=count)
+              status_: Annotated[JobStatus | None, Query(alias="status")] = None,
+              type_: Annotated[JobType | None, Query(alias="type")] = None,
+              limit: Limit = 50, after: After = None, offset: Offset = 0) -> JobsPublic:
+    """The tenant's jobs, newest first, optionally of one status and/or type."""
+    page = read_page(jobs, tenant, limit=limit, after=after, offset=offset,
+                     where={"status": status_, "type": type_})
+    return JobsPublic(data=[job_public(d) for d in page.records], count=page.count,
+                      next_after=page.next_after)
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=error_responses(404),

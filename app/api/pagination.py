@@ -1,0 +1,29 @@
+"""Listing pages: a cursor (``after``) or an offset, read from one index (core.records)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Query
+
+from app.api.errors import ApiError
+from core.records import InvalidCursor, Page, RecordStore
+
+Limit = Annotated[int, Query(ge=1, le=500, description="records per page")]
+After = Annotated[str | None, Query(
+    max_length=256, description="the `next_after` of the previous page: the records after "
+    "it, newest first. Records created meanwhile come before it, so paging this way returns "
+    "every record that existed when it began exactly once.")]
+Offset = Annotated[int, Query(ge=0, le=1_000_000, description="records to skip (`after` is "
+                              "steadier while records are being created)")]
+
+
+def read_page(store: RecordStore, tenant: str, *, limit: int, after: str | None,
+              offset: int, where: dict[str, Any] | None = None) -> Page:
+    if after is not None and offset:
+        raise ApiError(400, "invalid_pagination", "give `after` or `offset`, not both")
+    try:
+        return store.list(tenant, limit=limit, after=after, offset=offset, where=where)
+    except InvalidCursor:
+        raise ApiError(400, "invalid_pagination", "`after` is not a cursor this service "
+                       "gave (use a page's `next_after`)", field="after") from None
