@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     align_queue: str | None = None
     #: days an embedding stays in the cache (0: forever)
     embedding_ttl_days: int = 30
+    #: Redis of the embedding cache's index (vectors live in artifact-store shards).
+    #: Unset: the job-state Redis (about 40 bytes per cached text); in production give
+    #: it a Redis of its own with an eviction policy, as docker-compose.yml does, so the
+    #: cache can never fill the Redis that holds job state
+    cache_redis_url: str | None = None
+    #: how shards store vectors: float32 (exact) or float16 (half the bytes)
+    embedding_shard_dtype: Literal["float32", "float16"] = "float32"
     #: share the embedding and score caches between tenants (off: a cache hit would tell
     #: a tenant which texts another one holds)
     share_caches_across_tenants: bool = False

@@ -15,19 +15,22 @@ from core.settings import Settings, get_settings
 from core.webhooks import WebhookStore, announce_job_end
 from isa.embed.base import Encoder
 from isa.embed.factory import make_encoder
-from workers.cache import ArtifactScoreCache, RedisEmbeddingCache
+from workers.cache import ArtifactScoreCache
+from workers.embedding_store import ShardedEmbeddingStore
 
 
 @dataclass
 class WorkerContext:
     settings: Settings
     redis: redis.Redis
-    binary_redis: redis.Redis
+    #: the embedding index's Redis (bytes, not text)
+    cache_redis: redis.Redis
     jobs: JobStore
     datasets: DatasetStore
     metrics: Metrics
     artifacts: ArtifactStore
     _encoders: dict[str, Encoder] = field(default_factory=dict)
+    _embeddings: dict[str, ShardedEmbeddingStore] = field(default_factory=dict)
 
     def _cache_prefix(self, tenant: str) -> str:
         # per tenant unless sharing is switched on: a cache hit must not tell one tenant
@@ -35,10 +38,16 @@ class WorkerContext:
         shared = self.settings.share_caches_across_tenants
         return self.settings.key_prefix + ("" if shared else f"t:{tenant}:")
 
-    def embeddings(self, tenant: str) -> RedisEmbeddingCache:
-        """The embedding cache a tenant's jobs read and fill."""
-        return RedisEmbeddingCache(self.binary_redis, self._cache_prefix(tenant),
-                                   ttl_s=self.settings.embedding_ttl_days * 86400 or None)
+    def embeddings(self, tenant: str) -> ShardedEmbeddingStore:
+        """The embedding cache a tenant's jobs read and fill (kept per process: it holds
+        the shards it has opened)."""
+        scope = self._cache_prefix(tenant)
+        if scope not in self._embeddings:
+            self._embeddings[scope] = ShardedEmbeddingStore(
+                self.cache_redis, self.artifacts, scope,
+                ttl_s=self.settings.embedding_ttl_days * 86400 or None,
+                dtype=self.settings.embedding_shard_dtype)
+        return self._embeddings[scope]
 
     def scores(self, tenant: str) -> ArtifactScoreCache:
         """The score cache a tenant's select jobs read and fill."""
@@ -62,10 +71,10 @@ class WorkerContext:
 def context() -> WorkerContext:
     s = get_settings()
     text = redis.Redis.from_url(s.redis_url, decode_responses=True)
-    binary = redis.Redis.from_url(s.redis_url)
+    binary = redis.Redis.from_url(s.cache_redis_url or s.redis_url)
     artifacts = ArtifactStore(s.artifact_root(), cache_dir=s.data_dir / "cache")
     return WorkerContext(
-        settings=s, redis=text, binary_redis=binary,
+        settings=s, redis=text, cache_redis=binary,
         jobs=JobStore(text, s.key_prefix, on_end=announce_job_end),
         datasets=DatasetStore(text, s.key_prefix), metrics=Metrics(text, s.key_prefix),
         artifacts=artifacts)

@@ -178,4 +178,8 @@ def test_compose_file_parses():
     services = doc["services"]
     assert {"redis", "api", "worker", "worker-gpu"} <= set(services)
     assert "noeviction" in " ".join(services["redis"]["command"])
+    # the embedding index may evict, in a Redis apart from the one holding job state
+    assert "allkeys-lru" in " ".join(services["cache"]["command"])
+    env = doc["x-app-env"]
+    assert env["ISA_CACHE_REDIS_URL"].split("//")[1].split(":")[0] == "cache"
     assert services["worker-gpu"]["profiles"] == ["gpu"]

@@ -12,7 +12,7 @@ from core.artifacts import SCORES, Keys
 from isa.ingest.dataset import PreferenceFile
 from tests.conftest import write_jsonl
 from tests.workers.conftest import add_dataset, add_job
-from workers.cache import RedisEmbeddingCache
+from workers.embedding_store import ShardedEmbeddingStore
 
 
 @pytest.fixture()
@@ -20,7 +20,7 @@ def counted(monkeypatch):
     """Counts passes over data files and the keys asked of the embedding cache."""
     calls: dict[str, list] = {"passes": [], "lookups": []}
     iter_examples = PreferenceFile.iter_examples
-    get_many = RedisEmbeddingCache.get_many
+    get_many = ShardedEmbeddingStore.get_many
 
     def counting_iter(self):  # noqa: ANN202
         calls["passes"].append(self.path.name)
@@ -31,7 +31,7 @@ def counted(monkeypatch):
         return get_many(self, encoder, keys)
 
     monkeypatch.setattr(PreferenceFile, "iter_examples", counting_iter)
-    monkeypatch.setattr(RedisEmbeddingCache, "get_many", counting_get)
+    monkeypatch.setattr(ShardedEmbeddingStore, "get_many", counting_get)
     return calls
 
 
