@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -32,8 +32,9 @@ def _check(key: str) -> str:
 
 
 class ArtifactStore:
-    def __init__(self, root: str, *, cache_dir: Path | None = None) -> None:
-        self.fs, self.root = fsspec.core.url_to_fs(root)
+    def __init__(self, root: str, *, cache_dir: Path | None = None,
+                 storage_options: dict[str, Any] | None = None) -> None:
+        self.fs, self.root = fsspec.core.url_to_fs(root, **(storage_options or {}))
         self.local = isinstance(self.fs, LocalFileSystem)
         self.cache_dir = cache_dir or Path("/tmp/isa-artifact-cache")
         if self.local:

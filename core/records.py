@@ -413,6 +413,18 @@ class JobStore(RecordStore):
     def status(self, job_id: str) -> str | None:
         return self.r.hget(self.key(job_id), "status")
 
+    def count_task(self, job_id: str, worker: str) -> None:
+        """One more of the job's fanned-out tasks ran on ``worker`` (a Celery node name)."""
+        key = f"{self.key(job_id)}:workers"
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hincrby(key, worker, 1)
+        pipe.expire(key, 7 * 86400)
+        pipe.execute()
+
+    def task_workers(self, job_id: str) -> dict[str, int]:
+        """Tasks of the job per worker that ran them."""
+        return {k: int(v) for k, v in self.r.hgetall(f"{self.key(job_id)}:workers").items()}
+
 
 class AsyncJobReader:
     """Reads job records on the event loop (the status-polling hot path)."""

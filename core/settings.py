@@ -20,8 +20,12 @@ class Settings(BaseSettings):
     #: every Redis key starts with this, so several deployments (or test runs) share a server
     key_prefix: str = "isa:"
     data_dir: Path = Path("data")
-    #: fsspec URL of the artifact store (``s3://bucket/isa``); default ``<data_dir>/artifacts``
+    #: fsspec URL of the artifact store (``s3://bucket/isa``); default ``<data_dir>/artifacts``.
+    #: Workers on several machines share nothing else but Redis: give them all this URL
     artifact_url: str | None = None
+    #: fsspec options of that store (``{"endpoint_url": …, "key": …, "secret": …}``;
+    #: unset: the library's own credential chain, e.g. AWS_* variables or an instance role)
+    artifact_storage_options: dict[str, Any] = Field(default_factory=dict)
     #: API key -> tenant. Also read from ``api_keys_file`` (same JSON shape).
     api_keys: dict[str, str] = Field(default_factory=dict)
     api_keys_file: Path | None = None

@@ -72,7 +72,8 @@ def context() -> WorkerContext:
     s = get_settings()
     text = redis.Redis.from_url(s.redis_url, decode_responses=True)
     binary = redis.Redis.from_url(s.cache_redis_url or s.redis_url)
-    artifacts = ArtifactStore(s.artifact_root(), cache_dir=s.data_dir / "cache")
+    artifacts = ArtifactStore(s.artifact_root(), cache_dir=s.data_dir / "cache",
+                              storage_options=s.artifact_storage_options)
     return WorkerContext(
         settings=s, redis=text, cache_redis=binary,
         jobs=JobStore(text, s.key_prefix, on_end=announce_job_end),

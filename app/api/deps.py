@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hmac
+import json
 from functools import cache
+from pathlib import Path
 from typing import Annotated
 
 import redis
@@ -76,12 +78,13 @@ async def get_metrics_store(r: RedisDep, s: SettingsDep) -> Metrics:
 
 
 @cache
-def _artifacts(root: str) -> ArtifactStore:
-    return ArtifactStore(root)
+def _artifacts(root: str, options: str, cache_dir: str) -> ArtifactStore:
+    return ArtifactStore(root, storage_options=json.loads(options), cache_dir=Path(cache_dir))
 
 
 async def get_artifacts(s: SettingsDep) -> ArtifactStore:
-    return _artifacts(s.artifact_root())
+    return _artifacts(s.artifact_root(), json.dumps(s.artifact_storage_options, sort_keys=True),
+                      str(s.data_dir / "cache"))
 
 
 # Declared as security schemes (not plain headers), so the OpenAPI document says how to

@@ -41,6 +41,10 @@ class BadRequestError(ServiceError):
     """400."""
 
 
+class InvalidPaginationError(BadRequestError):
+    """400: ``after`` is not a cursor the service gave, or came with ``offset``."""
+
+
 class AuthenticationError(ServiceError):
     """401: no API key, or an unknown one."""
 
@@ -147,7 +151,7 @@ BY_CODE: dict[str, type[ServiceError]] = {
         ValidationError, InvalidOptionsError, IdempotencyKeyReusedError,
         FormatUnavailableError, UnknownModelError, UnknownMethodError,
         InvalidParametersError, InvalidBudgetError, InvalidCallbackUrlError,
-        InvalidTrackingUriError,
+        InvalidTrackingUriError, InvalidPaginationError,
         JobQuotaExceededError, StorageQuotaExceededError, InternalError)}
 # codes that end in "_error" themselves
 BY_CODE.update({"validation_error": ValidationError, "internal_error": InternalError,

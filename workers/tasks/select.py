@@ -9,6 +9,7 @@ chord, any worker) and ``finish_select`` scores, selects and writes once all are
 from __future__ import annotations
 
 import json
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -115,6 +116,7 @@ def _embed_chunk(job: JobRun, start: int, end: int) -> None:
     embed_texts(texts, ctx.encoder(job.request.encoder), cache=ctx.embeddings(job.tenant),
                 progress=progress)
     ctx.metrics.observe_stage("embedding", time.perf_counter() - t)
+    ctx.jobs.count_task(job.id, embed_chunk.request.hostname or socket.gethostname())
 
 
 def _finish_after_chord(job: JobRun) -> None:
@@ -159,6 +161,8 @@ def _finish(job: JobRun, run: SelectionRun) -> None:
             "unique": record.get("texts_unique"),
             "cached": record.get("texts_cached"),
             "newly_embedded": record.get("embedded_new", 0),
+            # embedding tasks per worker (node name), when the texts fanned out
+            "workers": ctx.jobs.task_workers(job.id),
         },
     }
     job.check_cancel()
