@@ -325,8 +325,8 @@ def _dataset_page(tenant: str, doc: dict[str, Any], jobs: Jobs, *, status_code: 
                   ) -> HTMLResponse:
     from isa.select import METHODS  # the registry (numpy only), as create_job reads it
 
-    own = [_job_view(d) for d in jobs.list(tenant, limit=200).records if d["request"].get("dataset_id") == doc["id"]
-           or d["request"].get("eval_dataset_id") == doc["id"]]
+    own = [_job_view(d) for d in jobs.list(tenant, limit=200).records
+           if doc["id"] in (d["request"].get("dataset_id"), d["request"].get("eval_dataset_id"))]
     return _page("dataset.html", status_code, tenant=tenant, ds=doc, jobs=own,
                  refresh=REFRESH_S if doc["status"] in LIVE_DATASET else None,
                  methods={n: METHODS[n].summary for n in sorted(METHODS)}, error=error,

@@ -11,17 +11,22 @@ from ..errors import ConfigError
 from .base import CovarianceType, SelectionMethod, reduce_items, register
 
 
-def isa_delta(log_likelihood: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+def isa_delta(log_likelihood: np.ndarray, bounds: tuple[float, float] | None = None
+              ) -> tuple[np.ndarray, np.ndarray, float]:
     """Steps 4–5 of Algorithm 1 for per-element log-likelihoods ``l``.
 
     ``l' = minmax(l)``, ``p = exp(l')``, ``H(X) = -Σ p log p`` and
     ``Δ(x) = H(X) - H(X∖{x})``. With p held fixed, leaving x out removes exactly its own
     term, so ``Δ(x) = -p(x) log p(x)``: computed here directly, in O(n), which avoids
     the cancellation of subtracting two nearly equal sums. Returns ``(l', Δ, H(X))``.
+
+    ``bounds``: the (min, max) of ``l`` over the whole data set, when ``log_likelihood``
+    is one shard of it (sharded scoring); the entropy returned is then the shard's part.
     """
     ll = np.asarray(log_likelihood, dtype=np.float64)
-    span = ll.max() - ll.min()
-    scaled = (ll - ll.min()) / span if span > 0 else np.zeros_like(ll)
+    lo, hi = bounds if bounds is not None else (ll.min(), ll.max())
+    span = hi - lo
+    scaled = (ll - lo) / span if span > 0 else np.zeros_like(ll)
     p = np.exp(scaled)
     term = -p * np.log(p)  # = -l' e^{l'}
     return scaled, term, float(term.sum())
@@ -82,39 +87,61 @@ class ISA(SelectionMethod):
         self.reg_covar = reg_covar
         self.random_state = random_state
 
-    def _fit(self, X, groups, n_units, meta, n_select):  # type: ignore[no-untyped-def]
-        from sklearn.decomposition import PCA
-        from sklearn.mixture import GaussianMixture
-
+    def _check(self, n: int) -> None:
         if self.covariance_type not in ("diag", "full", "spherical", "tied"):
             raise ConfigError(f"covariance_type must be diag, full, spherical or tied, "
                               f"not {self.covariance_type!r}")
         if self.n_components < 1:
             raise ConfigError("n_components must be at least 1")
-        n = X.shape[0]
         if n < self.n_components:
             raise ConfigError(f"ISA needs at least {self.n_components} items, got {n}")
+
+    def fit_sample(self, n_items: int) -> np.ndarray | None:
+        """The items the mixture is fitted on: a seeded sample of ``max_fit_samples``
+        when there are more items, else None (all). Sharded scoring fits on the same."""
+        if n_items <= self.max_fit_samples:
+            return None
         rng = np.random.default_rng(self.random_state)
-        fit_idx = (np.sort(rng.choice(n, self.max_fit_samples, replace=False))
-                   if n > self.max_fit_samples else slice(None))
-        Z = X
+        return np.sort(rng.choice(n_items, self.max_fit_samples, replace=False))
+
+    def fit_model(self, X_fit: np.ndarray) -> ISA:
+        """Steps 1–3: PCA (optional) and the Gaussian mixture, fitted on ``X_fit`` (all
+        items or the ``fit_sample``). Sets ``pca_`` and ``mixture_``."""
+        from sklearn.decomposition import PCA
+        from sklearn.mixture import GaussianMixture
+
+        self.pca_ = None
+        Z = X_fit
         if self.pca_components is not None:
-            k = min(self.pca_components, X.shape[1], n)
-            pca = PCA(n_components=k, random_state=self.random_state).fit(X[fit_idx])
-            Z = pca.transform(X).astype(np.float32)
-        gmm = _observed_mixture(GaussianMixture, self._progress)(
+            k = min(self.pca_components, X_fit.shape[1], X_fit.shape[0])
+            self.pca_ = PCA(n_components=k, random_state=self.random_state).fit(X_fit)
+            Z = self.pca_.transform(X_fit).astype(np.float32)
+        gmm = _observed_mixture(GaussianMixture, getattr(self, "_progress", None))(
             n_components=self.n_components, covariance_type=self.covariance_type,
             max_iter=self.max_iter, tol=self.tol, reg_covar=self.reg_covar,
             random_state=self.random_state)
-        gmm.fit(Z[fit_idx])
+        gmm.fit(Z)
         self.mixture_ = gmm
-        ll = gmm.score_samples(Z)
+        return self
+
+    def log_likelihood(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per item of ``X`` (any slice of the items, scored alone): the fitted mixture's
+        log-likelihood and most likely component."""
+        Z = X if self.pca_ is None else self.pca_.transform(X).astype(np.float32)
+        return self.mixture_.score_samples(Z), self.mixture_.predict(Z).astype(np.int64)
+
+    def _fit(self, X, groups, n_units, meta, n_select):  # type: ignore[no-untyped-def]
+        n = X.shape[0]
+        self._check(n)
+        fit_idx = self.fit_sample(n)
+        self.fit_model(X if fit_idx is None else X[fit_idx])
+        ll, component = self.log_likelihood(X)
         scaled, delta, entropy = isa_delta(ll)
         self.entropy_ = entropy
         self.item_details_ = {
             "log_likelihood": ll,
             "scaled_log_likelihood": scaled,
             "delta": delta,
-            "component": gmm.predict(Z).astype(np.int64),
+            "component": component,
         }
         return reduce_items(delta, groups, n_units, self.pair_reduce)
