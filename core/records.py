@@ -413,17 +413,19 @@ class JobStore(RecordStore):
     def status(self, job_id: str) -> str | None:
         return self.r.hget(self.key(job_id), "status")
 
-    def count_task(self, job_id: str, worker: str) -> None:
-        """One more of the job's fanned-out tasks ran on ``worker`` (a Celery node name)."""
-        key = f"{self.key(job_id)}:workers"
+    def count_task(self, job_id: str, worker: str, kind: str = "embedding") -> None:
+        """One more of the job's fanned-out ``kind`` tasks ran on ``worker`` (a Celery
+        node name)."""
+        key = f"{self.key(job_id)}:workers:{kind}"
         pipe = self.r.pipeline(transaction=False)
         pipe.hincrby(key, worker, 1)
         pipe.expire(key, 7 * 86400)
         pipe.execute()
 
-    def task_workers(self, job_id: str) -> dict[str, int]:
-        """Tasks of the job per worker that ran them."""
-        return {k: int(v) for k, v in self.r.hgetall(f"{self.key(job_id)}:workers").items()}
+    def task_workers(self, job_id: str, kind: str = "embedding") -> dict[str, int]:
+        """The job's fanned-out ``kind`` tasks per worker that ran them."""
+        return {k: int(v) for k, v in
+                self.r.hgetall(f"{self.key(job_id)}:workers:{kind}").items()}
 
 
 class AsyncJobReader:

@@ -314,6 +314,8 @@ class SelectionRun:
         self.X: np.ndarray | None = None
         self.embed_stats: EmbedStats | None = None
         self.score_cache_hit = False
+        #: the method's scores are in place (restored, fitted here or adopted)
+        self.scored = False
         self._encoder: Encoder | None = None
         self._lookup: EmbeddingLookup | None = None
 
@@ -344,8 +346,18 @@ class SelectionRun:
         state = self.scores.get(key) if self.scores is not None and key else None
         if state is not None:
             self.plan.method.load_state_dict(state)
-            self.score_cache_hit = True
+            self.score_cache_hit = self.scored = True
         return self.score_cache_hit
+
+    def adopt_scores(self, state: dict[str, np.ndarray], seconds: float = 0.0) -> None:
+        """Scores computed elsewhere (sharded scoring's reduce step), as ``state_dict``
+        returns them: load them and keep them in the score cache."""
+        self.plan.method.load_state_dict(state)
+        key = self.plan.score_key()
+        if self.scores is not None and key:
+            self.scores.put(key, state)
+        self.scored = True
+        self.timings["scoring"] = seconds
 
     @property
     def encoder(self) -> Encoder:
@@ -376,7 +388,7 @@ class SelectionRun:
     def score(self) -> SelectionMethod:
         """Fit the method (unless its scores were restored) and cache its state."""
         method = self.plan.method
-        if self.score_cache_hit:
+        if self.scored:
             return method
         if method.needs_embeddings and self.X is None:
             self.embed()
@@ -388,6 +400,7 @@ class SelectionRun:
         key = self.plan.score_key()
         if self.scores is not None and key:
             self.scores.put(key, method.state_dict())
+        self.scored = True
         self.progress("scoring", n, n)
         self._timed("scoring", t0)
         return method

@@ -26,6 +26,7 @@ import redis
 
 from core.artifacts import ArtifactStore
 from isa.embed.base import EmbeddingCache
+from isa.errors import EngineError
 
 #: buckets of the index (the first two bytes of a 16-byte text hash)
 BUCKET_BYTES = 2
@@ -37,6 +38,15 @@ def _digest(*parts: bytes, size: int = 8) -> bytes:
     for part in parts:
         h.update(part)
     return h.digest()
+
+
+class MissingEmbeddings(EngineError):
+    """Embeddings a task expected in the cache are gone (evicted or expired)."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"{count:,} embeddings left the cache while the job ran (an evicting "
+                         "cache Redis too small for the job?); run the job again",
+                         code="embeddings_evicted")
 
 
 class ShardedEmbeddingStore(EmbeddingCache):
@@ -97,6 +107,27 @@ class ShardedEmbeddingStore(EmbeddingCache):
             for (k, _), v in zip(wanted, vectors, strict=True):
                 found[k] = v
         return found
+
+    def contains_many(self, encoder: str, keys: Sequence[bytes]) -> np.ndarray:
+        """Per key, whether the index holds it (no vector is read)."""
+        found: list[bool] = []
+        for start in range(0, len(keys), 10_000):  # bounded pipelines
+            pipe = self.r.pipeline(transaction=False)
+            for k in keys[start:start + 10_000]:
+                pipe.hexists(self._bucket(encoder, k), k[BUCKET_BYTES:])
+            found += pipe.execute()
+        return np.asarray(found, dtype=bool)
+
+    def matrix(self, encoder: str, keys: Sequence[bytes], dim: int | None = None) -> np.ndarray:
+        """The vectors of ``keys`` as one float32 matrix, in order; ``MissingEmbeddings``
+        when the cache no longer holds some (evicted since they were embedded)."""
+        found = self.get_many(encoder, keys)
+        missing = sum(k not in found for k in dict.fromkeys(keys))
+        if missing:
+            raise MissingEmbeddings(missing)
+        if not keys:
+            return np.empty((0, dim or 0), dtype=np.float32)
+        return np.stack([found[k] for k in keys])
 
     def put_many(self, encoder: str, items: dict[bytes, np.ndarray]) -> None:
         if not items:

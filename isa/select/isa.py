@@ -135,7 +135,13 @@ class ISA(SelectionMethod):
         self._check(n)
         fit_idx = self.fit_sample(n)
         self.fit_model(X if fit_idx is None else X[fit_idx])
-        ll, component = self.log_likelihood(X)
+        return self.scores_from_log_likelihood(*self.log_likelihood(X), groups, n_units)
+
+    def scores_from_log_likelihood(self, ll: np.ndarray, component: np.ndarray,
+                                   groups: np.ndarray, n_units: int) -> np.ndarray:
+        """Steps 4–6 from every item's log-likelihood (however it was computed, e.g.
+        shard by shard on other workers): Δ per item, then per unit. Sets ``entropy_``
+        and ``item_details_``; returns the unit scores."""
         scaled, delta, entropy = isa_delta(ll)
         self.entropy_ = entropy
         self.item_details_ = {
@@ -145,3 +151,12 @@ class ISA(SelectionMethod):
             "component": component,
         }
         return reduce_items(delta, groups, n_units, self.pair_reduce)
+
+    def state_from_log_likelihood(self, ll: np.ndarray, component: np.ndarray,
+                                  groups: np.ndarray, n_units: int) -> dict[str, np.ndarray]:
+        """What ``state_dict`` would return after ``fit``, from every item's
+        log-likelihood: the reduce step of sharded scoring (``load_state_dict`` it)."""
+        scores = self.scores_from_log_likelihood(ll, component, groups, n_units)
+        self.scores_, self.ranking_ = scores, np.argsort(-scores, kind="stable")
+        self.details_ = {}
+        return self.state_dict()

@@ -4,6 +4,7 @@
 embeddings up once; if few texts are missing it embeds, scores, selects and writes in
 the same task. Otherwise the missing texts fan out to ``embed_chunk`` tasks (a Celery
 chord, any worker) and ``finish_select`` scores, selects and writes once all are in.
+ISA jobs larger than one scoring task score as map/reduce instead (``scoring``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from celery import chord
 
 from core.artifacts import SCORES, SUBSET_FORMATS, Keys
 from core.celery_app import TASK_EMBED_CHUNK, TASK_FINISH_SELECT, TASK_SELECT, celery_app
-from isa.embed.base import embed_texts
+from isa.embed.base import embed_texts, text_key
 from isa.export import write_scores, write_subsets
 from isa.pipeline import (
     SelectionPlan,
@@ -30,6 +31,7 @@ from isa.pipeline import (
 )
 from isa.select import make_method
 from workers.lifecycle import JobRun, run_claimed, run_continuation
+from workers.tasks import scoring
 
 
 @celery_app.task(name=TASK_SELECT)
@@ -65,6 +67,9 @@ def _start(job: JobRun) -> None:
     run.read()
     restored = run.restore_scores()
     ctx.metrics.incr("score_cache_hits" if restored else "score_cache_misses")
+    if scoring.applies(job, run):
+        _start_sharded(job, run)
+        return
     if not restored and run.plan.method.needs_embeddings:
         lookup = run.lookup()
         todo = lookup.missing_texts(run.units.texts)
@@ -78,6 +83,26 @@ def _start(job: JobRun) -> None:
         run.embed()
         ctx.jobs.update(job.id, embedded_new=run.embed_stats.embedded)  # type: ignore[union-attr]
     _finish(job, run)
+
+
+def _start_sharded(job: JobRun, run: SelectionRun) -> None:
+    """A job scored as map/reduce: embed what the store lacks on any worker (asking the
+    index only; no vector is gathered here), then fan the scoring out."""
+    ctx, texts = job.ctx, run.units.texts
+    keys = [text_key(t) for t in texts]
+    first = {k: i for i, k in reversed(list(enumerate(keys)))}
+    unique = list(first)
+    have = ctx.embeddings(job.tenant).contains_many(run.encoder.name, unique)
+    todo = sorted((texts[first[k]] for k, h in zip(unique, have, strict=True) if not h),
+                  key=len, reverse=True)  # longest first, as the library orders its batches
+    ctx.metrics.incr("embed_cache_hits", int(have.sum()))
+    ctx.metrics.incr("embed_cache_misses", len(todo))
+    ctx.jobs.update(job.id, texts=len(keys), texts_unique=len(unique),
+                    texts_cached=int(have.sum()))
+    if todo:
+        _fan_out(job, todo)  # its chord's callback comes back through _finish
+    else:
+        scoring.fan_out_scoring(job, run)
 
 
 def _fan_out(job: JobRun, todo: list[str]) -> None:
@@ -137,6 +162,9 @@ def _finish_after_chord(job: JobRun) -> None:
 def _finish(job: JobRun, run: SelectionRun) -> None:
     """score → select → write, and the job's result."""
     ctx = job.ctx
+    if scoring.applies(job, run):
+        scoring.fan_out_scoring(job, run)  # its reduce comes back here, scored
+        return
     run.score()
     job.check_cancel()
     result = run.select()
@@ -164,6 +192,8 @@ def _finish(job: JobRun, run: SelectionRun) -> None:
             # embedding tasks per worker (node name), when the texts fanned out
             "workers": ctx.jobs.task_workers(job.id),
         },
+        # scoring tasks per worker, when the job scored as map/reduce
+        "scoring": {"workers": ctx.jobs.task_workers(job.id, "scoring")},
     }
     job.check_cancel()
     job.succeed(summary, progress_done=result.n_selected, progress_total=result.n_selected)

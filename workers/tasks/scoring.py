@@ -1,0 +1,146 @@
+"""Sharded scoring of large ISA select jobs: map/reduce over workers.
+
+A select job with more than ``ISA_SCORE_SHARD_UNITS`` units never gathers its
+embeddings in one process. Once every text is in the embedding store:
+
+1. ``fan_out_scoring`` (the task that read the data) writes the items' text keys, fits
+   the mixture on ISA's seeded sample (``ISAModel``: a few arrays) and sends one
+   ``score_shard`` task per block of whole units, on any worker;
+2. each ``score_shard`` reads its keys, its vectors from the store, and writes its
+   items' log-likelihoods (16 bytes an item) and their bounds;
+3. ``finish_scoring`` (the chord's callback) joins them into the method's fitted state,
+   exactly what ``ISA().fit`` gives (isa.select.sharded; the tests compare), puts it in
+   the score cache, and selects and writes as any select job does.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from typing import Any
+
+import numpy as np
+from celery import chord
+
+from core.artifacts import Keys
+from core.celery_app import TASK_FINISH_SCORING, TASK_SCORE_SHARD, celery_app
+from isa.embed.base import text_key
+from isa.pipeline import SelectionRun
+from isa.select import make_method
+from isa.select.isa import ISA
+from isa.select.sharded import ISAModel, score_shard
+from workers.lifecycle import JobRun, run_continuation
+
+
+def applies(job: JobRun, run: SelectionRun) -> bool:
+    """Whether this selection scores as map/reduce: paper ISA, not yet scored, more units
+    than one scoring task takes."""
+    return (type(run.plan.method) is ISA and not run.scored
+            and len(run.units) > job.ctx.settings.score_shard_units)
+
+
+def _folder(job_id: str) -> str:
+    return Keys.job_file(job_id, "scoring")
+
+
+def _save(job: JobRun, name: str, **arrays: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    with job.ctx.artifacts.open_write(f"{_folder(job.id)}/{name}") as fh:
+        fh.write(buf.getvalue())
+
+
+def _load(job: JobRun, name: str) -> dict[str, np.ndarray]:
+    with job.ctx.artifacts.open_read(f"{_folder(job.id)}/{name}") as fh, \
+            np.load(io.BytesIO(fh.read())) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+def _method(job: JobRun) -> ISA:
+    req = job.request
+    return make_method(req.method, **{"random_state": req.seed, **req.params})  # type: ignore[return-value]
+
+
+def fan_out_scoring(job: JobRun, run: SelectionRun) -> None:
+    """Step 1: keys, the fitted mixture, and one scoring task per block of units."""
+    ctx, units, method = job.ctx, run.units, run.plan.method
+    assert isinstance(method, ISA)
+    keys = np.frombuffer(b"".join(text_key(t) for t in units.texts),
+                         dtype=np.uint8).reshape(-1, 16)
+    _save(job, "items.npz", keys=keys, groups=units.groups)
+    encoder = run.encoder.name
+    job.stage("fitting", 0, method.max_iter)
+    t = time.perf_counter()
+    method._check(keys.shape[0])
+    sample = method.fit_sample(keys.shape[0])
+    rows = keys if sample is None else keys[sample]
+    X_fit = ctx.embeddings(job.tenant).matrix(encoder, [bytes(k) for k in rows])
+    method._progress = lambda done, total: job.progress("fitting", done, total)
+    _save(job, "model.npz", **ISAModel.fit(method, X_fit).state)
+    del X_fit
+    size = ctx.settings.score_shard_units
+    edges = list(range(0, len(units), size)) + [len(units)]
+    item_edges = np.searchsorted(units.groups, edges).tolist()
+    job.stage("scoring", 0, len(units))
+    queue = job.request.queue or ctx.settings.default_queue
+    header = [celery_app.signature(TASK_SCORE_SHARD, queue=queue, args=(
+        job.id, i, item_edges[i], item_edges[i + 1], edges[i + 1] - edges[i], encoder))
+        for i in range(len(edges) - 1)]
+    chord(header)(celery_app.signature(TASK_FINISH_SCORING, queue=queue, args=(
+        job.id, len(header), time.perf_counter() - t)))
+
+
+@celery_app.task(name=TASK_SCORE_SHARD)
+def score_shard_task(job_id: str, index: int, start: int, end: int, n_units: int,
+                     encoder: str) -> None:
+    run_continuation(job_id, lambda job: _score_shard(job, index, start, end, n_units,
+                                                      encoder))
+
+
+def _score_shard(job: JobRun, index: int, start: int, end: int, n_units: int,
+                 encoder: str) -> None:
+    """Step 2 (map): the log-likelihood of one block's items."""
+    ctx = job.ctx
+    job.check_cancel()
+    t = time.perf_counter()
+    keys = _load(job, "items.npz")["keys"][start:end]
+    X = ctx.embeddings(job.tenant).matrix(encoder, [bytes(k) for k in keys])
+    method = ISAModel(_load(job, "model.npz")).restore(_method(job))
+    scores = score_shard(method, X)
+    _save(job, f"shard-{index:05d}.npz", log_likelihood=scores.log_likelihood,
+          component=scores.component, seconds=np.float64(time.perf_counter() - t))
+    ctx.jobs.add_progress(job.id, n_units)
+    ctx.jobs.count_task(job.id, score_shard_task.request.hostname or "local", kind="scoring")
+
+
+@celery_app.task(name=TASK_FINISH_SCORING)
+def finish_scoring(_results: Any, job_id: str, shards: int, fit_s: float) -> None:
+    run_continuation(job_id, lambda job: _finish_scoring(job, shards, fit_s))
+
+
+def _finish_scoring(job: JobRun, shards: int, fit_s: float) -> None:
+    """Step 3 (reduce): the fitted state from every shard's log-likelihoods, then select
+    and write like any select job."""
+    from workers.tasks.select import _finish, _selection
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage == "reading":  # reading again is not news to the client
+            job.check_cancel()
+        else:
+            job.progress(stage, done, total)
+
+    run = _selection(job, progress)
+    run.read()
+    if not run.restore_scores():  # another job may have scored the same meanwhile
+        parts = [_load(job, f"shard-{i:05d}.npz") for i in range(shards)]
+        ll = np.concatenate([p["log_likelihood"] for p in parts])
+        component = np.concatenate([p["component"] for p in parts])
+        map_s = sum(float(p["seconds"]) for p in parts)
+        del parts
+        method = run.plan.method
+        assert isinstance(method, ISA)
+        state = method.state_from_log_likelihood(ll, component, run.units.groups,
+                                                 len(run.units))
+        run.adopt_scores(state, seconds=fit_s + map_s)
+    job.ctx.artifacts.delete_prefix(_folder(job.id))
+    _finish(job, run)
