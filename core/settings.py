@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     embed_chunk_size: int = 2048
     #: units per scoring task: an ISA select job with more units scores as map/reduce
     #: over workers and never gathers its embeddings in one process
-    score_shard_units: int = 250_000
+    score_shard_units: int = 100_000
     #: the queue select jobs go to ("cpu", or "gpu" where GPU workers run)
     default_queue: str = "cpu"
     model_cache_dir: Path | None = None
