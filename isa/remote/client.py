@@ -142,6 +142,22 @@ def _retry_after(response: httpx.Response) -> float | None:
     return None
 
 
+def _next_delay(attempt: int, retries: int, cap: float, response: httpx.Response | None,
+                failure: httpx.TransportError | None) -> float | None:
+    """After one try of a request: seconds to wait before the next, or None when
+    ``response`` is the answer. Raises the error of a refusal, or of the last failure."""
+    if failure is not None:
+        if attempt == retries:
+            raise errors.TransportError(f"{type(failure).__name__}: {failure}",
+                                        code="unreachable") from failure
+        return _backoff(attempt, None, cap)
+    assert response is not None
+    if response.status_code not in _RETRY_STATUSES or attempt == retries:
+        _raise_for(response)
+        return None
+    return _backoff(attempt, _retry_after(response), cap)
+
+
 def _list_params(limit: int, after: str | None, **filters: str | None) -> dict[str, Any]:
     return {k: v for k, v in {"limit": limit, "after": after, **filters}.items()
             if v is not None}
@@ -327,17 +343,12 @@ class Client:
         """Send, retrying 429/503 and connection failures; raise the code's class."""
         for attempt in range(self.max_retries + 1):
             try:
-                response = self._http.request(method, url, **kwargs)
+                response, failure = self._http.request(method, url, **kwargs), None
             except httpx.TransportError as exc:
-                if attempt == self.max_retries:
-                    raise errors.TransportError(f"{type(exc).__name__}: {exc}",
-                                                code="unreachable") from exc
-                delay = _backoff(attempt, None, self.max_backoff_s)
-            else:
-                if response.status_code not in _RETRY_STATUSES or attempt == self.max_retries:
-                    _raise_for(response)
-                    return response
-                delay = _backoff(attempt, _retry_after(response), self.max_backoff_s)
+                response, failure = None, exc
+            delay = _next_delay(attempt, self.max_retries, self.max_backoff_s, response, failure)
+            if delay is None:
+                return response  # type: ignore[return-value]
             time.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -570,17 +581,12 @@ class AsyncClient:
     async def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         for attempt in range(self.max_retries + 1):
             try:
-                response = await self._http.request(method, url, **kwargs)
+                response, failure = await self._http.request(method, url, **kwargs), None
             except httpx.TransportError as exc:
-                if attempt == self.max_retries:
-                    raise errors.TransportError(f"{type(exc).__name__}: {exc}",
-                                                code="unreachable") from exc
-                delay = _backoff(attempt, None, self.max_backoff_s)
-            else:
-                if response.status_code not in _RETRY_STATUSES or attempt == self.max_retries:
-                    _raise_for(response)
-                    return response
-                delay = _backoff(attempt, _retry_after(response), self.max_backoff_s)
+                response, failure = None, exc
+            delay = _next_delay(attempt, self.max_retries, self.max_backoff_s, response, failure)
+            if delay is None:
+                return response  # type: ignore[return-value]
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 

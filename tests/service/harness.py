@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,10 +26,29 @@ KEYS = {"key-a": "tenant-a", "key-b": "tenant-b", "dev-key": "local",  # dev-key
            for name in ("client", "other", "retry", "async", "fuzz", "mlflow")}}
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+
+
+def wait_http(url: str, procs: list[subprocess.Popen], describe: Callable[[], str], *,
+              timeout: float = 120, ok: Callable[[httpx.Response], bool] =
+              lambda r: r.status_code == 200) -> None:
+    """Poll ``url`` until an answer is ``ok``; ``RuntimeError(describe())`` when one of
+    ``procs`` exits first or ``timeout`` passes (a server that never came up)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if ok(httpx.get(url, timeout=5)):
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+            raise RuntimeError(describe())
+        time.sleep(0.3)
 
 
 class Service:
@@ -121,7 +140,7 @@ class RedisServer:
     file so that a restart keeps the queue and the records."""
 
     def __init__(self, folder: Path) -> None:
-        self.folder, self.port = folder, _free_port()
+        self.folder, self.port = folder, free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen | None = None
 
@@ -150,7 +169,7 @@ class S3Server:
     """A local S3-compatible server process (moto's), for data set imports."""
 
     def __init__(self, folder: Path) -> None:
-        self.folder, self.port = folder, _free_port()
+        self.folder, self.port = folder, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
@@ -158,15 +177,8 @@ class S3Server:
         self.log = (self.folder / "s3.log").open("wb")
         self.proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(self.port)],
                                      stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(self.url, timeout=2)
-                return
-            except httpx.HTTPError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((self.folder / "s3.log").read_text()) from None
-                time.sleep(0.3)
+        wait_http(self.url, [self.proc], lambda: (self.folder / "s3.log").read_text(),
+                  timeout=60, ok=lambda r: True)
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -226,7 +238,7 @@ def running_service(redis_url: str, data_dir: Path, *, concurrency: int = 2,
         **(extra_env or {}),
     }
     logs = {"worker": data_dir / "worker.log", "api": data_dir / "api.log"}
-    port = _free_port()
+    port = free_port()
     svc = Service(f"http://127.0.0.1:{port}", data_dir, logs)
     svc.env, svc.concurrency = env, concurrency
     with open(logs["api"], "ab") as alog:
@@ -235,19 +247,10 @@ def running_service(redis_url: str, data_dir: Path, *, concurrency: int = 2,
                                env=env, stdout=alog, stderr=subprocess.STDOUT)
     svc.start_worker()
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{svc.base_url}/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or api.poll() is not None or (
-                    svc.worker is not None and svc.worker.poll() is not None):
-                raise RuntimeError("service did not become ready\n--- api ---\n"
-                                   f"{svc.tail('api')}\n--- worker ---\n"
-                                   f"{svc.tail('worker')}")
-            time.sleep(0.5)
+        assert svc.worker is not None
+        wait_http(f"{svc.base_url}/readyz", [api, svc.worker],
+                  lambda: f"service did not become ready\n--- api ---\n{svc.tail('api')}"
+                          f"\n--- worker ---\n{svc.tail('worker')}")
         yield svc
     finally:
         for p in (api, svc.worker):

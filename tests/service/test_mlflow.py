@@ -5,24 +5,16 @@ never fails a job; a tracking URI inside the network is refused like a webhook's
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.conftest import HH_SAMPLE
+from tests.service.harness import free_port, wait_http
 
 FAST = {"name": "sentence", "max_seq_length": 128}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +22,7 @@ def mlflow_server(tmp_path_factory):
     exe = Path(sys.executable).parent / "mlflow"
     if not exe.exists() and shutil.which("mlflow") is None:
         pytest.skip("the mlflow server is not installed (pip install -e '.[dev]')")
-    folder, port = tmp_path_factory.mktemp("mlflow"), _free_port()
+    folder, port = tmp_path_factory.mktemp("mlflow"), free_port()
     log = (folder / "server.log").open("wb")
     proc = subprocess.Popen(
         [str(exe), "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
@@ -38,16 +30,7 @@ def mlflow_server(tmp_path_factory):
          "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError((folder / "server.log").read_text()[-3000:])
-        time.sleep(0.5)
+    wait_http(f"{url}/health", [proc], lambda: (folder / "server.log").read_text()[-3000:])
     yield url
     proc.terminate()
     proc.wait(timeout=20)
@@ -105,7 +88,7 @@ def test_select_evaluate_and_align_jobs_log_runs(service, mlflow_server):
 def test_an_unreachable_server_never_fails_the_job(service):
     c = service.client("key-a")
     ds = service.wait_dataset(c, service.upload(c, HH_SAMPLE)["id"])
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     job = service.wait_job(c, c.post("/v1/jobs", json={
         "type": "select", "dataset_id": ds["id"], "method": "random", "budget": {"count": 3},
         "mlflow": {"tracking_uri": dead}}).json()["id"])

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 
-import httpx
 import pytest
 
 from tests.conftest import HH_SAMPLE, read_rows, write_jsonl
-from tests.service.harness import RedisServer, _worker_command, running_service
+from tests.service.harness import RedisServer, _worker_command, running_service, wait_http
 
 BUCKET = "isa-artifacts"
 
@@ -37,23 +35,14 @@ def two_workers(s3, tmp_path_factory):
                                                                 "ISA_DATA_DIR": str(data_b)},
                                       stdout=log, stderr=subprocess.STDOUT)
             try:
-                _wait_for_workers(svc, 2)
+                wait_http(f"{svc.base_url}/readyz", [second], lambda: svc.tail("worker"),
+                          ok=lambda r: r.json()["checks"]["workers"] >= 2, timeout=60)
                 yield svc, data_b
             finally:
                 second.terminate()
                 second.wait(timeout=30)
     finally:
         redis_server.stop()
-
-
-def _wait_for_workers(svc, n: int) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        ready = httpx.get(f"{svc.base_url}/readyz", timeout=5).json()
-        if ready["checks"]["workers"] >= n:
-            return
-        assert time.monotonic() < deadline, ready
-        time.sleep(0.5)
 
 
 def test_one_job_runs_on_two_machines_through_object_storage(two_workers, tmp_path, s3):
