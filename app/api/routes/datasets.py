@@ -157,7 +157,8 @@ def _too_large(limit: int) -> ApiError:
                     f"the upload is larger than the limit of {limit:,} bytes", limit=limit)
 
 
-@router.get("", response_model=DatasetsPublic, responses=error_responses(400))
+@router.get("", response_model=DatasetsPublic, responses=error_responses(400),
+            operation_id="list_datasets")
 def list_datasets(tenant: CurrentTenant, datasets: Datasets,
                   status_: Annotated[DatasetStatus | None, Query(alias="status")] = None,
                   limit: Limit = 50, after: After = None,

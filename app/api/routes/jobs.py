@@ -143,7 +143,8 @@ def _check_align(body: AlignJob, tenant: str, jobs: Jobs, settings: SettingsDep)
                            f"{src['status']}", status=src["status"])
 
 
-@router.get("", response_model=JobsPublic, responses=error_responses(400))
+@router.get("", response_model=JobsPublic, responses=error_responses(400),
+            operation_id="list_jobs")
 def list_jobs(tenant: CurrentTenant, jobs: Jobs,
               status_: Annotated[JobStatus | None, Query(alias="status")] = None,
               type_: Annotated[JobType | None, Query(alias="type")] = None,

@@ -21,7 +21,8 @@ def get_webhook(tenant: CurrentTenant, hooks: Webhooks) -> WebhookPublic:
     return WebhookPublic(**hooks.get(tenant))
 
 
-@router.put("", response_model=WebhookPublic, responses=error_responses(400, 413))
+@router.put("", response_model=WebhookPublic, responses=error_responses(400, 413),
+            operation_id="set_webhook")
 def set_webhook(body: WebhookUpdate, tenant: CurrentTenant, hooks: Webhooks,
                 settings: SettingsDep) -> WebhookPublic:
     """Register the tenant's URL (``null`` removes it). Same address rule as a job's
