@@ -18,7 +18,7 @@ PACKAGED_MODELS: dict[str, tuple[str, ...]] = {
 def make_encoder(name: str = "sentence", *, model: str | None = None, device: str = "auto",
                  precision: str | None = None, batch_size: int | None = None,
                  max_seq_length: int | None = None, cache_dir: Path | None = None,
-                 **options: Any) -> Encoder:
+                 backend: str | None = None, **options: Any) -> Encoder:
     """Load an encoder.
 
     Args:
@@ -29,6 +29,7 @@ def make_encoder(name: str = "sentence", *, model: str | None = None, device: st
             encoder's default).
         max_seq_length: truncation in tokens (``None``: the encoder's default).
         cache_dir: where de-quantised causal LMs are kept.
+        backend: the sentence encoder's runtime, ``"torch"`` (default) or ``"openvino"``.
         options: further keyword arguments of the encoder class.
     """
     if name not in ENCODERS:
@@ -39,6 +40,11 @@ def make_encoder(name: str = "sentence", *, model: str | None = None, device: st
         kwargs["precision"] = precision
     if batch_size is not None:
         kwargs["batch_size"] = batch_size
+    if backend not in (None, "torch"):
+        if name != "sentence":
+            raise ConfigError(f"backend {backend!r} is for the sentence encoder",
+                              code="invalid_encoder")
+        kwargs["backend"] = backend
     if name == "sentence":
         from .sentence import DEFAULT_SENTENCE_MODEL, SentenceTransformerEncoder
 

@@ -72,6 +72,8 @@ class EncoderSpec(_Strict):
     precision: Literal["auto", "float32", "bfloat16", "float16"] | None = None
     max_seq_length: int | None = Field(default=None, ge=8, le=8192)
     batch_size: int | None = Field(default=None, ge=1, le=1024)
+    #: the sentence encoder's runtime: torch, or OpenVINO on a CPU worker (faster there)
+    backend: Literal["torch", "openvino"] | None = None
 
     def options(self, models: dict[str, str] | None = None) -> dict[str, Any]:
         """Keyword arguments of ``make_encoder``, the model name resolved through the
