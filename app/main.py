@@ -10,6 +10,7 @@ import redis
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from app.api.deps import _redis
 from app.api.errors import install_error_handlers
 from app.api.routes import datasets, health, jobs, webhooks
 from app.limits import BodyLimitMiddleware
@@ -26,8 +27,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Records written by a version without per-filter listing indexes get them once.
     settings = get_settings()
     try:
-        client = redis.Redis.from_url(settings.redis_url, decode_responses=True,
-                                      socket_connect_timeout=2)
+        client = _redis(settings.redis_url, settings.redis_pool_size)
         for store in (JobStore(client, settings.key_prefix),
                       DatasetStore(client, settings.key_prefix)):
             if n := await run_in_threadpool(store.ensure_indexes):

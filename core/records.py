@@ -33,10 +33,10 @@ DATASET_STATES = ("uploaded", "validating", "ready", "invalid")
 
 # KEYS: record, counts, live index. ARGV: status, allowed (JSON), terminal (JSON), record
 # id, now, listing-index prefix and suffix (around the tenant), indexed fields (JSON),
-# then field/value pairs. The live
-# index holds every record not yet in a terminal status, scored by its last sign of life
-# (the supervisor reads it). The listing indexes' names depend on the record's tenant and
-# type, read here, so they are built in the script (one Redis, not a cluster).
+# then field/value pairs. The live index holds every record not yet in a terminal status,
+# scored by its last sign of life (the supervisor reads it). The listing indexes' names
+# depend on the record's tenant and type, read here, so they are built in the script (one
+# Redis, not a cluster).
 _TRANSITION = """
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then return {-1, ''} end
@@ -161,8 +161,8 @@ class RecordStore:
     float_fields: frozenset[str] = frozenset()
     #: fields fixed at creation that listings filter by (each with its own index)
     indexed_fields: tuple[str, ...] = ()
-    #: statuses a record is created in
-    initial: tuple[str, ...] = ()
+    #: every status a record can have
+    states: tuple[str, ...] = ()
 
     def __init__(self, client: redis.Redis, prefix: str,
                  on_end: Callable[[str, str], None] | None = None) -> None:
@@ -322,8 +322,7 @@ class RecordStore:
         """How many of the tenant's records are not finished (for quotas): the sizes of
         its non-terminal status indexes, O(1)."""
         pipe = self.r.pipeline(transaction=False)
-        live = [s for s in self.transitions if s not in self.terminal]
-        for status in {*live, *self.initial}:
+        for status in (s for s in self.states if s not in self.terminal):
             pipe.zcard(self.index_key(tenant, {"status": status}))
         return sum(pipe.execute())
 
@@ -356,7 +355,7 @@ class DatasetStore(RecordStore):
     """Data set records; also the bytes each tenant stores (for the quota)."""
 
     kind = "dataset"
-    initial = ("uploaded",)
+    states = DATASET_STATES
     transitions = DATASET_TRANSITIONS
     terminal = frozenset({"ready", "invalid"})
     json_fields = frozenset({"options", "report", "error"})
@@ -392,7 +391,7 @@ class DatasetStore(RecordStore):
 class JobStore(RecordStore):
     kind = "job"
     indexed_fields = ("type",)
-    initial = ("queued",)
+    states = JOB_STATES
     transitions = JOB_TRANSITIONS
     terminal = TERMINAL
     json_fields = frozenset({"request", "result", "error", "webhook"})

@@ -118,15 +118,13 @@ class ShardedEmbeddingStore(EmbeddingCache):
             found += pipe.execute()
         return np.asarray(found, dtype=bool)
 
-    def matrix(self, encoder: str, keys: Sequence[bytes], dim: int | None = None) -> np.ndarray:
+    def matrix(self, encoder: str, keys: Sequence[bytes]) -> np.ndarray:
         """The vectors of ``keys`` as one float32 matrix, in order; ``MissingEmbeddings``
         when the cache no longer holds some (evicted since they were embedded)."""
         found = self.get_many(encoder, keys)
         missing = sum(k not in found for k in dict.fromkeys(keys))
         if missing:
             raise MissingEmbeddings(missing)
-        if not keys:
-            return np.empty((0, dim or 0), dtype=np.float32)
         return np.stack([found[k] for k in keys])
 
     def put_many(self, encoder: str, items: dict[bytes, np.ndarray]) -> None:

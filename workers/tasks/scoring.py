@@ -3,7 +3,8 @@
 A select job with more than ``ISA_SCORE_SHARD_UNITS`` units never gathers its
 embeddings in one process. Once every text is in the embedding store:
 
-1. ``fan_out_scoring`` (the task that read the data) writes the items' text keys, fits
+1. ``fan_out_scoring`` (the task that read the data) writes the items' text keys (a
+   ``.npy`` each scoring task memory-maps only its slice of), fits
    the mixture on ISA's seeded sample (``ISAModel``: a few arrays) and sends one
    ``score_shard`` task per block of whole units, on any worker;
 2. each ``score_shard`` reads its keys, its vectors from the store, and writes its
@@ -16,6 +17,7 @@ embeddings in one process. Once every text is in the embedding store:
 from __future__ import annotations
 
 import io
+import socket
 import time
 from typing import Any
 
@@ -56,18 +58,32 @@ def _load(job: JobRun, name: str) -> dict[str, np.ndarray]:
         return {k: npz[k] for k in npz.files}
 
 
+def _keys_file(job_id: str) -> str:
+    return f"{_folder(job_id)}/items.npy"
+
+
+def worker_name(task: Any) -> str:
+    """The Celery node a task runs on (the machine's name outside a worker)."""
+    return task.request.hostname or socket.gethostname()
+
+
 def _method(job: JobRun) -> ISA:
     req = job.request
     return make_method(req.method, **{"random_state": req.seed, **req.params})  # type: ignore[return-value]
 
 
-def fan_out_scoring(job: JobRun, run: SelectionRun) -> None:
-    """Step 1: keys, the fitted mixture, and one scoring task per block of units."""
+def fan_out_scoring(job: JobRun, run: SelectionRun,
+                    text_keys: list[bytes] | None = None) -> None:
+    """Step 1: keys, the fitted mixture, and one scoring task per block of units
+    (``text_keys``: the items' keys, when the caller has hashed the texts already)."""
     ctx, units, method = job.ctx, run.units, run.plan.method
     assert isinstance(method, ISA)
-    keys = np.frombuffer(b"".join(text_key(t) for t in units.texts),
+    keys = np.frombuffer(b"".join(text_keys or (text_key(t) for t in units.texts)),
                          dtype=np.uint8).reshape(-1, 16)
-    _save(job, "items.npz", keys=keys, groups=units.groups)
+    buf = io.BytesIO()
+    np.save(buf, keys, allow_pickle=False)  # .npy: each shard task maps only its slice
+    with ctx.artifacts.open_write(_keys_file(job.id)) as fh:
+        fh.write(buf.getvalue())
     encoder = run.encoder.name
     job.stage("fitting", 0, method.max_iter)
     t = time.perf_counter()
@@ -103,14 +119,14 @@ def _score_shard(job: JobRun, index: int, start: int, end: int, n_units: int,
     ctx = job.ctx
     job.check_cancel()
     t = time.perf_counter()
-    keys = _load(job, "items.npz")["keys"][start:end]
+    keys = np.load(ctx.artifacts.local_path(_keys_file(job.id)), mmap_mode="r")[start:end]
     X = ctx.embeddings(job.tenant).matrix(encoder, [bytes(k) for k in keys])
     method = ISAModel(_load(job, "model.npz")).restore(_method(job))
     scores = score_shard(method, X)
     _save(job, f"shard-{index:05d}.npz", log_likelihood=scores.log_likelihood,
           component=scores.component, seconds=np.float64(time.perf_counter() - t))
     ctx.jobs.add_progress(job.id, n_units)
-    ctx.jobs.count_task(job.id, score_shard_task.request.hostname or "local", kind="scoring")
+    ctx.jobs.count_task(job.id, worker_name(score_shard_task), kind="scoring")
 
 
 @celery_app.task(name=TASK_FINISH_SCORING)

@@ -10,7 +10,6 @@ ISA jobs larger than one scoring task score as map/reduce instead (``scoring``).
 from __future__ import annotations
 
 import json
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -102,7 +101,7 @@ def _start_sharded(job: JobRun, run: SelectionRun) -> None:
     if todo:
         _fan_out(job, todo)  # its chord's callback comes back through _finish
     else:
-        scoring.fan_out_scoring(job, run)
+        scoring.fan_out_scoring(job, run, keys)
 
 
 def _fan_out(job: JobRun, todo: list[str]) -> None:
@@ -141,7 +140,7 @@ def _embed_chunk(job: JobRun, start: int, end: int) -> None:
     embed_texts(texts, ctx.encoder(job.request.encoder), cache=ctx.embeddings(job.tenant),
                 progress=progress)
     ctx.metrics.observe_stage("embedding", time.perf_counter() - t)
-    ctx.jobs.count_task(job.id, embed_chunk.request.hostname or socket.gethostname())
+    ctx.jobs.count_task(job.id, scoring.worker_name(embed_chunk))
 
 
 def _finish_after_chord(job: JobRun) -> None:
