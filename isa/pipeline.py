@@ -14,7 +14,8 @@ import json
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -32,7 +33,7 @@ from .embed.base import (
 from .embed.templates import unit_texts
 from .errors import ConfigError
 from .ingest.dataset import IngestReport, PreferenceFile
-from .ingest.records import render_text
+from .ingest.records import Example, render_text
 from .select import Budget, SelectionMethod, apply_budget
 from .select.base import CHOSEN_CHARS, PROMPT_GROUP, REJECTED_CHARS
 
@@ -47,6 +48,8 @@ class UnitTable:
     """The units a method chooses among, in canonical order (sorted by row_id, side).
 
     Canonical order makes every result independent of the order of rows in the file.
+    A table read with ``keep_texts=False`` holds no texts and no prompt keys, only the
+    texts' content keys (``text_keys``): tens of millions of units fit in memory.
     """
 
     level: str
@@ -54,76 +57,171 @@ class UnitTable:
     row_ids: list[str]
     sides: list[str | None]  # None for a whole pair; "chosen"/"rejected"/"completion"
     source_rows: np.ndarray  # 0-based record ordinal in the file
-    texts: list[str]  # embedded texts
+    texts: list[str]  # embedded texts (empty when read without them)
     text_labels: list[str]  # "chosen", "rejected", "completion", "prompt" or "pair"
     groups: np.ndarray  # text -> unit index
     meta: dict[str, np.ndarray] = field(default_factory=dict)
     prompt_keys: list[str] = field(default_factory=list)  # per unit: hash of its prompt
+    text_keys: np.ndarray | None = None  # per text: its 16-byte content key (text_key)
 
     def __len__(self) -> int:
         return len(self.row_ids)
+
+    @property
+    def n_items(self) -> int:
+        """How many texts (items) the units hold."""
+        return len(self.groups)
 
     def unit_keys(self) -> list[str]:
         return [r if s is None else f"{r}:{s}" for r, s in zip(self.row_ids, self.sides,
                                                                  strict=True)]
 
 
+#: side codes in canonical order (a whole pair, then its items by name)
+_SIDES: tuple[str | None, ...] = (None, "chosen", "completion", "rejected")
+_SIDE_CODE = {s: i for i, s in enumerate(_SIDES)}
+_LABELS = ("chosen", "rejected", "completion", "prompt", "pair")
+_LABEL_CODE = {s: i for i, s in enumerate(_LABELS)}
+
+
+def _resolve_level(level: str, ex: Example) -> str:
+    resolved = ("pair" if ex.kind == "pair" else "item") if level == "auto" else level
+    if resolved == "pair" and ex.kind != "pair":
+        raise ConfigError("pair-level selection needs paired data; this data is unpaired "
+                          "(KTO): use level 'item'", code="invalid_level")
+    return resolved
+
+
+def _unit_sides(ex: Example, level: str) -> list[str | None]:
+    return [None] if level == "pair" else (
+        ["chosen", "rejected"] if ex.kind == "pair" else ["completion"])
+
+
+def key_ids(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct 16-byte keys (rows of a ``(n, 16)`` uint8 array): ``(first, inverse)``,
+    the index of each distinct key's first row, in order of first appearance, and per
+    row the number of its key in that order. Sorts; no Python object per key."""
+    if not len(keys):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    halves = np.ascontiguousarray(keys).view(">u8").reshape(-1, 2)
+    order = np.lexsort((halves[:, 1], halves[:, 0]))
+    s = halves[order]
+    new = np.ones(len(s), dtype=bool)
+    new[1:] = (s[1:] != s[:-1]).any(axis=1)
+    sorted_id = np.cumsum(new) - 1
+    first_sorted = order[new]  # lexsort is stable: the earliest row of each key
+    rank = np.empty(len(first_sorted), dtype=np.int64)
+    by_first = np.argsort(first_sorted, kind="stable")
+    rank[by_first] = np.arange(len(by_first))
+    inverse = np.empty(len(keys), dtype=np.int64)
+    inverse[order] = rank[sorted_id]
+    return first_sorted[by_first], inverse
+
+
 def read_units(source: PreferenceFile, *, level: Level = "auto",
-               template: str = "prompt_completion") -> tuple[UnitTable, IngestReport]:
-    """Stage 1: stream the file into units, their texts and numeric metadata."""
+               template: str = "prompt_completion",
+               keep_texts: bool = True) -> tuple[UnitTable, IngestReport]:
+    """Stage 1: stream the file into units, their texts and numeric metadata.
+
+    Columns are gathered in compact arrays as the file streams. ``keep_texts=False``
+    hashes each text as it is read and keeps only its key (``UnitTable.text_keys``),
+    for tables too large to hold their texts (``texts_of`` finds texts again by key).
+    """
     if level not in ("auto", "pair", "item"):
         raise ConfigError("level must be 'auto', 'pair' or 'item'")
-    records: list[tuple[str, str | None, int, list[tuple[str, str]], str]] = []
+    row_ids: list[str] = []
+    side_codes, rows, counts = array("b"), array("q"), array("B")
+    label_codes, keys, prompts = array("b"), bytearray(), bytearray()
+    texts: list[str] = []
+    chosen_chars, rejected_chars = array("d"), array("d")
     numeric: dict[str, dict[int, float]] = {}
     non_numeric: set[str] = set()
-    resolved: str | None = None if level == "auto" else level
+    resolved: str | None = None
+    paired = False
     for ex in source.iter_examples():
-        if resolved is None:
-            resolved = "pair" if ex.kind == "pair" else "item"
+        resolved = resolved or _resolve_level(level, ex)
         if resolved == "pair" and ex.kind != "pair":
-            raise ConfigError("pair-level selection needs paired data; this data is unpaired "
-                              "(KTO): use level 'item'", code="invalid_level")
-        sides: list[str | None] = [None] if resolved == "pair" else (
-            ["chosen", "rejected"] if ex.kind == "pair" else ["completion"])
-        for side in sides:
-            idx = len(records)
-            records.append((ex.row_id, side, ex.row, unit_texts(ex, side, template),
-                            text_key(render_text(ex.prompt)).hex()))
-            _collect_numeric(ex.extra, idx, numeric, non_numeric)
-            if ex.kind == "pair":  # answer lengths: for length-aware evaluation and methods
-                numeric.setdefault(CHOSEN_CHARS, {})[idx] = len(render_text(ex.chosen or ""))
-                numeric.setdefault(REJECTED_CHARS, {})[idx] = len(render_text(ex.rejected
-                                                                              or ""))
+            _resolve_level("pair", ex)  # raises: a pair-level table met an unpaired row
+        prompt_key = text_key(render_text(ex.prompt))
+        if ex.kind == "pair":  # answer lengths: for length-aware evaluation and methods
+            paired = True
+            lengths = (len(render_text(ex.chosen or "")), len(render_text(ex.rejected or "")))
+        else:
+            lengths = (math.nan, math.nan)
+        for side in _unit_sides(ex, resolved):
+            _collect_numeric(ex.extra, len(row_ids), numeric, non_numeric)
+            row_ids.append(ex.row_id)
+            side_codes.append(_SIDE_CODE[side])
+            rows.append(ex.row)
+            prompts += prompt_key
+            chosen_chars.append(lengths[0])
+            rejected_chars.append(lengths[1])
+            items = unit_texts(ex, side, template)
+            counts.append(len(items))
+            for label, text in items:
+                label_codes.append(_LABEL_CODE[label])
+                keys += text_key(text)
+                if keep_texts:
+                    texts.append(text)
     assert resolved is not None  # iter_examples raises on a file with no valid rows
-    order = sorted(range(len(records)), key=lambda i: (records[i][0], records[i][1] or ""))
-    texts: list[str] = []
-    labels: list[str] = []
-    groups: list[int] = []
-    for u, i in enumerate(order):
-        for label, text in records[i][3]:
-            texts.append(text)
-            labels.append(label)
-            groups.append(u)
+    n = len(row_ids)
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    order = pc.sort_indices(  # Arrow compares strings by UTF-8 bytes: code point order
+        pa.table({"r": pa.array(row_ids, pa.string()), "s": pa.array(side_codes, pa.int8())}),
+        sort_keys=[("r", "ascending"), ("s", "ascending")]).to_numpy()
+    # the items of each unit, in unit order
+    c = np.frombuffer(counts, dtype=np.uint8).astype(np.int64)[order] if n else \
+        np.zeros(0, dtype=np.int64)
+    starts = (np.cumsum(np.frombuffer(counts, dtype=np.uint8), dtype=np.int64)
+              - np.frombuffer(counts, dtype=np.uint8))[order] if n else c
+    ends = np.cumsum(c)
+    item_order = np.repeat(starts - (ends - c), c) + np.arange(int(ends[-1]) if n else 0)
+    text_keys = np.frombuffer(keys, dtype=np.uint8).reshape(-1, 16)[item_order]
+    labels = np.frombuffer(label_codes, dtype=np.int8)[item_order]
     meta = {}
     for name, values in numeric.items():
         if name in non_numeric:
             continue
-        col = np.full(len(records), np.nan)
+        col = np.full(n, np.nan)
         for i, v in values.items():
             col[i] = v
         meta[name] = col[order]
+    if paired:
+        meta[CHOSEN_CHARS] = np.frombuffer(chosen_chars, dtype=np.float64)[order]
+        meta[REJECTED_CHARS] = np.frombuffer(rejected_chars, dtype=np.float64)[order]
     # which units share a prompt (a numeric column, so methods can stratify by prompt)
-    prompt_ids: dict[str, int] = {}
-    meta[PROMPT_GROUP] = np.asarray(
-        [prompt_ids.setdefault(records[i][4], len(prompt_ids)) for i in order], dtype=float)
+    prompt_rows = np.frombuffer(prompts, dtype=np.uint8).reshape(-1, 16)[order]
+    meta[PROMPT_GROUP] = key_ids(prompt_rows)[1].astype(float)
     table = UnitTable(
         level=resolved, template=template,
-        row_ids=[records[i][0] for i in order], sides=[records[i][1] for i in order],
-        source_rows=np.asarray([records[i][2] for i in order], dtype=np.int64),
-        texts=texts, text_labels=labels, groups=np.asarray(groups, dtype=np.int64), meta=meta,
-        prompt_keys=[records[i][4] for i in order],
+        row_ids=[row_ids[i] for i in order],
+        sides=[_SIDES[s] for s in np.frombuffer(side_codes, dtype=np.int8)[order]],
+        source_rows=np.frombuffer(rows, dtype=np.int64)[order].copy(),
+        texts=[texts[i] for i in item_order] if keep_texts else [],
+        text_labels=[_LABELS[x] for x in labels],
+        groups=np.repeat(np.arange(n, dtype=np.int64), c), meta=meta,
+        prompt_keys=[bytes(k).hex() for k in prompt_rows] if keep_texts else [],
+        text_keys=text_keys,
     )
     return table, source.report
+
+
+def texts_of(source: PreferenceFile, keys: set[bytes], *, level: str,
+             template: str) -> Iterator[str]:
+    """The texts of a file whose keys are in ``keys``, each once, in file order (a
+    streaming pass: how a table read without texts finds the ones it must embed)."""
+    wanted = set(keys)
+    for ex in source.iter_examples():
+        for side in _unit_sides(ex, level):
+            for _, text in unit_texts(ex, side, template):
+                k = text_key(text)
+                if k in wanted:
+                    wanted.discard(k)
+                    yield text
+        if not wanted:
+            return
 
 
 def _collect_numeric(extra: dict[str, Any], idx: int, numeric: dict[str, dict[int, float]],
@@ -225,6 +323,8 @@ class SelectionPlan:
             settings); ``None``: the loaded encoder's ``name``.
         source_key: what identifies the data (e.g. a content hash plus read options);
             ``None`` turns the score cache off for this plan.
+        keep_texts: ``False`` reads the units without their texts (only their keys), for
+            selections scored elsewhere from the embedding store (too large to hold).
     """
 
     source: PreferenceFile
@@ -235,6 +335,7 @@ class SelectionPlan:
     encoder: Encoder | Callable[[], Encoder] | None = None
     encoder_key: Any = None
     source_key: str | None = None
+    keep_texts: bool = True
 
     def score_key(self) -> str | None:
         """The score cache key: everything that changes the fitted scores."""
@@ -334,7 +435,8 @@ class SelectionRun:
         t0 = time.perf_counter()
         self.progress("reading", 0, 0)
         self.table, self.report = read_units(self.plan.source, level=self.plan.level,
-                                             template=self.plan.template)
+                                             template=self.plan.template,
+                                             keep_texts=self.plan.keep_texts)
         self.plan.budget.size(len(self.table))
         self.progress("reading", self.report.rows_read, self.report.rows_read)
         self._timed("reading", t0)
@@ -373,6 +475,9 @@ class SelectionRun:
 
     def lookup(self) -> EmbeddingLookup:
         """Ask the embedding cache, once, for every distinct text."""
+        if not self.plan.keep_texts:
+            raise ConfigError("this plan reads its units without texts: embed through the "
+                              "store (texts_of finds the missing ones)")
         if self._lookup is None:
             self._lookup = lookup_embeddings(self.units.texts, self.encoder.name, self.cache)
         return self._lookup

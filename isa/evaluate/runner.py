@@ -78,7 +78,8 @@ class PairSet:
             text_labels=[x for x, m in zip(t.text_labels, item_mask, strict=True) if m],
             groups=remap[t.groups[item_mask]],
             meta={k: v[keep] for k, v in t.meta.items()},
-            prompt_keys=[t.prompt_keys[i] for i in np.flatnonzero(keep)])
+            prompt_keys=[t.prompt_keys[i] for i in np.flatnonzero(keep)],
+            text_keys=None if t.text_keys is None else t.text_keys[item_mask])
         return PairSet(table, self.X[item_mask], self.diff[keep])
 
 

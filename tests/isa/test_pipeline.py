@@ -161,3 +161,46 @@ def test_write_subsets_matches_one_file_per_shape(tmp_path, hh_file, sentence_en
         assert written[tmp_path / f"all-{shape}.jsonl"] == alone
         assert ((tmp_path / f"all-{shape}.jsonl").read_bytes()
                 == (tmp_path / f"one-{shape}.jsonl").read_bytes())
+
+
+@pytest.mark.parametrize("level", ["pair", "item"])
+def test_units_read_without_texts_keep_every_column_and_find_texts_by_key(tmp_path, hh_rows,
+                                                                          level):
+    """A table read without texts (map/reduce jobs too large to hold them) equals the full
+    table in everything but the texts; each text's key is its content hash; a streaming
+    pass gives back exactly the texts asked for, once each."""
+    from isa.embed.base import text_key
+    from isa.pipeline import read_units, texts_of
+
+    rows = random.Random(5).sample(hh_rows, len(hh_rows))  # file order is not unit order
+    data = PreferenceFile(write_jsonl(tmp_path / "hh.jsonl", rows))
+    full, _ = read_units(data, level=level)
+    lean, _ = read_units(data, level=level, keep_texts=False)
+    assert lean.texts == [] and lean.prompt_keys == [] and full.texts
+    for name in ("row_ids", "sides", "text_labels"):
+        assert getattr(lean, name) == getattr(full, name)
+    assert np.array_equal(lean.groups, full.groups)
+    assert np.array_equal(lean.source_rows, full.source_rows)
+    assert lean.meta.keys() == full.meta.keys()
+    for k in full.meta:
+        np.testing.assert_array_equal(lean.meta[k], full.meta[k])
+    assert lean.row_ids == sorted(lean.row_ids)  # canonical order, whatever the file's
+    assert [bytes(k) for k in lean.text_keys] == [text_key(t) for t in full.texts]
+    wanted = [full.texts[i] for i in (3, 0, 17)]
+    found = list(texts_of(data, {text_key(t) for t in wanted}, level=level,
+                          template=full.template))
+    assert sorted(found) == sorted(set(wanted))
+
+
+def test_key_ids_number_distinct_keys_by_first_appearance():
+    from isa.pipeline import key_ids
+
+    rng = np.random.default_rng(0)
+    distinct = rng.integers(0, 256, (50, 16), dtype=np.uint8)
+    distinct[1, :15] = distinct[0, :15]  # differ in the last byte only
+    rows = rng.integers(0, 50, 400)
+    first, inverse = key_ids(distinct[rows])
+    seen: dict[bytes, int] = {}
+    expect = [seen.setdefault(bytes(distinct[r]), len(seen)) for r in rows]
+    assert inverse.tolist() == expect
+    assert [bytes(distinct[rows][i]) for i in first] == list(seen)
