@@ -109,9 +109,9 @@ class Keys:
         return f"{Keys.job(job_id)}/{filename}"
 
     @staticmethod
-    def embed_queue(job_id: str) -> str:
-        """The texts a select job's embedding tasks share out (JSON Lines)."""
-        return Keys.job_file(job_id, "todo.jsonl")
+    def embed_queue(job_id: str, chunk: int) -> str:
+        """One embedding task's share of the texts a select job must embed (JSON Lines)."""
+        return Keys.job_file(job_id, f"todo/{int(chunk):06d}.jsonl")
 
     @staticmethod
     def score_state(key: str) -> str:

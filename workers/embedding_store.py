@@ -10,14 +10,17 @@ compact listpack encoding. Vectors never enter Redis.
 
 Losing index entries (eviction, TTL) only means embedding those texts again: point the
 index at its own Redis with an eviction policy (``ISA_CACHE_REDIS_URL``) so the cache can
-never fill the Redis that holds job state.
+never fill the Redis that holds job state. A shard no index entry names any more is
+garbage: ``sweep_shards`` (run by the workers' supervisor) deletes it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import struct
+import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 
@@ -27,6 +30,8 @@ import redis
 from core.artifacts import ArtifactStore
 from isa.embed.base import EmbeddingCache
 from isa.errors import EngineError
+
+log = logging.getLogger("isa.embedding_store")
 
 #: buckets of the index (the first two bytes of a 16-byte text hash)
 BUCKET_BYTES = 2
@@ -108,15 +113,17 @@ class ShardedEmbeddingStore(EmbeddingCache):
                 found[k] = v
         return found
 
-    def contains_many(self, encoder: str, keys: Sequence[bytes]) -> np.ndarray:
-        """Per key, whether the index holds it (no vector is read)."""
-        found: list[bool] = []
+    def contains_many(self, encoder: str, keys: Sequence[bytes] | np.ndarray) -> np.ndarray:
+        """Per key, whether the index holds it (no vector is read). ``keys``: bytes, or
+        the rows of a ``(n, 16)`` uint8 array (no Python object per key held)."""
+        found = np.zeros(len(keys), dtype=bool)
         for start in range(0, len(keys), 10_000):  # bounded pipelines
             pipe = self.r.pipeline(transaction=False)
             for k in keys[start:start + 10_000]:
+                k = bytes(k)
                 pipe.hexists(self._bucket(encoder, k), k[BUCKET_BYTES:])
-            found += pipe.execute()
-        return np.asarray(found, dtype=bool)
+            found[start:start + 10_000] = pipe.execute()
+        return found
 
     def matrix(self, encoder: str, keys: Sequence[bytes]) -> np.ndarray:
         """The vectors of ``keys`` as one float32 matrix, in order; ``MissingEmbeddings``
@@ -165,3 +172,53 @@ class ShardedEmbeddingStore(EmbeddingCache):
         if len(self._open) > self._open_max:
             self._open.popitem(last=False)
         return matrix
+
+
+def sweep_shards(index: redis.Redis, artifacts: ArtifactStore, key_prefix: str, *,
+                 grace_s: float = 3600.0) -> dict[str, int]:
+    """Delete the shards no index entry names (their entries expired or were evicted),
+    across every scope and encoder under ``key_prefix``.
+
+    A shard is written before its index entries, so only shards older than ``grace_s``
+    go: one being written now is never taken for garbage. Reads every index value once
+    (12 bytes an entry): run it rarely. Returns what it saw and deleted."""
+    named: set[bytes] = set()
+    buckets = index.scan_iter(match=f"{key_prefix}*embidx:*".encode(), count=1000)
+    while batch := [b for _, b in zip(range(1000), buckets, strict=False)]:
+        pipe = index.pipeline(transaction=False)
+        for bucket in batch:
+            pipe.hvals(bucket)
+        for values in pipe.execute():
+            named.update(v[:8] for v in values if len(v) == _ENTRY.size)
+    root = artifacts._path("embeddings")
+    files = artifacts.fs.find(root, detail=True) if artifacts.fs.exists(root) else {}
+    cutoff, seen, deleted, freed = time.time() - grace_s, 0, 0, 0
+    for path, info in files.items():
+        name = path.rsplit("/", 1)[-1]
+        if not name.endswith(".npy"):
+            continue
+        seen += 1
+        try:
+            digest = bytes.fromhex(name[:-4])
+        except ValueError:
+            continue
+        if digest in named or _modified(info) > cutoff:
+            continue
+        try:
+            artifacts.fs.rm(path)
+        except FileNotFoundError:  # another sweeper was first
+            continue
+        deleted += 1
+        freed += int(info.get("size") or 0)
+    if deleted:
+        log.info("swept %d embedding shards no index entry names (%d bytes)", deleted, freed)
+    return {"shards": seen, "deleted": deleted, "bytes_freed": freed}
+
+
+def _modified(info: dict) -> float:
+    """A listing entry's modification time (local files: mtime; object stores:
+    LastModified), as a Unix time; unknown: now (kept)."""
+    when = info.get("mtime", info.get("LastModified", info.get("last_modified")))
+    if when is None:
+        return time.time()
+    return float(when.timestamp() if hasattr(when, "timestamp") else when)

@@ -26,7 +26,6 @@ from celery import chord
 
 from core.artifacts import Keys
 from core.celery_app import TASK_FINISH_SCORING, TASK_SCORE_SHARD, celery_app
-from isa.embed.base import text_key
 from isa.pipeline import SelectionRun
 from isa.select import make_method
 from isa.select.isa import ISA
@@ -39,6 +38,14 @@ def applies(job: JobRun, run: SelectionRun) -> bool:
     than one scoring task takes."""
     return (type(run.plan.method) is ISA and not run.scored
             and len(run.units) > job.ctx.settings.score_shard_units)
+
+
+def reads_keys_only(job: JobRun, method: Any, dataset: dict[str, Any]) -> bool:
+    """Whether a select job reads its units without their texts: an ISA job sure to score
+    as map/reduce (a file holds at least as many units as valid rows). Its texts are
+    hashed as they stream by; those the store lacks are found again by key."""
+    return (type(method) is ISA
+            and int(dataset.get("rows_valid") or 0) > job.ctx.settings.score_shard_units)
 
 
 def _folder(job_id: str) -> str:
@@ -72,14 +79,11 @@ def _method(job: JobRun) -> ISA:
     return make_method(req.method, **{"random_state": req.seed, **req.params})  # type: ignore[return-value]
 
 
-def fan_out_scoring(job: JobRun, run: SelectionRun,
-                    text_keys: list[bytes] | None = None) -> None:
-    """Step 1: keys, the fitted mixture, and one scoring task per block of units
-    (``text_keys``: the items' keys, when the caller has hashed the texts already)."""
+def fan_out_scoring(job: JobRun, run: SelectionRun) -> None:
+    """Step 1: keys, the fitted mixture, and one scoring task per block of units."""
     ctx, units, method = job.ctx, run.units, run.plan.method
-    assert isinstance(method, ISA)
-    keys = np.frombuffer(b"".join(text_keys or (text_key(t) for t in units.texts)),
-                         dtype=np.uint8).reshape(-1, 16)
+    assert isinstance(method, ISA) and units.text_keys is not None
+    keys = units.text_keys
     buf = io.BytesIO()
     np.save(buf, keys, allow_pickle=False)  # .npy: each shard task maps only its slice
     with ctx.artifacts.open_write(_keys_file(job.id)) as fh:

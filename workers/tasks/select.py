@@ -9,9 +9,11 @@ ISA jobs larger than one scoring task score as map/reduce instead (``scoring``).
 
 from __future__ import annotations
 
+import itertools
 import json
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from celery import chord
 
 from core.artifacts import SCORES, SUBSET_FORMATS, Keys
 from core.celery_app import TASK_EMBED_CHUNK, TASK_FINISH_SELECT, TASK_SELECT, celery_app
-from isa.embed.base import embed_texts, text_key
+from isa.embed.base import embed_texts
 from isa.export import write_scores, write_subsets
 from isa.pipeline import (
     SelectionPlan,
@@ -27,6 +29,8 @@ from isa.pipeline import (
     SelectionRun,
     StageProgress,
     default_export_shapes,
+    key_ids,
+    texts_of,
 )
 from isa.select import make_method
 from workers.lifecycle import JobRun, run_claimed, run_continuation
@@ -39,8 +43,8 @@ def select_job(job_id: str) -> None:
 
 
 @celery_app.task(name=TASK_EMBED_CHUNK)
-def embed_chunk(job_id: str, start: int, end: int) -> None:
-    run_continuation(job_id, lambda job: _embed_chunk(job, start, end))
+def embed_chunk(job_id: str, chunk: int) -> None:
+    run_continuation(job_id, lambda job: _embed_chunk(job, chunk))
 
 
 @celery_app.task(name=TASK_FINISH_SELECT)
@@ -56,7 +60,8 @@ def _selection(job: JobRun, progress: StageProgress | None = None) -> SelectionR
     plan = SelectionPlan(
         job.open(ds), method, req.budget, level=req.level, template=req.template,
         encoder=lambda: ctx.encoder(req.encoder), encoder_key=req.encoder.model_dump(),
-        source_key=f"{ds['sha256']}:{json.dumps(ds.get('options'), sort_keys=True)}")
+        source_key=f"{ds['sha256']}:{json.dumps(ds.get('options'), sort_keys=True)}",
+        keep_texts=not scoring.reads_keys_only(job, method, ds))
     return SelectionRun(plan, cache=ctx.embeddings(job.tenant), scores=ctx.scores(job.tenant),
                         progress=progress or job.progress)
 
@@ -87,46 +92,48 @@ def _start(job: JobRun) -> None:
 def _start_sharded(job: JobRun, run: SelectionRun) -> None:
     """A job scored as map/reduce: embed what the store lacks on any worker (asking the
     index only; no vector is gathered here), then fan the scoring out."""
-    ctx, texts = job.ctx, run.units.texts
-    keys = [text_key(t) for t in texts]
-    first = {k: i for i, k in reversed(list(enumerate(keys)))}
-    unique = list(first)
-    have = ctx.embeddings(job.tenant).contains_many(run.encoder.name, unique)
-    todo = sorted((texts[first[k]] for k, h in zip(unique, have, strict=True) if not h),
-                  key=len, reverse=True)  # longest first, as the library orders its batches
+    ctx, units = job.ctx, run.units
+    keys = units.text_keys
+    assert keys is not None
+    first, _ = key_ids(keys)
+    have = ctx.embeddings(job.tenant).contains_many(run.encoder.name, keys[first])
+    missing = first[~have]
     ctx.metrics.incr("embed_cache_hits", int(have.sum()))
-    ctx.metrics.incr("embed_cache_misses", len(todo))
-    ctx.jobs.update(job.id, texts=len(keys), texts_unique=len(unique),
+    ctx.metrics.incr("embed_cache_misses", len(missing))
+    ctx.jobs.update(job.id, texts=len(keys), texts_unique=len(first),
                     texts_cached=int(have.sum()))
-    if todo:
-        _fan_out(job, todo)  # its chord's callback comes back through _finish
-    else:
-        scoring.fan_out_scoring(job, run, keys)
+    if not len(missing):
+        scoring.fan_out_scoring(job, run)
+    elif units.texts:  # longest first, as the library orders its batches
+        _fan_out(job, sorted((units.texts[i] for i in missing), key=len, reverse=True))
+    else:  # read without texts: one more streaming pass finds the missing ones
+        _fan_out(job, texts_of(run.plan.source, {bytes(k) for k in keys[missing]},
+                               level=units.level, template=units.template))
 
 
-def _fan_out(job: JobRun, todo: list[str]) -> None:
+def _fan_out(job: JobRun, todo: Iterable[str]) -> None:
     """One task per chunk of missing texts, on any worker; the last to finish triggers
-    ``finish_select`` through the chord."""
+    ``finish_select`` through the chord. Each chunk's texts are a file of their own, so
+    a task reads only its own (the queue may hold millions)."""
     ctx, size = job.ctx, job.ctx.settings.embed_chunk_size
-    with ctx.artifacts.open_write(Keys.embed_queue(job.id)) as fh:
-        for text in todo:
-            fh.write(json.dumps(text).encode() + b"\n")
-    job.stage("embedding", 0, len(todo))
+    chunks = total = 0
+    texts = iter(todo)
+    while chunk := list(itertools.islice(texts, size)):
+        with ctx.artifacts.open_write(Keys.embed_queue(job.id, chunks)) as fh:
+            fh.write(b"".join(json.dumps(text).encode() + b"\n" for text in chunk))
+        chunks += 1
+        total += len(chunk)
+    job.stage("embedding", 0, total)
     queue = job.request.queue or ctx.settings.default_queue
-    header = [celery_app.signature(TASK_EMBED_CHUNK, args=(job.id, a, min(a + size, len(todo))),
-                                   queue=queue) for a in range(0, len(todo), size)]
+    header = [celery_app.signature(TASK_EMBED_CHUNK, args=(job.id, i), queue=queue)
+              for i in range(chunks)]
     chord(header)(celery_app.signature(TASK_FINISH_SELECT, args=(job.id,), queue=queue))
 
 
-def _embed_chunk(job: JobRun, start: int, end: int) -> None:
+def _embed_chunk(job: JobRun, chunk: int) -> None:
     ctx = job.ctx
-    texts = []
-    with ctx.artifacts.open_read(Keys.embed_queue(job.id)) as fh:
-        for i, line in enumerate(fh):
-            if i >= end:
-                break
-            if i >= start:
-                texts.append(json.loads(line))
+    with ctx.artifacts.open_read(Keys.embed_queue(job.id, chunk)) as fh:
+        texts = [json.loads(line) for line in fh]
     reported = 0
 
     def progress(done: int, total: int) -> None:
@@ -152,6 +159,7 @@ def _finish_after_chord(job: JobRun) -> None:
         else:
             job.progress(stage, done, total)
 
+    job.ctx.artifacts.delete_prefix(Keys.job_file(job.id, "todo"))  # all embedded
     run = _selection(job, progress)
     run.read()
     run.restore_scores()  # another job may have scored the same meanwhile
@@ -184,7 +192,7 @@ def _finish(job: JobRun, run: SelectionRun) -> None:
         "files": files,
         "score_cache_hit": result.score_cache_hit,
         "embedding": None if not result.method.needs_embeddings else {
-            "texts": record.get("texts", len(result.units.texts)),
+            "texts": record.get("texts", result.units.n_items),
             "unique": record.get("texts_unique"),
             "cached": record.get("texts_cached"),
             "newly_embedded": record.get("embedded_new", 0),
