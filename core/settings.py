@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     #: it a Redis of its own with an eviction policy, as docker-compose.yml does, so the
     #: cache can never fill the Redis that holds job state
     cache_redis_url: str | None = None
+    #: hours between sweeps of embedding shards no index entry names (0: never)
+    embedding_sweep_every_h: float = 6.0
     #: how shards store vectors: float32 (exact) or float16 (half the bytes)
     embedding_shard_dtype: Literal["float32", "float16"] = "float32"
     #: share the embedding and score caches between tenants (off: a cache hit would tell

@@ -10,6 +10,9 @@ with ``worker_lost``. A job left ``cancelling`` by a dead worker is cancelled.
 
 Work still waiting in a queue (``queued`` jobs, ``uploaded`` data sets) shows no
 heartbeat by design and is left alone: a busy worker will reach it.
+
+Every ``embedding_sweep_every_h`` one worker also sweeps the embedding shards that no
+index entry names any more (``sweep_shards``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from celery.signals import worker_ready
 from core.celery_app import TASK_FOR_JOB_TYPE, TASK_VALIDATE, celery_app
 from core.records import RecordStore, now
 from workers.context import WorkerContext, context
+from workers.embedding_store import sweep_shards
 
 log = logging.getLogger("isa.supervisor")
 
@@ -99,6 +103,22 @@ def _retry(ctx: WorkerContext, store: RecordStore, record: dict[str, Any],
     acted["resent" if is_job else "revalidated"].append(record_id)
 
 
+def sweep_due(ctx: WorkerContext) -> bool:
+    """Whether this worker sweeps the embedding shards now: none has in the last
+    ``embedding_sweep_every_h`` (the lock's lifetime is the period)."""
+    s = ctx.settings
+    period = int(s.embedding_sweep_every_h * 3600)
+    return period > 0 and bool(ctx.redis.set(f"{s.key_prefix}shard-sweep-lock", "1",
+                                             nx=True, ex=period))
+
+
+def _sweep(ctx: WorkerContext) -> None:
+    try:
+        sweep_shards(ctx.cache_redis, ctx.artifacts, ctx.settings.key_prefix)
+    except Exception:  # noqa: BLE001 - the next period tries again
+        log.warning("embedding shard sweep failed", exc_info=True)
+
+
 def supervise_forever(ctx: WorkerContext, stop: threading.Event) -> None:
     s = ctx.settings
     lock = f"{s.key_prefix}supervisor-lock"
@@ -109,6 +129,9 @@ def supervise_forever(ctx: WorkerContext, stop: threading.Event) -> None:
                 acted = supervise_once(ctx)
                 if any(acted.values()):
                     log.warning("supervisor: %s", {k: v for k, v in acted.items() if v})
+                if sweep_due(ctx):  # its own thread: a long sweep delays no round
+                    threading.Thread(target=_sweep, args=(ctx,), name="shard-sweep",
+                                     daemon=True).start()
         except Exception:  # noqa: BLE001 - Redis away: try again next round
             log.warning("supervisor round failed", exc_info=True)
 

@@ -115,3 +115,34 @@ def test_matches_the_in_memory_cache(store):
     keys = list(items)
     a, b = mem.get_many("e", keys), store.get_many("e", keys)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in keys)
+
+
+def test_sweep_deletes_only_old_shards_no_index_entry_names(store):
+    """Index entries expire or are evicted; their shard files would stay for ever. The
+    sweep deletes a shard once no entry names it, never one younger than its grace period
+    (a shard is written before its entries), and leaves every named shard readable."""
+    import os
+    import time
+
+    from workers.embedding_store import sweep_shards
+
+    root = store.artifacts.cache_dir.parent / "artifacts" / "embeddings"
+    kept, evicted = _vectors(50, seed=1), _vectors(50, seed=2)
+    store.put_many("enc", kept)
+    kept_shard = next(root.rglob("*.npy"))
+    store.put_many("enc", evicted)
+    (evicted_shard,) = set(root.rglob("*.npy")) - {kept_shard}
+    for k in evicted:  # what an evicting Redis or the TTL does to the index
+        store.r.hdel(store._bucket("enc", k), k[2:])
+    sweep = lambda: sweep_shards(store.r, store.artifacts, store.scope,  # noqa: E731
+                                 grace_s=3600)
+    assert sweep() == {"shards": 2, "deleted": 0, "bytes_freed": 0}  # both still young
+    hours_ago = time.time() - 2 * 3600
+    for shard in (kept_shard, evicted_shard):
+        os.utime(shard, (hours_ago, hours_ago))
+    size = evicted_shard.stat().st_size
+    assert sweep() == {"shards": 2, "deleted": 1, "bytes_freed": size}
+    assert kept_shard.exists() and not evicted_shard.exists()
+    got = store.get_many("enc", [*kept, *evicted])
+    assert set(got) == set(kept)
+    assert all(np.array_equal(got[k], v) for k, v in kept.items())
