@@ -76,10 +76,10 @@ def _params(items: list[str]) -> dict[str, Any]:
     return _parse_params(items)
 
 
-def _encoder(encoder: str | None, model: str | None,
-             max_seq_length: int | None) -> dict[str, Any] | None:
-    spec = {k: v for k, v in {"name": encoder, "model": model,
-                              "max_seq_length": max_seq_length}.items() if v is not None}
+def _encoder(encoder: str | None, model: str | None, max_seq_length: int | None,
+             backend: str | None = None) -> dict[str, Any] | None:
+    spec = {k: v for k, v in {"name": encoder, "model": model, "max_seq_length": max_seq_length,
+                              "backend": backend}.items() if v is not None}
     return spec or None
 
 
@@ -126,6 +126,8 @@ def select(
     encoder: Annotated[str | None, typer.Option(help="sentence | causal-lm")] = None,
     model: Annotated[str | None, typer.Option(help="encoder model name")] = None,
     max_seq_length: Annotated[int | None, typer.Option(help="encoder max tokens")] = None,
+    backend: Annotated[str | None, typer.Option(
+        help="sentence encoder runtime on the workers: torch | openvino")] = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="write the subset here")]
     = None,
     export: Annotated[str | None, typer.Option(
@@ -139,7 +141,8 @@ def select(
         job = _run(lambda: c.select(dataset_id, method=method, budget=budget,
                                     params=_params(param), seed=seed, level=level,
                                     template=template,
-                                    encoder=_encoder(encoder, model, max_seq_length)))
+                                    encoder=_encoder(encoder, model, max_seq_length,
+                                                     backend)))
         job = _finish(c, job, no_wait, quiet)
         res = job.result
         err.print(f"[green]selected[/] {res['rows_selected']:,} of {res['units']:,} "

@@ -108,3 +108,23 @@ def test_curve_command_writes_report_and_plot(tmp_path, alpaca_rows):
     assert report["metric"] == "balanced_accuracy"
     bad = run("curve", str(src), "--out", str(tmp_path / "x.json"), "--metric", "f1")
     assert bad.returncode == 2 and "--metric" in bad.stderr
+
+
+def test_backend_option_picks_the_encoder_runtime(tmp_path, hh_rows):
+    """``--backend openvino`` embeds with OpenVINO (its own encoder name, so its vectors
+    never mix with torch's in a cache) and keeps the torch subset; an unknown backend is
+    refused before any work."""
+    pytest.importorskip("openvino")
+    src = write_jsonl(tmp_path / "hh.jsonl", hh_rows[:40])
+    subsets = {}
+    for backend in ("torch", "openvino"):
+        out, summary = tmp_path / f"{backend}.jsonl", tmp_path / f"{backend}.json"
+        proc = run("select", str(src), "--budget", "0.25", "--precision", "float32",
+                   "--backend", backend, "--out", str(out), "--summary", str(summary))
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(summary.read_text())["encoder"].endswith(":openvino") == (
+            backend == "openvino")
+        subsets[backend] = out.read_text()
+    assert subsets["openvino"] == subsets["torch"]  # float32: the same vectors to ~1e-6
+    bad = run("select", str(src), "--backend", "onnx", "--out", str(tmp_path / "x.jsonl"))
+    assert bad.returncode == 2 and "--backend" in bad.stderr and not (tmp_path / "x.jsonl").exists()
