@@ -137,17 +137,19 @@ def _worker_command(concurrency: int) -> list[str]:
 
 class RedisServer:
     """A redis-server of the test's own, on a free port, persisting to an append-only
-    file so that a restart keeps the queue and the records."""
+    file so that a restart keeps the queue and the records (``persist=False``: memory
+    only, as a benchmark's throwaway cache)."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder, self.port = folder, free_port()
+    def __init__(self, folder: Path, *, persist: bool = True) -> None:
+        self.folder, self.port, self.persist = folder, free_port(), persist
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [shutil.which("redis-server") or "redis-server", "--port", str(self.port),
-             "--bind", "127.0.0.1", "--dir", str(self.folder), "--appendonly", "yes",
+             "--bind", "127.0.0.1", "--dir", str(self.folder),
+             "--appendonly", "yes" if self.persist else "no",
              "--appendfsync", "always", "--save", ""],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
