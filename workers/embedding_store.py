@@ -38,6 +38,13 @@ BUCKET_BYTES = 2
 _ENTRY = struct.Struct("<8sI")  # shard digest, row
 
 
+def _key_array(keys: Sequence[bytes] | np.ndarray) -> np.ndarray:
+    """16-byte text keys as the rows of a ``(n, 16)`` uint8 array."""
+    if isinstance(keys, np.ndarray):
+        return np.ascontiguousarray(keys, dtype=np.uint8).reshape(-1, 16)
+    return np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, 16)
+
+
 def _digest(*parts: bytes, size: int = 8) -> bytes:
     h = hashlib.blake2b(digest_size=size)
     for part in parts:
@@ -87,52 +94,73 @@ class ShardedEmbeddingStore(EmbeddingCache):
         """The artifact key of a shard."""
         return f"embeddings/{self._scope_dir}/{self._encoder_id(encoder)}/{digest.hex()}.npy"
 
+    def _locate(self, encoder: str, keys: Sequence[bytes] | np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
+        """Where each key's vector is: ``(shard, row, digests)``, per key the number of its
+        shard in ``digests`` (-1: not indexed) and its row there. One HMGET per bucket,
+        keys grouped by bucket by sorting; no Python object per key is kept."""
+        arr = _key_array(keys)
+        shard = np.full(len(arr), -1, dtype=np.int64)
+        row = np.zeros(len(arr), dtype=np.int64)
+        digests: dict[bytes, int] = {}
+        if not len(arr):
+            return shard, row, []
+        bucket = arr[:, 0].astype(np.int64) << 8 | arr[:, 1]
+        order = np.argsort(bucket, kind="stable")
+        edges = np.flatnonzero(np.diff(bucket[order])) + 1
+        groups = np.split(order, edges)
+        prefix = f"{self.scope}embidx:{self._encoder_id(encoder)}:".encode()
+        for start in range(0, len(groups), 2000):  # bounded pipelines
+            batch = groups[start:start + 2000]
+            pipe = self.r.pipeline(transaction=False)
+            for idx in batch:
+                pipe.hmget(prefix + arr[idx[0], :BUCKET_BYTES].tobytes().hex().encode(),
+                           [arr[i, BUCKET_BYTES:].tobytes() for i in idx])
+            for idx, values in zip(batch, pipe.execute(), strict=True):
+                for i, v in zip(idx, values, strict=True):
+                    if v is not None and len(v) == _ENTRY.size:
+                        digest, row[i] = _ENTRY.unpack(v)
+                        shard[i] = digests.setdefault(digest, len(digests))
+        return shard, row, list(digests)
+
+    def _gather(self, encoder: str, shard: np.ndarray, row: np.ndarray,
+                digests: list[bytes]) -> tuple[np.ndarray | None, np.ndarray]:
+        """The located vectors as one float32 matrix (rows of keys not found: zeros) and
+        which keys were found (a shard deleted underneath the index, or shorter than
+        the index says, is a miss)."""
+        found = shard >= 0
+        out: np.ndarray | None = None
+        for s, digest in enumerate(digests):
+            pos = np.flatnonzero(shard == s)
+            matrix = self._shard(encoder, digest)
+            if matrix is None or row[pos].max() >= len(matrix):
+                found[pos] = False  # deleted underneath the index: embed those again
+                continue
+            if out is None:
+                out = np.zeros((len(shard), matrix.shape[1]), dtype=np.float32)
+            out[pos] = matrix[row[pos]]
+        return out, found
+
     def get_many(self, encoder: str, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
-        by_bucket: dict[bytes, list[bytes]] = defaultdict(list)
-        for k in dict.fromkeys(keys):
-            by_bucket[self._bucket(encoder, k)].append(k)
-        pipe = self.r.pipeline(transaction=False)
-        for bucket, ks in by_bucket.items():
-            pipe.hmget(bucket, [k[BUCKET_BYTES:] for k in ks])
-        by_shard: dict[bytes, list[tuple[bytes, int]]] = defaultdict(list)
-        for ks, values in zip(by_bucket.values(), pipe.execute(), strict=True):
-            for k, v in zip(ks, values, strict=True):
-                if v is not None and len(v) == _ENTRY.size:
-                    shard, row = _ENTRY.unpack(v)
-                    by_shard[shard].append((k, row))
-        found: dict[bytes, np.ndarray] = {}
-        for shard, wanted in by_shard.items():
-            matrix = self._shard(encoder, shard)
-            if matrix is None:  # deleted underneath the index: embed those again
-                continue
-            rows = np.fromiter((row for _, row in wanted), dtype=np.int64, count=len(wanted))
-            if rows.max() >= len(matrix):
-                continue
-            vectors = np.asarray(matrix[rows], dtype=np.float32)
-            for (k, _), v in zip(wanted, vectors, strict=True):
-                found[k] = v
-        return found
+        keys = list(dict.fromkeys(keys))
+        out, found = self._gather(encoder, *self._locate(encoder, keys))
+        if out is None:
+            return {}
+        return {k: out[i] for i, k in enumerate(keys) if found[i]}
 
     def contains_many(self, encoder: str, keys: Sequence[bytes] | np.ndarray) -> np.ndarray:
         """Per key, whether the index holds it (no vector is read). ``keys``: bytes, or
-        the rows of a ``(n, 16)`` uint8 array (no Python object per key held)."""
-        found = np.zeros(len(keys), dtype=bool)
-        for start in range(0, len(keys), 10_000):  # bounded pipelines
-            pipe = self.r.pipeline(transaction=False)
-            for k in keys[start:start + 10_000]:
-                k = bytes(k)
-                pipe.hexists(self._bucket(encoder, k), k[BUCKET_BYTES:])
-            found[start:start + 10_000] = pipe.execute()
-        return found
+        the rows of a ``(n, 16)`` uint8 array."""
+        return self._locate(encoder, keys)[0] >= 0
 
-    def matrix(self, encoder: str, keys: Sequence[bytes]) -> np.ndarray:
-        """The vectors of ``keys`` as one float32 matrix, in order; ``MissingEmbeddings``
-        when the cache no longer holds some (evicted since they were embedded)."""
-        found = self.get_many(encoder, keys)
-        missing = sum(k not in found for k in dict.fromkeys(keys))
-        if missing:
-            raise MissingEmbeddings(missing)
-        return np.stack([found[k] for k in keys])
+    def matrix(self, encoder: str, keys: Sequence[bytes] | np.ndarray) -> np.ndarray:
+        """The vectors of ``keys`` (bytes, or rows of a ``(n, 16)`` uint8 array) as one
+        float32 matrix, in order, filled shard by shard; ``MissingEmbeddings`` when the
+        cache no longer holds some (evicted since they were embedded)."""
+        out, found = self._gather(encoder, *self._locate(encoder, keys))
+        if not found.all():
+            raise MissingEmbeddings(len({bytes(k) for k in _key_array(keys)[~found]}))
+        return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
     def put_many(self, encoder: str, items: dict[bytes, np.ndarray]) -> None:
         if not items:

@@ -94,7 +94,7 @@ def fan_out_scoring(job: JobRun, run: SelectionRun) -> None:
     method._check(keys.shape[0])
     sample = method.fit_sample(keys.shape[0])
     rows = keys if sample is None else keys[sample]
-    X_fit = ctx.embeddings(job.tenant).matrix(encoder, [bytes(k) for k in rows])
+    X_fit = ctx.embeddings(job.tenant).matrix(encoder, rows)
     method._progress = lambda done, total: job.progress("fitting", done, total)
     _save(job, "model.npz", **ISAModel.fit(method, X_fit).state)
     del X_fit
@@ -124,7 +124,7 @@ def _score_shard(job: JobRun, index: int, start: int, end: int, n_units: int,
     job.check_cancel()
     t = time.perf_counter()
     keys = np.load(ctx.artifacts.local_path(_keys_file(job.id)), mmap_mode="r")[start:end]
-    X = ctx.embeddings(job.tenant).matrix(encoder, [bytes(k) for k in keys])
+    X = ctx.embeddings(job.tenant).matrix(encoder, keys)
     method = ISAModel(_load(job, "model.npz")).restore(_method(job))
     scores = score_shard(method, X)
     _save(job, f"shard-{index:05d}.npz", log_likelihood=scores.log_likelihood,
