@@ -442,6 +442,12 @@ class SelectionRun:
         self._timed("reading", t0)
         return self.table
 
+    def use_units(self, table: UnitTable, report: IngestReport) -> UnitTable:
+        """Units read before (by another task: ``isa.unit_files``) instead of reading."""
+        self.plan.budget.size(len(table))
+        self.table, self.report = table, report
+        return table
+
     def restore_scores(self) -> bool:
         """Take the fitted scores from the score cache when it has them."""
         key = self.plan.score_key()

@@ -4,14 +4,17 @@ A select job with more than ``ISA_SCORE_SHARD_UNITS`` units never gathers its
 embeddings in one process. Once every text is in the embedding store:
 
 1. ``fan_out_scoring`` (the task that read the data) writes the items' text keys (a
-   ``.npy`` each scoring task memory-maps only its slice of), fits
-   the mixture on ISA's seeded sample (``ISAModel``: a few arrays) and sends one
-   ``score_shard`` task per block of whole units, on any worker;
+   ``.npy`` each scoring task memory-maps only its slice of) and the unit table without
+   texts (``isa.unit_files``), fits the mixture on ISA's seeded sample (``ISAModel``: a
+   few arrays) and sends one ``score_shard`` task per block of whole units, on any
+   worker;
 2. each ``score_shard`` reads its keys, its vectors from the store, and writes its
    items' log-likelihoods (16 bytes an item) and their bounds;
-3. ``finish_scoring`` (the chord's callback) joins them into the method's fitted state,
-   exactly what ``ISA().fit`` gives (isa.select.sharded; the tests compare), puts it in
-   the score cache, and selects and writes as any select job does.
+3. ``finish_scoring`` (the chord's callback) loads the unit table (the source is not
+   parsed again, only streamed once to write the subset), joins the log-likelihoods into
+   the method's fitted state, exactly what ``ISA().fit`` gives (isa.select.sharded; the
+   tests compare), puts it in the score cache, and selects and writes as any select
+   job does.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from isa.pipeline import SelectionRun
 from isa.select import make_method
 from isa.select.isa import ISA
 from isa.select.sharded import ISAModel, score_shard
+from isa.unit_files import read_unit_file, write_unit_file
 from workers.lifecycle import JobRun, run_continuation
 
 
@@ -69,6 +73,10 @@ def _keys_file(job_id: str) -> str:
     return f"{_folder(job_id)}/items.npy"
 
 
+def _units_file(job_id: str) -> str:
+    return f"{_folder(job_id)}/units.arrow"
+
+
 def worker_name(task: Any) -> str:
     """The Celery node a task runs on (the machine's name outside a worker)."""
     return task.request.hostname or socket.gethostname()
@@ -88,6 +96,9 @@ def fan_out_scoring(job: JobRun, run: SelectionRun) -> None:
     np.save(buf, keys, allow_pickle=False)  # .npy: each shard task maps only its slice
     with ctx.artifacts.open_write(_keys_file(job.id)) as fh:
         fh.write(buf.getvalue())
+    with ctx.artifacts.open_write(_units_file(job.id)) as fh:  # the reduce reads no source
+        assert run.report is not None
+        write_unit_file(units, run.report, fh)
     encoder = run.encoder.name
     job.stage("fitting", 0, method.max_iter)
     t = time.perf_counter()
@@ -143,14 +154,9 @@ def _finish_scoring(job: JobRun, shards: int, fit_s: float) -> None:
     and write like any select job."""
     from workers.tasks.select import _finish, _selection
 
-    def progress(stage: str, done: int, total: int) -> None:
-        if stage == "reading":  # reading again is not news to the client
-            job.check_cancel()
-        else:
-            job.progress(stage, done, total)
-
-    run = _selection(job, progress)
-    run.read()
+    run = _selection(job)
+    with job.ctx.artifacts.open_read(_units_file(job.id)) as fh:
+        run.use_units(*read_unit_file(fh))
     if not run.restore_scores():  # another job may have scored the same meanwhile
         parts = [_load(job, f"shard-{i:05d}.npz") for i in range(shards)]
         ll = np.concatenate([p["log_likelihood"] for p in parts])

@@ -1,0 +1,82 @@
+"""A unit table (without its texts) as one Arrow IPC file: how the map/reduce select job's
+reading task hands the units to its reduce step, so that the reduce never parses the
+source again (at 10M pairs a pass costs minutes), only streams it once to write the
+subset.
+
+One row per unit: row_id, side, source_row, every numeric meta column, and the unit's
+items as lists (their 16-byte text keys and label codes). Items follow units in
+canonical order, so the list offsets are the groups. The level, template and the
+reading pass's report (its counts) travel in the schema's metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import BinaryIO
+
+import numpy as np
+import pyarrow as pa
+
+from .ingest.dataset import IngestReport
+from .pipeline import UnitTable
+
+_SIDES = {None: "", "chosen": "chosen", "rejected": "rejected", "completion": "completion"}
+_LABELS = ("chosen", "rejected", "completion", "prompt", "pair")
+
+
+def write_unit_file(table: UnitTable, report: IngestReport, out: BinaryIO) -> None:
+    """Write ``table`` (its texts are not kept: ``text_keys`` must be set) to ``out``."""
+    if table.text_keys is None:
+        raise ValueError("a unit file holds text keys: read the units with them")
+    offsets = pa.array(np.concatenate([[0], np.cumsum(np.bincount(
+        table.groups, minlength=len(table)))]).astype(np.int32))
+    codes = {label: i for i, label in enumerate(_LABELS)}
+    keys = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(16), table.n_items, [None, pa.py_buffer(np.ascontiguousarray(
+            table.text_keys).tobytes())])
+    columns = {
+        "row_id": pa.array(table.row_ids, pa.string()),
+        "side": pa.array([_SIDES[s] for s in table.sides], pa.string()),
+        "source_row": pa.array(table.source_rows),
+        "item_keys": pa.ListArray.from_arrays(offsets, keys),
+        "item_labels": pa.ListArray.from_arrays(offsets, pa.array(
+            np.fromiter((codes[x] for x in table.text_labels), dtype=np.int8,
+                        count=table.n_items))),
+        **{f"meta.{k}": pa.array(v) for k, v in table.meta.items()},
+    }
+    meta = {"level": table.level, "template": table.template, "report": json.dumps({
+        "file": report.file, "file_format": report.file_format, "shape": report.shape,
+        "rows_read": report.rows_read, "rows_valid": report.rows_valid,
+        "rows_skipped": report.rows_skipped,
+        "skipped_by_code": dict(report.skipped_by_code)})}
+    arrow = pa.table(columns).replace_schema_metadata(meta)
+    with pa.ipc.new_file(out, arrow.schema) as writer:
+        writer.write_table(arrow)
+
+
+def read_unit_file(source: BinaryIO) -> tuple[UnitTable, IngestReport]:
+    """The table and report ``write_unit_file`` wrote (texts and prompt keys empty)."""
+    arrow = pa.ipc.open_file(source).read_all()
+    meta = {k.decode(): v.decode() for k, v in (arrow.schema.metadata or {}).items()}
+    keys = arrow.column("item_keys").combine_chunks()
+    counts = np.diff(keys.offsets.to_numpy())
+    n = arrow.num_rows
+    flat = keys.flatten()
+    text_keys = np.frombuffer(flat.buffers()[1], dtype=np.uint8)[
+        flat.offset * 16:(flat.offset + len(flat)) * 16].reshape(-1, 16).copy()
+    labels = arrow.column("item_labels").combine_chunks().flatten().to_numpy()
+    table = UnitTable(
+        level=meta["level"], template=meta["template"],
+        row_ids=arrow.column("row_id").to_pylist(),
+        sides=[s or None for s in arrow.column("side").to_pylist()],
+        source_rows=arrow.column("source_row").to_numpy(),
+        texts=[], text_labels=[_LABELS[x] for x in labels],
+        groups=np.repeat(np.arange(n, dtype=np.int64), counts),
+        meta={name[5:]: arrow.column(name).to_numpy() for name in arrow.column_names
+              if name.startswith("meta.")},
+        text_keys=text_keys)
+    r = json.loads(meta["report"])
+    report = IngestReport(r["file"], r["file_format"], r["shape"], r["rows_read"],
+                          r["rows_valid"], r["rows_skipped"], Counter(r["skipped_by_code"]))
+    return table, report
