@@ -211,10 +211,11 @@ def read_units(source: PreferenceFile, *, level: Level = "auto",
 def texts_of(source: PreferenceFile, keys: set[bytes], *, level: str,
              template: str) -> Iterator[str]:
     """The texts of a file whose keys are in ``keys``, each once, in file order (a
-    streaming pass: how a table read without texts finds the ones it must embed)."""
+    streaming pass: how a table read without texts finds the ones it must embed).
+    ``level`` as ``read_units`` takes it ("auto" included)."""
     wanted = set(keys)
     for ex in source.iter_examples():
-        for side in _unit_sides(ex, level):
+        for side in _unit_sides(ex, _resolve_level(level, ex)):
             for _, text in unit_texts(ex, side, template):
                 k = text_key(text)
                 if k in wanted:

@@ -123,6 +123,12 @@ class ShardedEmbeddingStore(EmbeddingCache):
                         shard[i] = digests.setdefault(digest, len(digests))
         return shard, row, list(digests)
 
+    def gather(self, encoder: str, keys: Sequence[bytes] | np.ndarray
+               ) -> tuple[np.ndarray | None, np.ndarray]:
+        """The vectors of ``keys`` as one float32 matrix, in order (rows of keys not found:
+        zeros; ``None`` when none is found), and per key whether it was found."""
+        return self._gather(encoder, *self._locate(encoder, keys))
+
     def _gather(self, encoder: str, shard: np.ndarray, row: np.ndarray,
                 digests: list[bytes]) -> tuple[np.ndarray | None, np.ndarray]:
         """The located vectors as one float32 matrix (rows of keys not found: zeros) and
@@ -143,7 +149,7 @@ class ShardedEmbeddingStore(EmbeddingCache):
 
     def get_many(self, encoder: str, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
         keys = list(dict.fromkeys(keys))
-        out, found = self._gather(encoder, *self._locate(encoder, keys))
+        out, found = self.gather(encoder, keys)
         if out is None:
             return {}
         return {k: out[i] for i, k in enumerate(keys) if found[i]}
@@ -157,7 +163,7 @@ class ShardedEmbeddingStore(EmbeddingCache):
         """The vectors of ``keys`` (bytes, or rows of a ``(n, 16)`` uint8 array) as one
         float32 matrix, in order, filled shard by shard; ``MissingEmbeddings`` when the
         cache no longer holds some (evicted since they were embedded)."""
-        out, found = self._gather(encoder, *self._locate(encoder, keys))
+        out, found = self.gather(encoder, keys)
         if not found.all():
             raise MissingEmbeddings(len({bytes(k) for k in _key_array(keys)[~found]}))
         return out if out is not None else np.zeros((0, 0), dtype=np.float32)

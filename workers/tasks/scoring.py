@@ -20,6 +20,7 @@ embeddings in one process. Once every text is in the embedding store:
 from __future__ import annotations
 
 import io
+import logging
 import socket
 import time
 from typing import Any
@@ -29,12 +30,15 @@ from celery import chord
 
 from core.artifacts import Keys
 from core.celery_app import TASK_FINISH_SCORING, TASK_SCORE_SHARD, celery_app
-from isa.pipeline import SelectionRun
+from isa.embed.base import embed_texts
+from isa.pipeline import SelectionRun, texts_of
 from isa.select import make_method
 from isa.select.isa import ISA
 from isa.select.sharded import ISAModel, score_shard
 from isa.unit_files import read_unit_file, write_unit_file
 from workers.lifecycle import JobRun, run_continuation
+
+log = logging.getLogger("isa.scoring")
 
 
 def applies(job: JobRun, run: SelectionRun) -> bool:
@@ -77,6 +81,26 @@ def _units_file(job_id: str) -> str:
     return f"{_folder(job_id)}/units.arrow"
 
 
+def _vectors(job: JobRun, encoder: str, keys: np.ndarray) -> np.ndarray:
+    """The vectors of ``keys`` from the store. Any evicted since the job embedded them (an
+    evicting cache Redis, a swept shard) are embedded again here, their texts found by one
+    streaming pass over the source; ``MissingEmbeddings`` only if they leave again (a
+    cache too small to hold one task's vectors)."""
+    ctx, req = job.ctx, job.request
+    store = ctx.embeddings(job.tenant)
+    X, found = store.gather(encoder, keys)
+    if X is not None and found.all():
+        return X
+    lost = {bytes(k) for k in keys[~found]}
+    log.warning("job %s: %d embeddings left the cache; embedding them again", job.id,
+                len(lost))
+    ctx.metrics.incr("embed_cache_misses", len(lost))
+    texts = list(texts_of(job.open(job.dataset(req.dataset_id)), lost, level=req.level,
+                          template=req.template))
+    embed_texts(texts, ctx.encoder(req.encoder), cache=store)
+    return store.matrix(encoder, keys)
+
+
 def worker_name(task: Any) -> str:
     """The Celery node a task runs on (the machine's name outside a worker)."""
     return task.request.hostname or socket.gethostname()
@@ -105,7 +129,7 @@ def fan_out_scoring(job: JobRun, run: SelectionRun) -> None:
     method._check(keys.shape[0])
     sample = method.fit_sample(keys.shape[0])
     rows = keys if sample is None else keys[sample]
-    X_fit = ctx.embeddings(job.tenant).matrix(encoder, rows)
+    X_fit = _vectors(job, encoder, rows)
     method._progress = lambda done, total: job.progress("fitting", done, total)
     _save(job, "model.npz", **ISAModel.fit(method, X_fit).state)
     del X_fit
@@ -135,7 +159,7 @@ def _score_shard(job: JobRun, index: int, start: int, end: int, n_units: int,
     job.check_cancel()
     t = time.perf_counter()
     keys = np.load(ctx.artifacts.local_path(_keys_file(job.id)), mmap_mode="r")[start:end]
-    X = ctx.embeddings(job.tenant).matrix(encoder, keys)
+    X = _vectors(job, encoder, np.asarray(keys))
     method = ISAModel(_load(job, "model.npz")).restore(_method(job))
     scores = score_shard(method, X)
     _save(job, f"shard-{index:05d}.npz", log_likelihood=scores.log_likelihood,
