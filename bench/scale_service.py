@@ -114,6 +114,9 @@ class PeakRSS:
     def __init__(self, roots: dict[str, int]) -> None:
         self.roots, self.peak = roots, dict.fromkeys(roots, 0)
         self.anon = dict.fromkeys(roots, 0)
+        #: the job's stage now (set by ``follow``), and per stage the largest anonymous
+        #: memory of any worker process while the job was in it
+        self.stage, self.by_stage = "", {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -124,7 +127,11 @@ class PeakRSS:
                     root = psutil.Process(pid)
                     for p in [root, *root.children(recursive=True)]:
                         self.peak[role] = max(self.peak[role], p.memory_info().rss)
-                        self.anon[role] = max(self.anon[role], _anon_bytes(p.pid))
+                        anon = _anon_bytes(p.pid)
+                        self.anon[role] = max(self.anon[role], anon)
+                        if role.startswith("worker") and self.stage:
+                            self.by_stage[self.stage] = max(self.by_stage.get(self.stage, 0),
+                                                            anon)
                 except (psutil.Error, OSError):
                     continue
             self._stop.wait(0.5)
@@ -138,8 +145,10 @@ class PeakRSS:
         self._thread.join()
 
 
-def follow(client, job_id: str, timeout: float) -> tuple[dict, dict[str, float]]:  # noqa: ANN001
-    """Poll a job to its end; seconds in each stage as a client sees them."""
+def follow(client, job_id: str, timeout: float,  # noqa: ANN001
+           rss: PeakRSS) -> tuple[dict, dict[str, float]]:
+    """Poll a job to its end; seconds in each stage as a client sees them (and tell the
+    memory sampler which stage the job is in)."""
     start = last = time.perf_counter()
     stage, stages = None, {}
     while True:
@@ -148,6 +157,7 @@ def follow(client, job_id: str, timeout: float) -> tuple[dict, dict[str, float]]
         if stage is not None:
             stages[stage] = stages.get(stage, 0.0) + now - last
         stage, last = (doc.get("stage") or doc["status"]), now
+        rss.stage = stage
         if doc["status"] in ("succeeded", "failed", "cancelled"):
             return doc, stages
         assert now - start < timeout, doc
@@ -200,7 +210,7 @@ def run(n: int, work: Path, shard_units: int) -> dict:
                                                "method": "isa", "budget": {"fraction": 0.01},
                                                "encoder": ENCODER})
                 assert job.status_code == 201, job.text
-                done, stages = follow(c, job.json()["id"], timeout=7200)
+                done, stages = follow(c, job.json()["id"], timeout=7200, rss=rss)
                 out["job_s"] = time.perf_counter() - t
                 assert done["status"] == "succeeded", (done, svc.tail("worker"))
                 t = time.perf_counter()
@@ -211,6 +221,7 @@ def run(n: int, work: Path, shard_units: int) -> dict:
             out.update(stages={k: round(v, 1) for k, v in stages.items()},
                        rss_mb={k: v / 2**20 for k, v in rss.peak.items()},
                        anon_mb={k: v / 2**20 for k, v in rss.anon.items()},
+                       stage_anon_mb={k: v / 2**20 for k, v in rss.by_stage.items()},
                        selected=len(subset.text.splitlines()),
                        scoring_tasks=done["result"]["scoring"]["workers"],
                        state_redis_mb=redis.Redis.from_url(state.url).info("memory")[
@@ -271,6 +282,18 @@ def report(rows: list[dict], args: argparse.Namespace) -> str:
             + f" | {r['state_redis_mb']:,.1f} | "
             f"{r['index_redis_mb']:,.1f} | {r['index_redis_mb'] * 2**20 / r['texts']:.1f} | "
             f"{arts} |")
+    lines += ["", "## Peak anonymous memory of any worker process, by the job's stage (MB)",
+              "", "The stage the job showed when the sample was taken: `reading` is the "
+              "task that reads the data set and asks the index; `fitting` the mixture on "
+              "the fixed sample; `scoring` the map tasks, then the reduce (until it "
+              "selects); `writing` the subset and scores. A worker process keeps memory "
+              "an earlier task of it freed to the allocator, so a stage's figure can "
+              "include its predecessor's.", "",
+              "| pairs | " + " | ".join(stage_names) + " |",
+              "|---|" + "---|" * len(stage_names)]
+    for r in rows:
+        lines.append(f"| {r['pairs']:,} | " + " | ".join(
+            f"{r['stage_anon_mb'].get(s, 0):,.0f}" for s in stage_names) + " |")
     if len(rows) > 1:
         lines += ["", "Growth:"]
         for a, b in zip(rows[:-1], rows[1:], strict=True):
