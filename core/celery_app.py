@@ -31,6 +31,9 @@ def make_celery() -> Celery:
         task_acks_late=True,  # a task is acknowledged when done: a killed worker's task
         task_reject_on_worker_lost=True,  # ... is redelivered to another worker
         worker_prefetch_multiplier=1,  # long tasks: don't hoard messages
+        # memory a big task freed goes back to the system with its process
+        worker_max_memory_per_child=s.worker_max_memory_mb * 1024 or None,  # KiB
+        worker_max_tasks_per_child=s.worker_max_tasks_per_child or None,
         broker_transport_options=transport,
         result_backend_transport_options=transport,
         task_default_queue=s.default_queue,

@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     max_attempts: int = 3
     #: a task running longer is stopped and its job fails with time_limit_exceeded
     task_time_limit_s: int = 6 * 3600
+    #: a worker process whose resident memory passes this after a task is replaced by a
+    #: fresh one (a map/reduce job's reading task may grow to ~500 bytes a pair; the
+    #: allocator would keep that for ever); 0: never
+    worker_max_memory_mb: int = 4096
+    #: tasks a worker process runs before it is replaced (0: no limit)
+    worker_max_tasks_per_child: int = 0
 
     # calls the service makes to URLs its users name (webhooks, MLflow servers)
     #: networks (CIDRs) such URLs may resolve to although they are not public, e.g.
