@@ -181,7 +181,10 @@ def run(n: int, work: Path, shard_units: int) -> dict:
     env = {"ISA_CACHE_REDIS_URL": cache.url, "ISA_ARTIFACT_URL": str(folder / "artifacts"),
            "ISA_EMBEDDING_SHARD_DTYPE": "float16", "ISA_SCORE_SHARD_UNITS": str(shard_units),
            "ISA_MAX_ROWS": str(2 * n), "ISA_MAX_UPLOAD_BYTES": str(4 * data.stat().st_size),
-           "ISA_MAX_STORED_BYTES_PER_TENANT": str(8 * data.stat().st_size)}
+           "ISA_MAX_STORED_BYTES_PER_TENANT": str(8 * data.stat().st_size),
+           # each task in a fresh worker process: the memory figures by stage are that
+           # stage's tasks alone, not what an earlier task left with the allocator
+           "ISA_WORKER_MAX_TASKS_PER_CHILD": "1"}
     second = None
     try:
         with running_service(state.url, folder, concurrency=1, extra_env=env) as svc:
@@ -286,9 +289,9 @@ def report(rows: list[dict], args: argparse.Namespace) -> str:
               "", "The stage the job showed when the sample was taken: `reading` is the "
               "task that reads the data set and asks the index; `fitting` the mixture on "
               "the fixed sample; `scoring` the map tasks, then the reduce (until it "
-              "selects); `writing` the subset and scores. A worker process keeps memory "
-              "an earlier task of it freed to the allocator, so a stage's figure can "
-              "include its predecessor's.", "",
+              "selects); `writing` the subset and scores. Each task runs in a fresh worker "
+              "process (`ISA_WORKER_MAX_TASKS_PER_CHILD=1`), so a figure is its own "
+              "stage's tasks (the reading task also fits).", "",
               "| pairs | " + " | ".join(stage_names) + " |",
               "|---|" + "---|" * len(stage_names)]
     for r in rows:
