@@ -80,8 +80,9 @@ class UnitTable:
 #: side codes in canonical order (a whole pair, then its items by name)
 _SIDES: tuple[str | None, ...] = (None, "chosen", "completion", "rejected")
 _SIDE_CODE = {s: i for i, s in enumerate(_SIDES)}
-_LABELS = ("chosen", "rejected", "completion", "prompt", "pair")
-_LABEL_CODE = {s: i for i, s in enumerate(_LABELS)}
+#: item labels and their codes (compact label columns, here and in ``isa.unit_files``)
+ITEM_LABELS = ("chosen", "rejected", "completion", "prompt", "pair")
+ITEM_LABEL_CODE = {s: i for i, s in enumerate(ITEM_LABELS)}
 
 
 def _resolve_level(level: str, ex: Example) -> str:
@@ -159,7 +160,7 @@ def read_units(source: PreferenceFile, *, level: Level = "auto",
             items = unit_texts(ex, side, template)
             counts.append(len(items))
             for label, text in items:
-                label_codes.append(_LABEL_CODE[label])
+                label_codes.append(ITEM_LABEL_CODE[label])
                 keys += text_key(text)
                 if keep_texts:
                     texts.append(text)
@@ -200,7 +201,7 @@ def read_units(source: PreferenceFile, *, level: Level = "auto",
         sides=[_SIDES[s] for s in np.frombuffer(side_codes, dtype=np.int8)[order]],
         source_rows=np.frombuffer(rows, dtype=np.int64)[order].copy(),
         texts=[texts[i] for i in item_order] if keep_texts else [],
-        text_labels=[_LABELS[x] for x in labels],
+        text_labels=[ITEM_LABELS[x] for x in labels],
         groups=np.repeat(np.arange(n, dtype=np.int64), c), meta=meta,
         prompt_keys=[bytes(k).hex() for k in prompt_rows] if keep_texts else [],
         text_keys=text_keys,

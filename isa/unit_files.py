@@ -19,10 +19,9 @@ import numpy as np
 import pyarrow as pa
 
 from .ingest.dataset import IngestReport
-from .pipeline import UnitTable
+from .pipeline import ITEM_LABEL_CODE, ITEM_LABELS, UnitTable
 
 _SIDES = {None: "", "chosen": "chosen", "rejected": "rejected", "completion": "completion"}
-_LABELS = ("chosen", "rejected", "completion", "prompt", "pair")
 
 
 def write_unit_file(table: UnitTable, report: IngestReport, out: BinaryIO) -> None:
@@ -31,7 +30,6 @@ def write_unit_file(table: UnitTable, report: IngestReport, out: BinaryIO) -> No
         raise ValueError("a unit file holds text keys: read the units with them")
     offsets = pa.array(np.concatenate([[0], np.cumsum(np.bincount(
         table.groups, minlength=len(table)))]).astype(np.int32))
-    codes = {label: i for i, label in enumerate(_LABELS)}
     keys = pa.FixedSizeBinaryArray.from_buffers(
         pa.binary(16), table.n_items, [None, pa.py_buffer(np.ascontiguousarray(
             table.text_keys).tobytes())])
@@ -41,7 +39,7 @@ def write_unit_file(table: UnitTable, report: IngestReport, out: BinaryIO) -> No
         "source_row": pa.array(table.source_rows),
         "item_keys": pa.ListArray.from_arrays(offsets, keys),
         "item_labels": pa.ListArray.from_arrays(offsets, pa.array(
-            np.fromiter((codes[x] for x in table.text_labels), dtype=np.int8,
+            np.fromiter((ITEM_LABEL_CODE[x] for x in table.text_labels), dtype=np.int8,
                         count=table.n_items))),
         **{f"meta.{k}": pa.array(v) for k, v in table.meta.items()},
     }
@@ -71,7 +69,7 @@ def read_unit_file(source: BinaryIO) -> tuple[UnitTable, IngestReport]:
         row_ids=arrow.column("row_id").to_pylist(),
         sides=[s or None for s in arrow.column("side").to_pylist()],
         source_rows=arrow.column("source_row").to_numpy(),
-        texts=[], text_labels=[_LABELS[x] for x in labels],
+        texts=[], text_labels=[ITEM_LABELS[x] for x in labels],
         groups=np.repeat(np.arange(n, dtype=np.int64), counts),
         meta={name[5:]: arrow.column(name).to_numpy() for name in arrow.column_names
               if name.startswith("meta.")},
