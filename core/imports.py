@@ -25,7 +25,11 @@ _CHUNK = 1 << 20
 
 def check_import_url(url: str, settings: Settings) -> None:
     """``ConfigError`` (``import_not_allowed``) unless ``url`` may be imported."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unbalanced "[" ("Invalid IPv6 URL")
+        raise ConfigError(f"url {url!r} is not a valid URL ({exc})",
+                          code="import_not_allowed", field="url") from None
     path = PurePosixPath(parts.path or "/")
     if ".." in path.parts or "\\" in url or parts.username or parts.password or \
             parts.query or parts.fragment:

@@ -52,14 +52,18 @@ def check_callback_url(url: str, allowed_networks: Sequence[str] = (), *,
     def refuse(why: str) -> ConfigError:
         return ConfigError(f"{field} {url!r} is refused: {why}", code=code, field=field)
 
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError as exc:  # e.g. an unbalanced "[" ("Invalid IPv6 URL")
+        raise refuse(f"it is not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not hostname:
         raise refuse("only http:// and https:// URLs with a host are accepted")
     if parts.username or parts.password:
         raise refuse("credentials in the URL are not accepted")
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(hostname, port, type=socket.SOCK_STREAM)
     except (OSError, ValueError) as exc:
         raise refuse(f"the host does not resolve ({exc})") from None
     allowed = [ipaddress.ip_network(n, strict=False) for n in allowed_networks]

@@ -219,7 +219,11 @@ async def same_origin(request: Request) -> None:
     """Refuse a form POST that a page of another site made the browser send."""
     source = request.headers.get("origin") or request.headers.get("referer")
     host = request.headers.get("host", "")
-    if not source or source == "null" or urlsplit(source).netloc.lower() != host.lower():
+    try:
+        origin = urlsplit(source).netloc.lower() if source and source != "null" else None
+    except ValueError:  # not a URL at all ("Invalid IPv6 URL"): no origin we know
+        origin = None
+    if origin is None or origin != host.lower():
         raise UiError(403, "Forbidden", "this form must be sent from the dashboard's own "
                       "pages; a request from another site is refused")
 

@@ -35,7 +35,8 @@ def test_non_public_addresses_are_refused(url):
 
 
 @pytest.mark.parametrize("url", ["ftp://example.org/x", "http://user:pw@8.8.8.8/",
-                                 "http:///path", "http://no-such-host.invalid/"])
+                                 "http:///path", "http://no-such-host.invalid/",
+                                 "http://[8.8.8.8/", "https://ex]ample.org/"])
 def test_other_bad_urls_are_refused(url):
     with pytest.raises(ConfigError) as exc:
         check_callback_url(url)

@@ -110,6 +110,15 @@ def test_bad_read_options_make_the_data_set_invalid_not_stuck(service, tmp_path)
         r = c.post("/v1/datasets", files={"file": ("x.jsonl", fh)}, data={"shape": "bogus"})
     assert r.status_code == 422 and r.json()["error"]["details"]["errors"][0]["field"] == \
         "body.shape"
+    # so is an empty one, which FastAPI alone would read as "not given" (detect it)
+    listed = c.get("/v1/datasets").json()["count"]
+    for field in ("format", "shape", "on_invalid"):
+        with open(path, "rb") as fh:
+            r = c.post("/v1/datasets", files={"file": ("x.jsonl", fh)}, data={field: ""})
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["code"] == "invalid_options", r.text
+        assert r.json()["error"]["details"]["field"] == field
+    assert c.get("/v1/datasets").json()["count"] == listed
     # a column map only the file can refute: accepted, then invalid with its code
     ds = service.wait_dataset(c, service.upload(
         c, path, column_map='{"nonsense": "prompt"}')["id"], timeout=30)

@@ -210,7 +210,7 @@ def test_tenants_sessions_and_cross_site_forms(service, browser, expect):
                       headers={"Origin": service.base_url})
         assert r.status_code == 303 and "isa_ui_session" in http.cookies
         assert http.get("/ui").status_code == 200
-        for origin in ("http://evil.example", "null", None):
+        for origin in ("http://evil.example", "null", None, "http://[evil"):
             headers = {"Origin": origin} if origin else {}
             r = http.post(f"/ui/jobs/{job_id}/cancel", headers=headers)
             assert r.status_code == 403, origin

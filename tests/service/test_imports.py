@@ -44,6 +44,7 @@ def test_an_s3_object_becomes_a_validated_data_set(service, s3):
     f"s3://{IMPORT_BUCKET}/allowed/../secret/x.jsonl",   # climbing out of it
     "s3://another-bucket/allowed/x.jsonl", "file:///etc/passwd",
     "http://169.254.169.254/latest/meta-data",           # not allowed, and not public
+    "s3://[allowed/x.jsonl", "horS://\u0096=W[\u000e",     # not URLs (unbalanced "[")
 ])
 def test_locations_the_server_does_not_allow_are_refused(service, url):
     r = _import(service.client("key-a"), url)

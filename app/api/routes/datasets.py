@@ -7,7 +7,7 @@ import hashlib
 import json
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Form, Query, Request, UploadFile, status
+from fastapi import APIRouter, Depends, Form, Query, Request, UploadFile, status
 
 from app.api.deps import Artifacts, CurrentTenant, Datasets, SettingsDep
 from app.api.errors import ApiError, error_responses, not_found
@@ -41,8 +41,21 @@ def _public(doc: dict[str, Any]) -> DatasetPublic:
     return DatasetPublic.model_validate(doc)
 
 
+async def no_empty_choices(request: Request) -> None:
+    """FastAPI reads an empty form field as an absent one; for a choice that would quietly
+    turn ``format=`` into "detect it", so the API refuses it, as its schema says. (The
+    dashboard's form, whose "detect" option is empty, calls ``upload_dataset`` itself.)"""
+    form = await request.form()  # parsed once per request: the route reads the same
+    for name, choices in (("format", FILE_FORMATS), ("shape", SHAPES),
+                          ("on_invalid", ("fail", "skip"))):
+        if form.get(name) == "":
+            raise ApiError(422, "invalid_options", f"invalid upload options: {name} is "
+                           f"empty; leave it out or give one of {', '.join(choices)}",
+                           field=name)
+
+
 @router.post("", response_model=DatasetPublic, status_code=status.HTTP_201_CREATED,
-             operation_id="upload_dataset",
+             operation_id="upload_dataset", dependencies=[Depends(no_empty_choices)],
              responses={201: {"description": "the data set, to be validated",
                               "links": _LINKS}, **error_responses(400, 413, 429)})
 async def upload_dataset(
