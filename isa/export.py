@@ -223,7 +223,10 @@ def score_columns(result: SelectionResult) -> dict[str, np.ndarray | list]:
     for name, values in result.method.details_.items():
         cols[name] = values
     if result.method.item_details_:
-        labels = np.asarray(units.text_labels)
+        # label codes, 1 byte an item (a numpy array of the label strings took 36)
+        names = list(dict.fromkeys(units.text_labels))
+        codes = np.fromiter(map({x: i for i, x in enumerate(names)}.__getitem__,
+                                units.text_labels), dtype=np.int8, count=units.n_items)
         per_unit = np.bincount(units.groups, minlength=n)
         single = bool((per_unit == 1).all())
         for name, values in result.method.item_details_.items():
@@ -232,8 +235,8 @@ def score_columns(result: SelectionResult) -> dict[str, np.ndarray | list]:
                 out[units.groups] = values
                 cols[name] = out
                 continue
-            for label in dict.fromkeys(units.text_labels):
-                mask = labels == label
+            for code, label in enumerate(names):
+                mask = codes == code
                 out = np.full(n, np.nan) if values.dtype.kind == "f" else np.full(n, -1)
                 out[units.groups[mask]] = values[mask]
                 cols[f"{name}_{label}"] = out
