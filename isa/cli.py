@@ -16,7 +16,6 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .embed.base import DiskEmbeddingCache
@@ -29,6 +28,7 @@ from .ingest.dataset import PreferenceFile
 from .ingest.readers import FILE_FORMATS
 from .ingest.shapes import SHAPES
 from .pipeline import default_export_shapes, run_selection
+from .progress import StageBar
 from .remote.cli import app as remote_app
 from .select import Budget, describe_methods, make_method
 
@@ -96,28 +96,6 @@ def _encoder_factory(encoder: str, model: str | None, device: str, precision: st
                                 batch_size=batch_size, backend=backend)
 
 
-class _Bar:
-    """A rich progress bar driven by (stage, done, total) callbacks."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.progress = Progress(TextColumn("{task.description:<10}"), BarColumn(),
-                                 MofNCompleteColumn(), TimeElapsedColumn(), console=err,
-                                 disable=quiet)
-        self.tasks: dict[str, Any] = {}
-
-    def __enter__(self) -> _Bar:
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(*exc)  # type: ignore[arg-type]
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if stage not in self.tasks:
-            self.tasks[stage] = self.progress.add_task(stage, total=total or None)
-        self.progress.update(self.tasks[stage], completed=done, total=total or None)
-
-
 def _fail(exc: EngineError) -> None:
     err.print(f"[bold red]error[/] {escape(f'[{exc.code}] {exc.message}')}")
     raise typer.Exit(2)
@@ -175,7 +153,7 @@ def select(
 
         load_encoder = _encoder_factory(encoder, model, device, precision, batch_size,
                                         backend)
-        with _Bar(quiet) as progress:
+        with StageBar(not quiet, console=err) as progress:
             cache = DiskEmbeddingCache(cache_dir) if cache_dir else None
             result = run_selection(data, chosen, bud, encoder=load_encoder, level=level,  # type: ignore[arg-type]
                                    template=template, cache=cache, progress=progress)
@@ -281,7 +259,7 @@ def evaluate(
     trained on each, its pairwise accuracy on held-out pairs (with a 95% interval)."""
     try:
         enc = _encoder_factory(encoder, model, device, precision, None, backend)()
-        with _Bar(quiet) as progress:
+        with StageBar(not quiet, console=err) as progress:
             train, test, split = _train_and_heldout(input_, eval_file, enc, progress,
                                                     on_invalid, eval_fraction)
             report = evaluation.evaluate_subset(train, test, method, _parse_params(param),
@@ -349,7 +327,7 @@ def curve(
                                  param_hint="--metric")
     try:
         enc = _encoder_factory(encoder, model, device, precision, None, backend)()
-        with _Bar(quiet) as progress:
+        with StageBar(not quiet, console=err) as progress:
             train, test, split = _train_and_heldout(input_, eval_file, enc, progress,
                                                     on_invalid, eval_fraction)
             report = evaluation.budget_curve(train, test, methods, grid=grid, seeds=seeds,

@@ -34,13 +34,11 @@ from .embed.templates import unit_texts
 from .errors import ConfigError
 from .ingest.dataset import IngestReport, PreferenceFile
 from .ingest.records import Example, render_text
+from .progress import StageProgress
 from .select import Budget, SelectionMethod, apply_budget
 from .select.base import CHOSEN_CHARS, PROMPT_GROUP, REJECTED_CHARS
 
 Level = Literal["auto", "pair", "item"]
-
-#: progress callback: (stage, done, total)
-StageProgress = Callable[[str, int, int], None]
 
 
 @dataclass(slots=True)

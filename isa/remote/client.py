@@ -34,6 +34,7 @@ import httpx
 from pydantic import PrivateAttr
 
 from isa.files import atomic_output
+from isa.progress import StageBar, StageProgress
 from isa.remote import errors
 from isa.remote.contract import (
     DatasetPublic,
@@ -44,7 +45,7 @@ from isa.remote.contract import (
 )
 
 #: (stage, done, total) — the same callback shape as the library's ``progress=``
-ProgressCallback = Callable[[str, int, int], None]
+ProgressCallback = StageProgress
 DEFAULT_URL = "http://localhost:8000"
 TERMINAL = ("succeeded", "failed", "cancelled")
 _RETRY_STATUSES = (429, 503)
@@ -255,43 +256,12 @@ class _ProgressReader:
         return self.fh.fileno()
 
 
-class _Bar:
-    """A rich progress bar driven by (stage, done, total); off unless asked for."""
-
-    def __init__(self, enabled: bool | ProgressCallback | None) -> None:
-        self.callback = enabled if callable(enabled) else None
-        show = enabled if isinstance(enabled, bool) else (enabled is None and
-                                                          sys.stderr.isatty())
-        self.bar: Any = None
-        if show and self.callback is None:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-            self.bar = Progress(TextColumn("{task.description:<12}"), BarColumn(),
-                                MofNCompleteColumn(), TimeElapsedColumn(), transient=False)
-        self.tasks: dict[str, Any] = {}
-
-    def __enter__(self) -> _Bar:
-        if self.bar is not None:
-            self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if self.callback is not None:
-            self.callback(stage, done, total)
-        if self.bar is None:
-            return
-        if stage not in self.tasks:
-            self.tasks[stage] = self.bar.add_task(stage, total=total or None)
-        self.bar.update(self.tasks[stage], completed=done, total=total or None)
+def _bar(enabled: bool | ProgressCallback | None) -> StageBar:
+    """A caller's callback, or a bar on stderr (``None``: when it is a terminal)."""
+    if callable(enabled):
+        return StageBar(False, forward=enabled)
+    show = enabled if isinstance(enabled, bool) else sys.stderr.isatty()
+    return StageBar(show)
 
 
 def _job_finished(job: JobPublic, raise_on_failure: bool) -> bool:
@@ -306,7 +276,7 @@ def _job_finished(job: JobPublic, raise_on_failure: bool) -> bool:
     return True
 
 
-def _report_job(bar: _Bar, job: JobPublic) -> None:
+def _report_job(bar: StageBar, job: JobPublic) -> None:
     bar(job.stage or job.status, job.progress.done, job.progress.total)
 
 
@@ -368,7 +338,7 @@ class Client:
         the service has validated it; raise ``DatasetInvalidError`` if it failed."""
         fields = _upload_options({"format": format, "shape": shape, "column_map": column_map,
                                   "id_field": id_field, "on_invalid": on_invalid})
-        with _Bar(progress) as bar, _upload_source(source, filename) as (name, fh, size):
+        with _bar(progress) as bar, _upload_source(source, filename) as (name, fh, size):
             reader = _ProgressReader(fh, lambda done: bar("upload", done, max(size, 0)))
             # a retry sends the file again: httpx seeks it back to 0 first
             response = self._request("POST", "/v1/datasets", data=fields,
@@ -482,7 +452,7 @@ class Client:
         ``JobFailedError`` if it failed or was cancelled (unless ``raise_on_failure`` is
         off) and ``JobTimeoutError`` after ``timeout`` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        with _Bar(progress) as bar:
+        with _bar(progress) as bar:
             while True:
                 job = self.job(job_id)
                 _report_job(bar, job)
@@ -511,7 +481,7 @@ class Client:
                     response.read()
                     _raise_for(response)
                 total = int(response.headers.get("Content-Length", 0))
-                with _Bar(progress) as bar, atomic_output(path) as out:
+                with _bar(progress) as bar, atomic_output(path) as out:
                     for block in response.iter_bytes(_CHUNK):
                         out.write(block)
                         bar("download", response.num_bytes_downloaded, total)
@@ -697,7 +667,7 @@ class AsyncClient:
                    max_poll_s: float = 5.0, raise_on_failure: bool = True,
                    progress: ProgressCallback | None = None) -> AsyncJob:
         deadline = None if timeout is None else time.monotonic() + timeout
-        bar = _Bar(progress or False)
+        bar = _bar(progress or False)
         while True:
             job = await self.job(job_id)
             _report_job(bar, job)
