@@ -10,12 +10,12 @@ import redis
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+import app.ui as ui
 from app.api.deps import _redis
 from app.api.errors import install_error_handlers
 from app.api.routes import datasets, health, jobs, webhooks
 from app.limits import BodyLimitMiddleware
 from app.metrics import MetricsMiddleware
-from app.ui import routes as ui
 from core.records import DatasetStore, JobStore
 from core.settings import get_settings
 

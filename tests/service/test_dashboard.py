@@ -233,7 +233,8 @@ def test_subset_pages_details_and_escaping(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from app.ui import routes as ui
+    from app.ui.jobs import _subset
+    from app.ui.render import html_page, job_view
     from core.artifacts import ArtifactStore, Keys
 
     store, n = ArtifactStore(str(tmp_path)), 300
@@ -251,14 +252,14 @@ def test_subset_pages_details_and_escaping(tmp_path):
            "created_at": 0.0, "request": {"dataset_id": "ds_x", "method": "margin",
                                           "budget": {"count": 120}},
            "result": {"rows_selected": 120, "files": {"scores": "scores.parquet"}}}
-    subset = ui._subset(store, None, NoDatasets(), "t", job, page=3)
+    subset = _subset(store, None, NoDatasets(), "t", job, page=3)
     assert (subset["total"], subset["page"], subset["pages"]) == (120, 3, 3)
     assert [r["rank"] for r in subset["rows"]] == list(range(101, 121))
     assert subset["details"] == ["margin"]
-    assert ui._subset(store, None, NoDatasets(), "t", job, page=99)["page"] == 3
-    html = ui._page("job.html", tenant="t", job=ui._job_view(job), files=["scores"],
-                    summary={"rows_selected": 120}, plot=False, subset=subset,
-                    refresh=None, can_cancel=False).body.decode()
+    assert _subset(store, None, NoDatasets(), "t", job, page=99)["page"] == 3
+    html = html_page("job.html", tenant="t", job=job_view(job), files=["scores"],
+                     summary={"rows_selected": 120}, plot=False, subset=subset,
+                     refresh=None, can_cancel=False).body.decode()
     assert "page 3 of 3" in html and 'id="prev"' in html and 'id="next"' not in html
     assert "<code>margin</code> 0.5" in html and "120 rows" in html
 
@@ -270,8 +271,8 @@ def test_subset_pages_details_and_escaping(tmp_path):
                      "skipped_by_code": {"missing_field": 2},
                      "skipped": [{"code": "missing_field", "reason": "no 'chosen'",
                                   "line": 2}], "skipped_listed_truncated": False}}
-    html = ui._page("dataset.html", tenant="t", ds=ds, jobs=[], refresh=None, methods={},
-                    error=None, form={}).body.decode()
+    html = html_page("dataset.html", tenant="t", ds=ds, jobs=[], refresh=None, methods={},
+                     error=None, form={}).body.decode()
     assert "<script>" not in html and "&lt;script&gt;alert(1)" in html
     assert "<b>bad</b>" not in html and "no &#39;chosen&#39;" in html
     assert "Start a select job" not in html  # an invalid data set takes no job

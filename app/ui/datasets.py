@@ -1,0 +1,149 @@
+"""Dashboard pages of data sets: the front page (data sets and jobs, the upload form), a
+data set with its validation report and the "start a select job" form. Forms go through
+the API's own route functions (``upload_dataset``, ``create_job``): every rule and quota is
+the API's."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from app.api.deps import Artifacts, Datasets, Idempotency, Jobs, SettingsDep
+from app.api.errors import ApiError
+from app.api.routes.datasets import upload_dataset
+from app.api.routes.jobs import create_job
+from app.ui.render import LIST_LIMIT, LIVE_DATASET, REFRESH_S, UiError, html_page, job_view
+from app.ui.session import SameOrigin, UiTenant
+from core.contract import parse_job_request
+from core.settings import Settings
+from isa.errors import EngineError
+from isa.ingest.readers import FILE_FORMATS
+from isa.ingest.shapes import SHAPES
+from isa.select.budget import Budget
+
+router = APIRouter(prefix="/ui", include_in_schema=False)
+
+
+def _index(tenant: str, datasets: Datasets, jobs: Jobs, *, status_code: int = 200,
+           error: str | None = None) -> HTMLResponse:
+    ds_page = datasets.list(tenant, limit=LIST_LIMIT)
+    job_page = jobs.list(tenant, limit=LIST_LIMIT)
+    return html_page("index.html", status_code, tenant=tenant, datasets=ds_page.records,
+                     datasets_count=ds_page.count, jobs=[job_view(d) for d in job_page.records],
+                     jobs_count=job_page.count, shapes=SHAPES, formats=FILE_FORMATS, error=error)
+
+
+@router.get("")
+def index(tenant: UiTenant, datasets: Datasets, jobs: Jobs) -> HTMLResponse:
+    return _index(tenant, datasets, jobs)
+
+
+@router.post("/datasets", dependencies=[SameOrigin])
+async def upload(request: Request, tenant: UiTenant, datasets: Datasets, jobs: Jobs,
+                 artifacts: Artifacts, settings: SettingsDep) -> Response:
+    """The upload form, through the API's own ``upload_dataset``."""
+    form = await request.form()
+    file = form.get("file")
+    shape = str(form.get("shape") or "") or None
+    file_format = str(form.get("format") or "") or None
+    on_invalid = "skip" if form.get("on_invalid") == "skip" else "fail"
+    error = None
+    if not isinstance(file, UploadFile) or not file.filename:
+        error = "Choose a file to upload."
+    elif shape is not None and shape not in SHAPES:
+        error = f"Unknown shape {shape!r}."
+    elif file_format is not None and file_format not in FILE_FORMATS:
+        error = f"Unknown format {file_format!r}."
+    if error is not None:
+        return await run_in_threadpool(_index, tenant, datasets, jobs, status_code=422,
+                                       error=error)
+    try:
+        doc = await upload_dataset(
+            request=request, tenant=tenant, datasets=datasets, artifacts=artifacts,
+            settings=settings, file=file, format=file_format, shape=shape,  # type: ignore[arg-type]
+            column_map=None, id_field=None, on_invalid=on_invalid)
+    except ApiError as exc:
+        return await run_in_threadpool(_index, tenant, datasets, jobs,
+                                       status_code=exc.status, error=exc.message)
+    return RedirectResponse(f"/ui/datasets/{quote(doc.id)}", status_code=303)
+
+
+def _dataset(datasets: Datasets, dataset_id: str, tenant: str) -> dict[str, Any]:
+    doc = datasets.get(dataset_id, tenant)
+    if doc is None:  # another tenant's data set reads exactly like a missing one
+        raise UiError(404, "Not found", f"There is no data set {dataset_id!r}.")
+    return doc
+
+
+def _dataset_page(tenant: str, doc: dict[str, Any], jobs: Jobs, *, status_code: int = 200,
+                  error: str | None = None, form: dict[str, str] | None = None
+                  ) -> HTMLResponse:
+    from isa.select import METHODS  # the registry (numpy only), as create_job reads it
+
+    own = [job_view(d) for d in jobs.list(tenant, limit=200).records
+           if doc["id"] in (d["request"].get("dataset_id"), d["request"].get("eval_dataset_id"))]
+    return html_page("dataset.html", status_code, tenant=tenant, ds=doc, jobs=own,
+                     refresh=REFRESH_S if doc["status"] in LIVE_DATASET else None,
+                     methods={n: METHODS[n].summary for n in sorted(METHODS)}, error=error,
+                     form=form or {"method": "isa", "budget": "5%", "max_seq_length": ""})
+
+
+@router.get("/datasets/{dataset_id}")
+def dataset_page(dataset_id: str, tenant: UiTenant, datasets: Datasets,
+                 jobs: Jobs) -> HTMLResponse:
+    return _dataset_page(tenant, _dataset(datasets, dataset_id, tenant), jobs)
+
+
+def _select_request(dataset_id: str, form: dict[str, str]) -> Any:
+    """The form as the API's job request (its validation, its messages)."""
+    request: dict[str, Any] = {
+        "type": "select", "dataset_id": dataset_id, "method": form["method"] or "isa",
+        "budget": Budget.parse(form["budget"] or "").to_dict()}
+    if form["max_seq_length"]:
+        try:
+            request["encoder"] = {"max_seq_length": int(form["max_seq_length"])}
+        except ValueError as exc:
+            raise ValueError("max_seq_length must be a whole number") from exc
+    return parse_job_request(request)
+
+
+def _start_job(dataset_id: str, form: dict[str, str], tenant: str, jobs: Jobs,
+               datasets: Datasets, idem: Idempotency, settings: Settings) -> Response:
+    doc = _dataset(datasets, dataset_id, tenant)
+    try:
+        body = _select_request(dataset_id, form)
+        job = create_job(body=body, response=Response(), tenant=tenant, jobs=jobs,
+                         datasets=datasets, idem=idem, settings=settings,
+                         idempotency_key=None)
+    except ValidationError as exc:
+        message = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'request'}: "
+                            f"{e['msg']}" for e in exc.errors())
+        return _dataset_page(tenant, doc, jobs, status_code=422, error=message, form=form)
+    except EngineError as exc:
+        return _dataset_page(tenant, doc, jobs, status_code=422, error=exc.message, form=form)
+    except ValueError as exc:
+        return _dataset_page(tenant, doc, jobs, status_code=422, error=str(exc), form=form)
+    except ApiError as exc:
+        return _dataset_page(tenant, doc, jobs, status_code=exc.status, error=exc.message,
+                             form=form)
+    return RedirectResponse(f"/ui/jobs/{quote(job.id)}", status_code=303)
+
+
+@router.post("/datasets/{dataset_id}/jobs", dependencies=[SameOrigin])
+async def start_select_job(dataset_id: str, request: Request, tenant: UiTenant, jobs: Jobs,
+                           datasets: Datasets, idem: Idempotency,
+                           settings: SettingsDep) -> Response:
+    """The "start a select job" form, through the API's own ``create_job``."""
+    data = await request.form()
+    form = {k: str(data.get(k) or "").strip()[:100]
+            for k in ("method", "budget", "max_seq_length")}
+    return await run_in_threadpool(_start_job, dataset_id, form, tenant, jobs, datasets,
+                                   idem, settings)
+
+
