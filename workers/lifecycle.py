@@ -95,6 +95,15 @@ class JobRun:
         self.ctx.jobs.transition(self.id, "cancelled", finished_at=now(), **fields)
 
     def fail(self, code: str, message: str, **details: Any) -> None:
+        # logged to MLflow first, as a success is, so the error names its run; only while
+        # this job is still running (a map/reduce job's other tasks may fail it too) and not
+        # at the time limit (the hard limit is a minute away)
+        if code != "time_limit_exceeded" and self._tracked() and \
+                self.ctx.jobs.status(self.id) == "running":
+            error = scrub({"code": code, "message": message, "details": details})
+            tracked = track_job(self.ctx, self.id, self.record, {}, error=error)
+            if tracked is not None:
+                details = {**details, "mlflow": tracked}
         _fail(self.ctx, self.id, code, message, **details)
 
 

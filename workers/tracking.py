@@ -5,6 +5,12 @@ its result files as artifacts (evaluate/curve: the report JSON and the plot; ali
 metrics JSON, the plot and the model/adapter archive). Select jobs log their method,
 budget and subset statistics only (a subset can be large; it stays in the service).
 
+A job that fails logs a run too, with status ``FAILED``: its request as parameters and
+its error as tags (``isa.error_code``, ``isa.error``), so a sweep's failures show beside
+its successes. Not tracked: a job failed by the supervisor (its worker was lost: no
+worker is there to log it) or by the task time limit (the hard limit follows a minute
+later, too close for a call to a server that may be slow).
+
 Tracking never fails a job: an unreachable server is recorded on the job's result as
 ``mlflow.error``.
 """
@@ -52,22 +58,25 @@ def _metrics(job_type: str, result: dict[str, Any]) -> dict[str, float]:
 
 
 def track_job(ctx: WorkerContext, job_id: str, record: dict[str, Any],
-              result: dict[str, Any]) -> dict[str, Any] | None:
-    """Log the finished job as an MLflow run; what the job's result records of it (the run
-    and experiment ids, or the error), or None when tracking is off for the job."""
+              result: dict[str, Any], error: dict[str, Any] | None = None
+              ) -> dict[str, Any] | None:
+    """Log the finished job as an MLflow run (``error``: a failed job, its run ``FAILED``);
+    what the job records of it (the run and experiment ids, or the error), or None when
+    tracking is off for the job."""
     spec = record["request"].get("mlflow") or {}
     uri = spec.get("tracking_uri") or ctx.settings.mlflow_tracking_uri
     if not uri:
         return None
     try:
-        return _log_run(ctx, job_id, record, result, uri, spec)
+        return _log_run(ctx, job_id, record, result, uri, spec, error)
     except Exception as exc:  # noqa: BLE001 - tracking must not fail the job
         logger.warning("MLflow tracking of job %s failed: %s", job_id, exc)
         return {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
 
 
 def _log_run(ctx: WorkerContext, job_id: str, record: dict[str, Any],
-             result: dict[str, Any], uri: str, spec: dict[str, Any]) -> dict[str, Any]:
+             result: dict[str, Any], uri: str, spec: dict[str, Any],
+             error: dict[str, Any] | None) -> dict[str, Any]:
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
@@ -78,7 +87,10 @@ def _log_run(ctx: WorkerContext, job_id: str, record: dict[str, Any],
     job_type = record["type"]
     run = client.create_run(exp_id, run_name=spec.get("run_name") or f"{job_type}-{job_id}",
                             tags={"isa.job_id": job_id, "isa.job_type": job_type,
-                                  "isa.tenant": record["tenant"]})
+                                  "isa.tenant": record["tenant"],
+                                  **({} if error is None else {
+                                      "isa.error_code": str(error.get("code")),
+                                      "isa.error": str(error.get("message"))[:5000]})})
     run_id = run.info.run_id
     try:
         ts = int(record.get("created_at", 0) * 1000)
@@ -100,7 +112,7 @@ def _log_run(ctx: WorkerContext, job_id: str, record: dict[str, Any],
                 client.log_artifact(run_id, str(local))
                 if job_type == "align" and fmt_name == "json":
                     _log_training_steps(client, run_id, local)
-        client.set_terminated(run_id, "FINISHED")
+        client.set_terminated(run_id, "FINISHED" if error is None else "FAILED")
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
