@@ -17,14 +17,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from core.settings import Settings
-from core.webhooks import check_callback_url
+from core.webhooks import check_callback_url, pinned
 from isa.errors import ConfigError
 
 _CHUNK = 1 << 20
 
 
-def check_import_url(url: str, settings: Settings) -> None:
-    """``ConfigError`` (``import_not_allowed``) unless ``url`` may be imported."""
+def check_import_url(url: str, settings: Settings) -> list[str]:
+    """``ConfigError`` (``import_not_allowed``) unless ``url`` may be imported; the
+    addresses an http(s) URL resolves to (for ``pinned``), else none."""
     try:
         parts = urlsplit(url)
     except ValueError as exc:  # e.g. an unbalanced "[" ("Invalid IPv6 URL")
@@ -41,8 +42,9 @@ def check_import_url(url: str, settings: Settings) -> None:
                              " (imports are off: the server allows none)"),
                           code="import_not_allowed", field="url")
     if parts.scheme in ("http", "https"):
-        check_callback_url(url, settings.outbound_allowed_networks, field="url",
-                           code="import_not_allowed")
+        return check_callback_url(url, settings.outbound_allowed_networks, field="url",
+                                  code="import_not_allowed")
+    return []
 
 
 def file_name(url: str) -> str:
@@ -56,7 +58,7 @@ class ImportTooLarge(Exception):
 def copy_url(url: str, out: Any, settings: Settings, max_bytes: int) -> tuple[int, str]:
     """Stream ``url`` into the binary file ``out``; (size, sha256). ``ImportTooLarge``
     past ``max_bytes``; the URL is checked again first (DNS may have changed)."""
-    check_import_url(url, settings)
+    addresses = check_import_url(url, settings)
     digest, size = hashlib.sha256(), 0
 
     def take(block: bytes) -> None:
@@ -71,7 +73,9 @@ def copy_url(url: str, out: Any, settings: Settings, max_bytes: int) -> tuple[in
     if scheme in ("http", "https"):
         import httpx
 
-        with httpx.stream("GET", url, follow_redirects=False, timeout=60) as r:
+        target, host, extensions = pinned(url, addresses)  # the checked address only
+        with httpx.Client(follow_redirects=False, timeout=60) as client, \
+                client.stream("GET", target, headers=host, extensions=extensions) as r:
             if r.status_code != 200:
                 raise ConfigError(f"GET {url} answered {r.status_code}", code="import_failed")
             for block in r.iter_bytes(_CHUNK):

@@ -7,7 +7,10 @@ with a per-tenant secret ``whsec_<base64>``. Any Standard Webhooks library verif
 Callback URLs that resolve to loopback, private, link-local or otherwise non-global
 addresses are refused (when the job is created, and again before every delivery, since
 DNS may change) unless ``Settings.outbound_allowed_networks`` names their network: a
-webhook must not let a caller probe the network behind the service.
+webhook must not let a caller probe the network behind the service. The request then
+goes to the address that was checked (``pinned``), not to a second lookup of the name, so
+a name that answers a public address to the check and a private one to the connection
+(DNS rebinding) reaches nothing it should not.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import secrets
 import socket
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
@@ -76,6 +79,25 @@ def check_callback_url(url: str, allowed_networks: Sequence[str] = (), *,
                                            if net.version == addr.version):
             raise refuse(f"it resolves to {addr}, which is not a public address")
     return addresses
+
+
+def pinned(url: str, addresses: Sequence[str]) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """``url`` made to connect to ``addresses[0]`` (what ``check_callback_url`` returned)
+    instead of resolving its host again: (url, headers, httpx request extensions). The
+    request keeps the name as its ``Host`` header and, over https, as the TLS server name,
+    which the certificate is verified against."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        ipaddress.ip_address(host)
+        return url, {}, {}  # an address already: nothing to resolve
+    except ValueError:
+        pass
+    address = addresses[0].split("%", 1)[0]
+    netloc = (f"[{address}]" if ":" in address else address) + \
+        (f":{parts.port}" if parts.port else "")
+    extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+    return urlunsplit(parts._replace(netloc=netloc)), {"host": parts.netloc}, extensions
 
 
 class WebhookStore:

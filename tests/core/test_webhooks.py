@@ -8,7 +8,7 @@ import time
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from core.webhooks import check_callback_url, new_secret, sign
+from core.webhooks import check_callback_url, new_secret, pinned, sign
 from isa.errors import ConfigError
 
 
@@ -48,3 +48,14 @@ def test_public_and_allowed_addresses_pass():
     assert check_callback_url("http://127.0.0.1:9/x", ["127.0.0.0/8"]) == ["127.0.0.1"]
     with pytest.raises(ConfigError):  # the allowance is for that network only
         check_callback_url("http://10.0.0.1/", ["127.0.0.0/8"])
+
+
+@pytest.mark.parametrize(("url", "addresses", "want"), [
+    ("https://hooks.example/h?x=1", ["93.184.216.34"],
+     ("https://93.184.216.34/h?x=1", {"host": "hooks.example"}, {"sni_hostname": "hooks.example"})),
+    ("http://hooks.example:8080/h", ["2606:2800:220:1::1"],
+     ("http://[2606:2800:220:1::1]:8080/h", {"host": "hooks.example:8080"}, {})),
+    ("http://8.8.8.8/h", ["8.8.8.8"], ("http://8.8.8.8/h", {}, {})),  # nothing to resolve
+])
+def test_pinned_connects_to_the_checked_address_under_the_name(url, addresses, want):
+    assert pinned(url, addresses) == want

@@ -13,7 +13,7 @@ import orjson
 
 from core.celery_app import TASK_DELIVER_WEBHOOK, celery_app
 from core.contract import job_public
-from core.webhooks import check_callback_url, sign
+from core.webhooks import check_callback_url, pinned, sign
 from isa.errors import ConfigError
 from workers.context import WorkerContext, context
 
@@ -58,7 +58,7 @@ def _attempt(ctx: WorkerContext, job: dict[str, Any], url: str,
     entry: dict[str, Any] = {"attempt": attempt, "at": time.time()}
     try:
         # checked again now: the name may resolve elsewhere than when the job was made
-        check_callback_url(url, ctx.settings.outbound_allowed_networks)
+        addresses = check_callback_url(url, ctx.settings.outbound_allowed_networks)
     except ConfigError as exc:
         return entry | {"error": exc.message}, "refused"
     public = job_public(job).model_dump(mode="json", exclude={"webhook"})
@@ -72,9 +72,13 @@ def _attempt(ctx: WorkerContext, job: dict[str, Any], url: str,
                                          msg_id, ts, body)}
     t = time.perf_counter()
     try:
-        # no redirects: a 3xx must not carry the delivery to an address never checked
-        r = httpx.post(url, content=body, headers=headers, follow_redirects=False,
-                       timeout=ctx.settings.webhook_timeout_s)
+        # to the address just checked (no second lookup), and no redirects: a 3xx must not
+        # carry the delivery to an address never checked
+        target, host, extensions = pinned(url, addresses)
+        with httpx.Client(follow_redirects=False,
+                          timeout=ctx.settings.webhook_timeout_s) as client:
+            r = client.post(target, content=body, headers=headers | host,
+                            extensions=extensions)
     except httpx.HTTPError as exc:
         return entry | {"error": f"{type(exc).__name__}: {exc}"[:_ANSWER_CHARS],
                         "ms": round((time.perf_counter() - t) * 1000)}, "retrying"
