@@ -37,7 +37,7 @@ def make_celery() -> Celery:
         broker_transport_options=transport,
         result_backend_transport_options=transport,
         task_default_queue=s.default_queue,
-        task_queues=(Queue("cpu"), Queue("gpu")),
+        task_queues=(Queue("cpu"), Queue("gpu"), Queue(s.webhook_queue)),
         task_serializer="json",
         accept_content=["json"],
         result_expires=24 * 3600,

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     score_shard_units: int = 100_000
     #: the queue select jobs go to ("cpu", or "gpu" where GPU workers run)
     default_queue: str = "cpu"
+    #: webhook deliveries: every worker consumes it beside its -Q queues, and a worker
+    #: of its own (-Q webhooks --pool threads) delivers while the others run long jobs
+    webhook_queue: str = "webhooks"
     model_cache_dir: Path | None = None
     #: base models align jobs may name, beyond the built-in smollm2-135m and
     #: tiny-llama-random: {"name": "/local/model/folder"}

@@ -136,6 +136,6 @@ def announce_job_end(job_id: str, status: str) -> None:
 
     try:
         celery_app.send_task(TASK_DELIVER_WEBHOOK, args=(job_id,),
-                             queue=get_settings().default_queue)
+                             queue=get_settings().webhook_queue)
     except Exception:  # noqa: BLE001 - the broker away: logged, the job stands
         logger.exception("could not queue the webhook of job %s (%s)", job_id, status)

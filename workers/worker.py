@@ -1,6 +1,15 @@
-"""Celery entry point for workers: ``celery -A workers.worker worker -Q cpu``."""
+"""Celery entry point for workers: ``celery -A workers.worker worker -Q cpu``.
+
+Every worker also consumes the webhook queue (``Settings.webhook_queue``), whatever its
+``-Q`` names, so a delivery never waits for a worker that no one started; a worker of its
+own for it (``-Q webhooks --pool threads``) delivers while the others run long jobs."""
+
+from typing import Any
+
+from celery.signals import celeryd_after_setup
 
 from core.celery_app import celery_app
+from core.settings import get_settings
 from workers import supervisor  # noqa: F401  (starts the supervisor when a worker is ready)
 from workers.tasks import (  # noqa: F401  (registers tasks)
     align,
@@ -12,3 +21,8 @@ from workers.tasks import (  # noqa: F401  (registers tasks)
 )
 
 __all__ = ["celery_app"]
+
+
+@celeryd_after_setup.connect
+def _consume_webhooks(sender: str, instance: Any, **_: Any) -> None:
+    instance.app.amqp.queues.select_add(get_settings().webhook_queue)

@@ -6,15 +6,19 @@ callback URLs pointing inside the network are refused."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from tests.conftest import HH_SAMPLE
+from tests.conftest import ALPACA_SAMPLE, HH_SAMPLE, read_rows, write_jsonl
 
 FAST = {"name": "sentence", "max_seq_length": 128}
 
@@ -128,3 +132,48 @@ def test_callback_urls_inside_the_network_are_refused(service, url):
     r = c.post("/v1/jobs", json={"type": "select", "dataset_id": "ds_x", "budget": {"count": 1},
                                  "callback_url": "file:///etc/passwd"})
     assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error"
+
+
+def test_a_delivery_does_not_wait_behind_long_jobs(service, receiver, tmp_path):
+    """Both of the worker's slots train; a job that ends meanwhile (cancelled while
+    queued) is announced at once by the worker of the webhook queue (threads)."""
+    c = service.client("key-a")
+    ds = service.wait_dataset(c, service.upload(c, write_jsonl(
+        tmp_path / "p.jsonl", read_rows(ALPACA_SAMPLE, 20)))["id"])
+    sel = _job(service, c, ds["id"])
+    log = (service.data_dir / f"hooks-{uuid.uuid4().hex[:6]}.log").open("wb")
+    hooks = subprocess.Popen(
+        [str(Path(sys.executable).parent / "celery"), "-A", "workers.worker", "worker",
+         "-Q", "webhooks", "--pool", "threads", "-c", "4", "-n",
+         f"hooks-{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle"],
+        env=service.env, stdout=log, stderr=subprocess.STDOUT)
+    long_jobs = []
+    try:
+        for _ in range(service.concurrency):  # every slot of the worker busy training
+            r = c.post("/v1/jobs", json={"type": "align", "select_job_id": sel["id"], "align": {
+                "method": "dpo", "base_model": "tiny-llama-random", "max_steps": 100_000,
+                "batch_size": 1, "max_length": 64}})
+            assert r.status_code == 201, r.text
+            long_jobs.append(r.json()["id"])
+        deadline = time.monotonic() + 120
+        while any(c.get(f"/v1/jobs/{j}").json()["stage"] != "training" for j in long_jobs):
+            assert time.monotonic() < deadline, [c.get(f"/v1/jobs/{j}").json()
+                                                 for j in long_jobs]
+            time.sleep(0.5)
+        waiting = c.post("/v1/jobs", json={
+            "type": "select", "dataset_id": ds["id"], "method": "random",
+            "budget": {"count": 5}, "callback_url": receiver.url + "/now"}).json()
+        assert c.get(f"/v1/jobs/{waiting['id']}").json()["status"] == "queued"
+        assert c.post(f"/v1/jobs/{waiting['id']}/cancel").status_code == 200
+        receiver.wait_for(1, timeout=30)
+        path, _, body = receiver.calls[0]
+        assert path == "/now" and json.loads(body)["type"] == "job.cancelled"
+        assert [c.get(f"/v1/jobs/{j}").json()["status"] for j in long_jobs] == \
+            ["running"] * len(long_jobs)  # delivered while both still trained
+    finally:
+        for j in long_jobs:
+            c.post(f"/v1/jobs/{j}/cancel")
+        for j in long_jobs:
+            service.wait_job(c, j, timeout=120)
+        hooks.terminate()
+        hooks.wait(timeout=30)

@@ -45,7 +45,7 @@ def deliver_webhook(job_id: str, attempt: int = 1) -> str:
         log["next_attempt_at"] = time.time() + delay
         ctx.jobs.update(job_id, webhook=log)
         celery_app.send_task(TASK_DELIVER_WEBHOOK, args=(job_id, attempt + 1),
-                             countdown=delay, queue=s.default_queue)
+                             countdown=delay, queue=s.webhook_queue)
     else:
         log.pop("next_attempt_at", None)
         ctx.jobs.update(job_id, webhook=log)
