@@ -19,6 +19,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -118,6 +119,10 @@ def now() -> float:
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:20]}"
+
+
+#: a job's or a data set's id, as ``new_id`` makes them (found in text, e.g. a message)
+RECORD_ID = re.compile(r"\b(?:job|ds)_[0-9a-f]{20}\b")
 
 
 class InvalidCursor(ValueError):

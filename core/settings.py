@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     supervise_every_s: float = 15.0
     #: deliveries of one job (or validation) before it fails with worker_lost
     max_attempts: int = 3
+    #: a job queued (or a data set waiting for validation) this long whose message is in
+    #: no broker queue and taken by no worker is sent again: its message was lost
+    requeue_lost_after_s: float = 600.0
     #: a task running longer is stopped and its job fails with time_limit_exceeded
     task_time_limit_s: int = 6 * 3600
     #: a worker process whose resident memory passes this after a task is replaced by a

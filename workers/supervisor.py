@@ -9,7 +9,11 @@ again (which resumes from the caches), or, after ``max_attempts`` deliveries, fa
 with ``worker_lost``. A job left ``cancelling`` by a dead worker is cancelled.
 
 Work still waiting in a queue (``queued`` jobs, ``uploaded`` data sets) shows no
-heartbeat by design and is left alone: a busy worker will reach it.
+heartbeat by design and is left alone while its message waits: a busy worker will reach
+it. Once it has waited ``requeue_lost_after_s`` and no message for it is left in the
+broker (in no queue, taken by no worker: a purge, a failover that lost the last writes),
+it is sent again, once per period. A duplicate is harmless: only one delivery can claim
+the record.
 
 Every ``embedding_sweep_every_h`` one worker also sweeps the embedding shards that no
 index entry names any more (``sweep_shards``).
@@ -26,7 +30,7 @@ from typing import Any
 from celery.signals import worker_ready
 
 from core.celery_app import TASK_FOR_JOB_TYPE, TASK_VALIDATE, celery_app
-from core.records import RecordStore, now
+from core.records import RECORD_ID, RecordStore, now
 from workers.context import WorkerContext, context
 from workers.embedding_store import sweep_shards
 
@@ -59,7 +63,7 @@ def supervise_once(ctx: WorkerContext) -> dict[str, list[str]]:
     """One round: what was sent again, failed or cancelled (by record id)."""
     s = ctx.settings
     acted: dict[str, list[str]] = {"resent": [], "failed": [], "cancelled": [],
-                                   "revalidated": [], "invalid": []}
+                                   "revalidated": [], "invalid": [], "requeued": []}
     for job_id in ctx.jobs.stale(s.stale_after_s):
         job = ctx.jobs.get(job_id)
         if job is None:
@@ -71,6 +75,7 @@ def supervise_once(ctx: WorkerContext) -> dict[str, list[str]]:
             _retry(ctx, ctx.jobs, job, acted, resend=lambda j: celery_app.send_task(
                 TASK_FOR_JOB_TYPE[j["type"]], args=(j["id"],),
                 queue=j.get("queue") or s.default_queue))
+    _resend_lost(ctx, acted)
     for dataset_id in ctx.datasets.stale(s.stale_after_s):
         ds = ctx.datasets.get(dataset_id)
         if ds is None:
@@ -79,6 +84,52 @@ def supervise_once(ctx: WorkerContext) -> dict[str, list[str]]:
             _retry(ctx, ctx.datasets, ds, acted, resend=lambda d: celery_app.send_task(
                 TASK_VALIDATE, args=(d["id"],), queue=s.default_queue))
     return acted
+
+
+#: kombu's Redis transport: a queue's priority lists and the messages workers hold
+_PRIORITY_SEP, _PRIORITIES, _UNACKED = "\x06\x16", (3, 6, 9), "unacked"
+
+
+def waiting_in_broker(ctx: WorkerContext, queues: set[str]) -> set[str]:
+    """Ids of the records some broker message names: waiting in one of ``queues`` (each
+    priority list) or taken by a worker and not yet acknowledged (also where a message
+    sent with a countdown waits). The ids are read from the messages' ``argsrepr``."""
+    r, found = ctx.redis, set()
+    for queue in queues:
+        for key in (queue, *(f"{queue}{_PRIORITY_SEP}{p}" for p in _PRIORITIES)):
+            for raw in r.lrange(key, 0, -1):
+                found.update(RECORD_ID.findall(raw))
+    for raw in r.hvals(_UNACKED):
+        found.update(RECORD_ID.findall(raw))
+    return found
+
+
+def _resend_lost(ctx: WorkerContext, acted: dict[str, list[str]]) -> None:
+    """Queued jobs and waiting data sets whose message the broker no longer holds."""
+    s = ctx.settings
+    jobs = [j for j in map(ctx.jobs.get, ctx.jobs.stale(s.requeue_lost_after_s))
+            if j is not None and j["status"] == "queued"]
+    sets = [d for d in map(ctx.datasets.get, ctx.datasets.stale(s.requeue_lost_after_s))
+            if d is not None and d["status"] == "uploaded"]
+    if not jobs and not sets:
+        return
+    queues = {s.default_queue, *(j.get("queue") or s.default_queue for j in jobs)}
+    present = waiting_in_broker(ctx, queues)
+    for job in jobs:
+        if job["id"] not in present:
+            log.warning("job %s waited %.0f s with no message in the broker; sending it "
+                        "again", job["id"], s.requeue_lost_after_s)
+            ctx.jobs.beat(job["id"])  # the next look is a period later
+            celery_app.send_task(TASK_FOR_JOB_TYPE[job["type"]], args=(job["id"],),
+                                 queue=job.get("queue") or s.default_queue)
+            acted["requeued"].append(job["id"])
+    for ds in sets:
+        if ds["id"] not in present:
+            log.warning("data set %s waited with no message in the broker; sending its "
+                        "validation again", ds["id"])
+            ctx.datasets.beat(ds["id"])
+            celery_app.send_task(TASK_VALIDATE, args=(ds["id"],), queue=s.default_queue)
+            acted["requeued"].append(ds["id"])
 
 
 def _retry(ctx: WorkerContext, store: RecordStore, record: dict[str, Any],

@@ -19,7 +19,7 @@ from tests.service.harness import RedisServer, Service, running_service
 SUPERVISION = {"ISA_HEARTBEAT_INTERVAL_S": "0.5", "ISA_STALE_AFTER_S": "4",
                "ISA_SUPERVISE_EVERY_S": "1", "ISA_EMBED_CHUNK_SIZE": "256",
                "ISA_METRICS_KEY": "scrape-me", "ISA_MAX_ACTIVE_JOBS_PER_TENANT": "2",
-               "ISA_MAX_STORED_BYTES_PER_TENANT": "4000000"}
+               "ISA_MAX_STORED_BYTES_PER_TENANT": "4000000", "ISA_REQUEUE_LOST_AFTER_S": "3"}
 #: from the kill (or the restart) to a finished job, at most
 RECOVERY_BOUND_S = 240
 
@@ -67,6 +67,25 @@ def test_a_job_whose_worker_is_killed_finishes_after_a_new_worker_starts(supervi
     assert doc["progress"]["done"] <= doc["progress"]["total"]
     assert doc["attempts"] == 1  # sent again once, by the supervisor
     print(f"killed worker: job finished {took:.0f} s after the kill")
+
+
+def test_a_queued_job_whose_message_was_lost_runs_once_a_worker_is_back(supervised,
+                                                                         own_redis, tmp_path):
+    import redis
+
+    c = supervised.client()
+    ds = supervised.wait_dataset(c, supervised.upload(c, write_jsonl(
+        tmp_path / "d.jsonl", read_rows(ALPACA_SAMPLE, 40)))["id"])
+    supervised.kill_worker()
+    job_id = c.post("/v1/jobs", json={"type": "select", "dataset_id": ds["id"],
+                                      "method": "random", "budget": {"count": 7}}).json()["id"]
+    broker = redis.Redis.from_url(own_redis.url)
+    assert job_id.encode() in b"".join(broker.lrange("cpu", 0, -1))
+    broker.delete("cpu")  # the message is lost (a purge, a failover losing the last writes)
+    supervised.start_worker()
+    doc = supervised.wait_job(c, job_id, timeout=120)
+    assert doc["status"] == "succeeded" and doc["result"]["rows_selected"] == 7, doc
+    assert "no message in the broker" in supervised.tail("worker", 400)
 
 
 def test_redis_restarting_mid_job_answers_503_then_the_job_finishes(supervised, own_redis,

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from core.records import new_id
 from tests.conftest import TEST_REDIS_URL
 
 
@@ -41,7 +42,7 @@ def add_dataset(ctx, path: Path, tenant: str = "t1", **options) -> str:
     from core.contract import DatasetOptions
     from workers.tasks.datasets import validate_dataset
 
-    dataset_id = f"ds_{uuid.uuid4().hex[:12]}"
+    dataset_id = new_id("ds")
     artifact = Keys.upload(dataset_id, ".jsonl")
     ctx.artifacts.put_file(path, artifact)
     ctx.datasets.create(tenant, dataset_id, "uploaded", {
@@ -55,7 +56,7 @@ def add_dataset(ctx, path: Path, tenant: str = "t1", **options) -> str:
 def add_job(ctx, request: dict, tenant: str = "t1") -> str:
     from core.contract import parse_job_request
 
-    job_id = f"job_{uuid.uuid4().hex[:12]}"
+    job_id = new_id("job")
     body = parse_job_request(request).model_dump()
     ctx.jobs.create(tenant, job_id, "queued", {"type": body["type"], "request": body})
     return job_id

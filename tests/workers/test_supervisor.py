@@ -79,3 +79,40 @@ def test_the_guard_maps_time_limits_and_cancels(worker_ctx):
     guard(load(worker_ctx, cancelled), half_written)
     assert worker_ctx.jobs.get(cancelled)["status"] == "cancelled"
     assert not worker_ctx.artifacts.exists(key)  # no result file left behind
+
+
+def test_queued_work_whose_message_was_lost_is_sent_again(worker_ctx, monkeypatch):
+    from celery import Celery
+
+    from tests.conftest import TEST_REDIS_URL
+
+    sent: list[tuple] = []
+    monkeypatch.setattr("workers.supervisor.celery_app.send_task",
+                        lambda name, args, queue: sent.append((name, args, queue)))
+    queue = f"q-{worker_ctx.settings.key_prefix.strip(':')}"  # this test's own queue
+    monkeypatch.setattr(worker_ctx.settings, "default_queue", queue)
+    waiting, lost = (add_job(worker_ctx, {"type": "select", "dataset_id": "ds_x",
+                                          "method": "random", "budget": {"count": 1}})
+                     for _ in range(2))
+    broker = Celery(broker=TEST_REDIS_URL)  # a real message, as the gateway sends it
+    broker.send_task("isa.select", args=(waiting,), queue=queue)
+    try:
+        # younger than requeue_lost_after_s: neither is looked at
+        assert supervise_once(worker_ctx)["requeued"] == []
+        for job_id in (waiting, lost):
+            _age(worker_ctx, job_id, worker_ctx.settings.requeue_lost_after_s + 1)
+        assert waiting in worker_ctx.redis.lindex(queue, 0)
+        assert supervise_once(worker_ctx)["requeued"] == [lost]  # its message waits
+        assert sent == [("isa.select", (lost,), queue)]
+        # sent again once a period, not every round
+        assert supervise_once(worker_ctx)["requeued"] == []
+        # the waiting one's message taken by a worker (unacknowledged): still there
+        raw = worker_ctx.redis.rpop(queue)
+        worker_ctx.redis.hset("unacked", f"tag-{waiting}", f'[{raw}, "", "{queue}"]')
+        _age(worker_ctx, waiting, worker_ctx.settings.requeue_lost_after_s + 1)
+        assert supervise_once(worker_ctx)["requeued"] == []
+        worker_ctx.redis.hdel("unacked", f"tag-{waiting}")  # ... and then lost
+        assert supervise_once(worker_ctx)["requeued"] == [waiting]
+    finally:
+        worker_ctx.redis.delete(queue)
+        worker_ctx.redis.hdel("unacked", f"tag-{waiting}")
