@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from core.settings import Settings
-from core.webhooks import check_callback_url, pinned
+from core.webhooks import check_callback_url, send_pinned
 from isa.errors import ConfigError
 
 _CHUNK = 1 << 20
@@ -73,13 +73,16 @@ def copy_url(url: str, out: Any, settings: Settings, max_bytes: int) -> tuple[in
     if scheme in ("http", "https"):
         import httpx
 
-        target, host, extensions = pinned(url, addresses)  # the checked address only
-        with httpx.Client(follow_redirects=False, timeout=60) as client, \
-                client.stream("GET", target, headers=host, extensions=extensions) as r:
-            if r.status_code != 200:
-                raise ConfigError(f"GET {url} answered {r.status_code}", code="import_failed")
-            for block in r.iter_bytes(_CHUNK):
-                take(block)
+        with httpx.Client(follow_redirects=False, timeout=60) as client:
+            r = send_pinned(client, "GET", url, addresses, stream=True)  # checked ones only
+            try:
+                if r.status_code != 200:
+                    raise ConfigError(f"GET {url} answered {r.status_code}",
+                                      code="import_failed")
+                for block in r.iter_bytes(_CHUNK):
+                    take(block)
+            finally:
+                r.close()
     else:
         import fsspec
 

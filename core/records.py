@@ -215,6 +215,10 @@ class RecordStore:
         """A sign of life of the work on a record (only while it is live)."""
         self.r.zadd(self.live_key(), {record_id: now()}, xx=True)
 
+    def last_beat(self, record_id: str) -> float | None:
+        """The record's last sign of life (None: not live)."""
+        return self.r.zscore(self.live_key(), record_id)
+
     def stale(self, older_than_s: float) -> list[str]:
         """Live records with no sign of life for ``older_than_s`` seconds."""
         return list(self.r.zrangebyscore(self.live_key(), 0, now() - older_than_s))

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -51,9 +51,13 @@ class Settings(BaseSettings):
     score_shard_units: int = 100_000
     #: the queue select jobs go to ("cpu", or "gpu" where GPU workers run)
     default_queue: str = "cpu"
-    #: webhook deliveries: every worker consumes it beside its -Q queues, and a worker
-    #: of its own (-Q webhooks --pool threads) delivers while the others run long jobs
+    #: webhook deliveries: a worker of its own (-Q webhooks --pool threads) delivers
+    #: while the others run long jobs; never a queue jobs go to
     webhook_queue: str = "webhooks"
+    #: every worker also serves the webhook queue, whatever its -Q (so deliveries never
+    #: wait for a worker nobody started); off where a webhooks worker runs (compose),
+    #: so that no job worker holds a retry until a slot frees
+    worker_serves_webhooks: bool = True
     model_cache_dir: Path | None = None
     #: base models align jobs may name, beyond the built-in smollm2-135m and
     #: tiny-llama-random: {"name": "/local/model/folder"}
@@ -124,6 +128,14 @@ class Settings(BaseSettings):
     # job may name its own server (public addresses only) and experiment
     mlflow_tracking_uri: str | None = None
     mlflow_experiment: str = "isa"
+
+    @model_validator(mode="after")
+    def _webhook_queue_is_its_own(self) -> Settings:
+        jobs = {"cpu", "gpu", self.default_queue, self.align_queue}
+        if self.webhook_queue in jobs:
+            raise ValueError(f"webhook_queue {self.webhook_queue!r} is a queue jobs go to; "
+                             "webhook deliveries need one of their own")
+        return self
 
     def tenants_by_key(self) -> dict[str, str]:
         keys = dict(self.api_keys)

@@ -24,7 +24,7 @@ import secrets
 import socket
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import redis
 
@@ -70,7 +70,7 @@ def check_callback_url(url: str, allowed_networks: Sequence[str] = (), *,
     except (OSError, ValueError) as exc:
         raise refuse(f"the host does not resolve ({exc})") from None
     allowed = [ipaddress.ip_network(n, strict=False) for n in allowed_networks]
-    addresses = sorted({info[4][0] for info in infos})
+    addresses = list(dict.fromkeys(info[4][0] for info in infos))  # the resolver's order
     for text in addresses:
         addr = ipaddress.ip_address(text.split("%", 1)[0])
         if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
@@ -81,23 +81,49 @@ def check_callback_url(url: str, allowed_networks: Sequence[str] = (), *,
     return addresses
 
 
-def pinned(url: str, addresses: Sequence[str]) -> tuple[str, dict[str, str], dict[str, Any]]:
-    """``url`` made to connect to ``addresses[0]`` (what ``check_callback_url`` returned)
-    instead of resolving its host again: (url, headers, httpx request extensions). The
-    request keeps the name as its ``Host`` header and, over https, as the TLS server name,
-    which the certificate is verified against."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
+def pinned(url: str, addresses: Sequence[str]) -> list[tuple[str, dict[str, str],
+                                                             dict[str, Any]]]:
+    """``url`` made to connect to each of ``addresses`` (what ``check_callback_url``
+    returned, in the resolver's order) instead of resolving its host again: one (url,
+    headers, httpx request extensions) per address. The request keeps the name (IDNA) as
+    its ``Host`` header and, over https, as the TLS server name, which the certificate is
+    verified against. Unchanged when the host is an address already, or when the
+    environment sends the request through a proxy (which resolves the name itself)."""
+    import urllib.request
+
+    import httpx
+
+    u = httpx.URL(url)
     try:
-        ipaddress.ip_address(host)
-        return url, {}, {}  # an address already: nothing to resolve
+        ipaddress.ip_address(u.host)
+        return [(url, {}, {})]
     except ValueError:
         pass
-    address = addresses[0].split("%", 1)[0]
-    netloc = (f"[{address}]" if ":" in address else address) + \
-        (f":{parts.port}" if parts.port else "")
-    extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
-    return urlunsplit(parts._replace(netloc=netloc)), {"host": parts.netloc}, extensions
+    if urllib.request.getproxies().get(u.scheme) and not urllib.request.proxy_bypass(u.host):
+        return [(url, {}, {})]
+    host = {"host": u.netloc.decode("ascii")}
+    tls = {"sni_hostname": u.raw_host.decode("ascii")} if u.scheme == "https" else {}
+    return [(str(u.copy_with(host=a.split("%", 1)[0])), host, tls) for a in addresses]
+
+
+def send_pinned(client: Any, method: str, url: str, addresses: Sequence[str], *,
+                headers: dict[str, str] | None = None, content: bytes | None = None,
+                stream: bool = False) -> Any:
+    """Send with ``client`` (an ``httpx.Client``) to the checked ``addresses`` of ``url``
+    (``pinned``), trying the next one when an address cannot be connected to (an IPv6
+    address on a host without an IPv6 route, say); the response (``stream``: unread)."""
+    import httpx
+
+    targets = pinned(url, addresses)
+    for k, (target, host, extensions) in enumerate(targets):
+        request = client.build_request(method, target, headers={**(headers or {}), **host},
+                                       content=content, extensions=extensions)
+        try:
+            return client.send(request, stream=stream)
+        except httpx.ConnectError:
+            if k == len(targets) - 1:
+                raise
+    raise AssertionError("no address to send to")  # check_callback_url never returns none
 
 
 class WebhookStore:

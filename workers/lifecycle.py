@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from core.artifacts import Keys
 from core.contract import open_dataset, parse_job_request
-from core.records import TERMINAL, now
+from core.records import TERMINAL, RecordStore, now
 from isa.errors import ConfigError, EngineError
 from isa.ingest.dataset import PreferenceFile
 from workers.context import WorkerContext, context
@@ -98,8 +98,10 @@ class JobRun:
         # logged to MLflow first, as a success is, so the error names its run; only while
         # this job is still running (a map/reduce job's other tasks may fail it too) and not
         # at the time limit (the hard limit is a minute away)
+        once = f"{self.ctx.settings.key_prefix}mlflow-failed:{self.id}"  # one task logs
         if code != "time_limit_exceeded" and self._tracked() and \
-                self.ctx.jobs.status(self.id) == "running":
+                self.ctx.jobs.status(self.id) == "running" and \
+                self.ctx.redis.set(once, "1", nx=True, ex=24 * 3600):
             error = scrub({"code": code, "message": message, "details": details})
             tracked = track_job(self.ctx, self.id, self.record, {}, error=error)
             if tracked is not None:
@@ -128,16 +130,35 @@ def load(ctx: WorkerContext, job_id: str) -> JobRun | None:
     return JobRun(ctx, job_id, record["tenant"], request, record)
 
 
-def claim(job_id: str, task: Any) -> JobRun | None:
-    """Move a queued job to ``running`` for this delivery. None when the job is gone,
-    finished or cancelled, claimed by another delivery, or waiting for a data set that is
-    still being validated (then the task is sent again shortly instead of holding a
-    worker slot)."""
+def claimable_from(ctx: WorkerContext, store: RecordStore, record_id: str, task: Any,
+                   resume: bool, waiting: str) -> tuple[str, ...] | None:
+    """The statuses this delivery may claim a record from (``None``: any the store
+    allows). A fresh message claims only work still ``waiting``: a duplicate of it (one
+    the supervisor sent again believing it lost) finds the work running and leaves it.
+    Work already running is taken over only by a resume: the supervisor's (``resume``,
+    sent once the heartbeat stopped) or the broker's redelivery of a message whose worker
+    died, and that one only while the record's heartbeat is stale."""
+    if resume:
+        return None
+    redelivered = bool((getattr(task.request, "delivery_info", None) or {}).get("redelivered"))
+    if redelivered:
+        beat = store.last_beat(record_id)
+        if beat is None or now() - beat >= ctx.settings.stale_after_s:
+            return None
+    return (waiting,)
+
+
+def claim(job_id: str, task: Any, resume: bool = False) -> JobRun | None:
+    """Move a queued job to ``running`` for this delivery (``resume``: a stale running one,
+    see ``claimable_from``). None when the job is gone, finished or cancelled, claimed by
+    another delivery, or waiting for a data set that is still being validated (then the
+    task is sent again shortly instead of holding a worker slot)."""
     ctx = context()
     job = load(ctx, job_id)
     if job is None or _requeued_while_validating(job, task):
         return None
-    if not ctx.jobs.transition(job_id, "running", started_at=now())[0]:
+    only = claimable_from(ctx, ctx.jobs, job_id, task, resume, "queued")
+    if not ctx.jobs.transition(job_id, "running", only_from=only, started_at=now())[0]:
         return None
     return job
 
@@ -147,7 +168,8 @@ def _requeued_while_validating(job: JobRun, task: Any) -> bool:
         ds = job.ctx.datasets.get(dataset_id, job.tenant)
         if ds is not None and ds["status"] in ("uploaded", "validating"):
             task.apply_async(args=(job.id,), countdown=1,
-                             queue=job.request.queue or job.ctx.settings.default_queue)
+                             queue=job.record.get("queue") or job.request.queue
+                             or job.ctx.settings.default_queue)
             return True
     return False
 
@@ -179,9 +201,10 @@ def _supervised(job: JobRun, body: Callable[[JobRun], None]) -> None:
         guard(job, body)
 
 
-def run_claimed(job_id: str, task: Any, body: Callable[[JobRun], None]) -> None:
+def run_claimed(job_id: str, task: Any, body: Callable[[JobRun], None],
+                resume: bool = False) -> None:
     """A job's first task: claim the job, then run ``body`` under the guard."""
-    job = claim(job_id, task)
+    job = claim(job_id, task, resume)
     if job is not None:
         _supervised(job, body)
 

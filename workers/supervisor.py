@@ -12,8 +12,10 @@ Work still waiting in a queue (``queued`` jobs, ``uploaded`` data sets) shows no
 heartbeat by design and is left alone while its message waits: a busy worker will reach
 it. Once it has waited ``requeue_lost_after_s`` and no message for it is left in the
 broker (in no queue, taken by no worker: a purge, a failover that lost the last writes),
-it is sent again, once per period. A duplicate is harmless: only one delivery can claim
-the record.
+it is sent again (seen missing in two rounds in a row), at most once a period. A
+duplicate is harmless: a fresh message claims only waiting work, so a second copy finds
+it running and leaves it (``workers.lifecycle.claimable_from``); the supervisor's resend
+of running work says it resumes.
 
 Every ``embedding_sweep_every_h`` one worker also sweeps the embedding shards that no
 index entry names any more (``sweep_shards``).
@@ -73,16 +75,20 @@ def supervise_once(ctx: WorkerContext) -> dict[str, list[str]]:
                 acted["cancelled"].append(job_id)
         elif job["status"] == "running":
             _retry(ctx, ctx.jobs, job, acted, resend=lambda j: celery_app.send_task(
-                TASK_FOR_JOB_TYPE[j["type"]], args=(j["id"],),
+                TASK_FOR_JOB_TYPE[j["type"]], args=(j["id"],), kwargs={"resume": True},
                 queue=j.get("queue") or s.default_queue))
-    _resend_lost(ctx, acted)
+    try:
+        _resend_lost(ctx, acted)
+    except Exception:  # noqa: BLE001 - the rest of the round still runs
+        log.warning("looking for lost messages failed", exc_info=True)
     for dataset_id in ctx.datasets.stale(s.stale_after_s):
         ds = ctx.datasets.get(dataset_id)
         if ds is None:
             ctx.redis.zrem(ctx.datasets.live_key(), dataset_id)
         elif ds["status"] == "validating":
             _retry(ctx, ctx.datasets, ds, acted, resend=lambda d: celery_app.send_task(
-                TASK_VALIDATE, args=(d["id"],), queue=s.default_queue))
+                TASK_VALIDATE, args=(d["id"],), kwargs={"resume": True},
+                queue=s.default_queue))
     return acted
 
 
@@ -93,43 +99,57 @@ _PRIORITY_SEP, _PRIORITIES, _UNACKED = "\x06\x16", (3, 6, 9), "unacked"
 def waiting_in_broker(ctx: WorkerContext, queues: set[str]) -> set[str]:
     """Ids of the records some broker message names: waiting in one of ``queues`` (each
     priority list) or taken by a worker and not yet acknowledged (also where a message
-    sent with a countdown waits). The ids are read from the messages' ``argsrepr``."""
-    r, found = ctx.redis, set()
+    sent with a countdown waits). Read in one transaction, so a message moving between
+    the two (a worker taking it, a task sending itself again) is seen in one of them. The
+    ids are read from the messages' ``argsrepr``."""
+    pipe = ctx.redis.pipeline(transaction=True)
     for queue in queues:
         for key in (queue, *(f"{queue}{_PRIORITY_SEP}{p}" for p in _PRIORITIES)):
-            for raw in r.lrange(key, 0, -1):
-                found.update(RECORD_ID.findall(raw))
-    for raw in r.hvals(_UNACKED):
-        found.update(RECORD_ID.findall(raw))
+            pipe.lrange(key, 0, -1)
+    pipe.hvals(_UNACKED)
+    found: set[str] = set()
+    for messages in pipe.execute():
+        for raw in messages:
+            found.update(RECORD_ID.findall(raw))
     return found
 
 
 def _resend_lost(ctx: WorkerContext, acted: dict[str, list[str]]) -> None:
-    """Queued jobs and waiting data sets whose message the broker no longer holds."""
+    """Queued jobs and waiting data sets whose message the broker no longer holds, in two
+    rounds in a row: a message is only out of sight for the instant between a worker
+    taking it from its queue and recording it as unacknowledged."""
     s = ctx.settings
-    jobs = [j for j in map(ctx.jobs.get, ctx.jobs.stale(s.requeue_lost_after_s))
-            if j is not None and j["status"] == "queued"]
-    sets = [d for d in map(ctx.datasets.get, ctx.datasets.stale(s.requeue_lost_after_s))
-            if d is not None and d["status"] == "uploaded"]
-    if not jobs and not sets:
+    waiting = [(ctx.jobs, j) for j in map(ctx.jobs.get, ctx.jobs.stale(s.requeue_lost_after_s))
+               if j is not None and j["status"] == "queued"]
+    waiting += [(ctx.datasets, d) for d in map(ctx.datasets.get,
+                                                 ctx.datasets.stale(s.requeue_lost_after_s))
+                if d is not None and d["status"] == "uploaded"]
+    missing_key = f"{s.key_prefix}supervisor:missing"
+    ids = {r["id"] for _, r in waiting}
+    gone = [i for i in ctx.redis.hkeys(missing_key) if i not in ids]  # claimed meanwhile
+    if gone:
+        ctx.redis.hdel(missing_key, *gone)
+    if not waiting:
         return
-    queues = {s.default_queue, *(j.get("queue") or s.default_queue for j in jobs)}
+    queues = {s.default_queue, *(r.get("queue") or s.default_queue for _, r in waiting)}
     present = waiting_in_broker(ctx, queues)
-    for job in jobs:
-        if job["id"] not in present:
-            log.warning("job %s waited %.0f s with no message in the broker; sending it "
-                        "again", job["id"], s.requeue_lost_after_s)
-            ctx.jobs.beat(job["id"])  # the next look is a period later
-            celery_app.send_task(TASK_FOR_JOB_TYPE[job["type"]], args=(job["id"],),
-                                 queue=job.get("queue") or s.default_queue)
-            acted["requeued"].append(job["id"])
-    for ds in sets:
-        if ds["id"] not in present:
-            log.warning("data set %s waited with no message in the broker; sending its "
-                        "validation again", ds["id"])
-            ctx.datasets.beat(ds["id"])
-            celery_app.send_task(TASK_VALIDATE, args=(ds["id"],), queue=s.default_queue)
-            acted["requeued"].append(ds["id"])
+    for store, record in waiting:
+        record_id = record["id"]
+        if record_id in present:
+            ctx.redis.hdel(missing_key, record_id)
+            store.beat(record_id)  # looked at again a period later
+            continue
+        if not ctx.redis.hsetnx(missing_key, record_id, now()):  # missing twice: lost
+            ctx.redis.hdel(missing_key, record_id)
+            log.warning("%s %s waited with no message in the broker; sending it again",
+                        store.kind, record_id)
+            store.beat(record_id)
+            if store is ctx.jobs:
+                celery_app.send_task(TASK_FOR_JOB_TYPE[record["type"]], args=(record_id,),
+                                     queue=record.get("queue") or s.default_queue)
+            else:
+                celery_app.send_task(TASK_VALIDATE, args=(record_id,), queue=s.default_queue)
+            acted["requeued"].append(record_id)
 
 
 def _retry(ctx: WorkerContext, store: RecordStore, record: dict[str, Any],

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,9 @@ from core.artifacts import Keys, result_format
 from workers.context import WorkerContext
 
 logger = logging.getLogger("isa.tracking")
+# MLflow's client retries a dead server for minutes by default; a job's end waits on it
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 #: result files logged per job type (select subsets are not)
 ARTIFACT_FORMATS = {"evaluate": ("json", "png"), "curve": ("json", "png"),
                     "align": ("json", "png", "archive"), "select": ()}

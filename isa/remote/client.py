@@ -261,7 +261,11 @@ def _bar(enabled: bool | ProgressCallback | None) -> StageBar:
     if callable(enabled):
         return StageBar(False, forward=enabled)
     show = enabled if isinstance(enabled, bool) else sys.stderr.isatty()
-    return StageBar(show)
+    if not show:
+        return StageBar(False)
+    from rich.console import Console
+
+    return StageBar(True, console=Console(stderr=True))  # stdout stays the caller's
 
 
 def _job_finished(job: JobPublic, raise_on_failure: bool) -> bool:

@@ -52,10 +52,35 @@ def test_public_and_allowed_addresses_pass():
 
 @pytest.mark.parametrize(("url", "addresses", "want"), [
     ("https://hooks.example/h?x=1", ["93.184.216.34"],
-     ("https://93.184.216.34/h?x=1", {"host": "hooks.example"}, {"sni_hostname": "hooks.example"})),
-    ("http://hooks.example:8080/h", ["2606:2800:220:1::1"],
-     ("http://[2606:2800:220:1::1]:8080/h", {"host": "hooks.example:8080"}, {})),
-    ("http://8.8.8.8/h", ["8.8.8.8"], ("http://8.8.8.8/h", {}, {})),  # nothing to resolve
+     [("https://93.184.216.34/h?x=1", {"host": "hooks.example"},
+       {"sni_hostname": "hooks.example"})]),
+    ("http://hooks.example:8080/h", ["2606:2800:220:1::1", "93.184.216.34"],  # both, in order
+     [("http://[2606:2800:220:1::1]:8080/h", {"host": "hooks.example:8080"}, {}),
+      ("http://93.184.216.34:8080/h", {"host": "hooks.example:8080"}, {})]),
+    ("https://bücher.example/h", ["93.184.216.34"],  # the name as IDNA, as httpx sends it
+     [("https://93.184.216.34/h", {"host": "xn--bcher-kva.example"},
+       {"sni_hostname": "xn--bcher-kva.example"})]),
+    ("http://8.8.8.8/h", ["8.8.8.8"], [("http://8.8.8.8/h", {}, {})]),  # nothing to resolve
 ])
-def test_pinned_connects_to_the_checked_address_under_the_name(url, addresses, want):
+def test_pinned_connects_to_the_checked_addresses_under_the_name(url, addresses, want):
     assert pinned(url, addresses) == want
+
+
+def test_through_a_proxy_the_url_is_left_to_it(monkeypatch):
+    monkeypatch.setenv("https_proxy", "http://proxy.internal:3128")
+    monkeypatch.setenv("no_proxy", "skip.example")
+    assert pinned("https://hooks.example/h", ["93.184.216.34"]) == [
+        ("https://hooks.example/h", {}, {})]  # the proxy resolves (and is the egress rule)
+    assert pinned("https://skip.example/h", ["93.184.216.34"])[0][0] == \
+        "https://93.184.216.34/h"
+
+
+@pytest.mark.parametrize("queue", ["cpu", "gpu", "my-jobs"])
+def test_the_webhook_queue_is_never_one_jobs_go_to(queue):
+    from pydantic import ValidationError
+
+    from core.settings import Settings
+
+    with pytest.raises(ValidationError, match="webhook deliveries need one of their own"):
+        Settings(webhook_queue=queue, default_queue="my-jobs")
+    assert Settings(webhook_queue="hooks", default_queue="my-jobs").webhook_queue == "hooks"

@@ -28,13 +28,15 @@ def _age(ctx, job_id: str, seconds: float) -> None:
 def test_stale_running_work_is_sent_again_then_failed(worker_ctx, monkeypatch):
     sent: list[tuple] = []
     monkeypatch.setattr("workers.supervisor.celery_app.send_task",
-                        lambda name, args, queue: sent.append((name, args, queue)))
+                        lambda name, args, queue, kwargs=None: sent.append((name, args, queue,
+                                                                           kwargs)))
     job_id = _running(worker_ctx)
     limit = worker_ctx.settings.max_attempts
     for attempt in range(1, limit):
         _age(worker_ctx, job_id, worker_ctx.settings.stale_after_s + 1)
         assert supervise_once(worker_ctx)["resent"] == [job_id]
         assert sent[-1][:2] == ("isa.select", (job_id,))
+        assert sent[-1][3] == {"resume": True}  # it may take over the running job
         assert worker_ctx.jobs.get(job_id)["attempts"] == attempt
     _age(worker_ctx, job_id, worker_ctx.settings.stale_after_s + 1)
     assert supervise_once(worker_ctx)["failed"] == [job_id]
@@ -96,23 +98,49 @@ def test_queued_work_whose_message_was_lost_is_sent_again(worker_ctx, monkeypatc
                      for _ in range(2))
     broker = Celery(broker=TEST_REDIS_URL)  # a real message, as the gateway sends it
     broker.send_task("isa.select", args=(waiting,), queue=queue)
+    after = worker_ctx.settings.requeue_lost_after_s + 1
     try:
         # younger than requeue_lost_after_s: neither is looked at
         assert supervise_once(worker_ctx)["requeued"] == []
         for job_id in (waiting, lost):
-            _age(worker_ctx, job_id, worker_ctx.settings.requeue_lost_after_s + 1)
+            _age(worker_ctx, job_id, after)
         assert waiting in worker_ctx.redis.lindex(queue, 0)
-        assert supervise_once(worker_ctx)["requeued"] == [lost]  # its message waits
+        # missing once is not lost yet (a worker may be between taking and recording it)
+        assert supervise_once(worker_ctx)["requeued"] == []
+        assert supervise_once(worker_ctx)["requeued"] == [lost]  # missing twice
         assert sent == [("isa.select", (lost,), queue)]
-        # sent again once a period, not every round
+        # sent again once a period, not every round; the one whose message waits, never
         assert supervise_once(worker_ctx)["requeued"] == []
         # the waiting one's message taken by a worker (unacknowledged): still there
         raw = worker_ctx.redis.rpop(queue)
         worker_ctx.redis.hset("unacked", f"tag-{waiting}", f'[{raw}, "", "{queue}"]')
-        _age(worker_ctx, waiting, worker_ctx.settings.requeue_lost_after_s + 1)
+        _age(worker_ctx, waiting, after)
+        assert supervise_once(worker_ctx)["requeued"] == []
         assert supervise_once(worker_ctx)["requeued"] == []
         worker_ctx.redis.hdel("unacked", f"tag-{waiting}")  # ... and then lost
+        _age(worker_ctx, waiting, after)
+        assert supervise_once(worker_ctx)["requeued"] == []
         assert supervise_once(worker_ctx)["requeued"] == [waiting]
     finally:
         worker_ctx.redis.delete(queue)
         worker_ctx.redis.hdel("unacked", f"tag-{waiting}")
+
+
+def test_a_duplicate_message_never_claims_running_work(worker_ctx):
+    from types import SimpleNamespace
+
+    from workers.lifecycle import claim
+
+    def task(**delivery_info):  # noqa: ANN202
+        return SimpleNamespace(request=SimpleNamespace(delivery_info=delivery_info))
+
+    job_id = add_job(worker_ctx, {"type": "select", "dataset_id": "ds_x", "method": "random",
+                                  "budget": {"count": 1}})
+    assert claim(job_id, task()) is not None  # the first delivery claims the queued job
+    worker_ctx.jobs.beat(job_id)
+    assert claim(job_id, task()) is None  # a second copy (one sent again) leaves it
+    assert claim(job_id, task(redelivered=True)) is None  # its worker is alive (beating)
+    _age(worker_ctx, job_id, worker_ctx.settings.stale_after_s + 1)
+    assert claim(job_id, task(redelivered=True)) is not None  # its worker died: resume
+    worker_ctx.jobs.beat(job_id)
+    assert claim(job_id, task(), resume=True) is not None  # the supervisor's resend

@@ -60,3 +60,24 @@ def test_a_delivery_goes_to_the_address_that_was_checked(worker_ctx, receiver, m
     assert lookups == ["hooks.example"]  # looked up once, by the check
     assert seen[0]["host"] == f"hooks.example:{port}"  # the name still heads the request
     assert job_id.encode() in seen[0]["body"] and seen[0]["signature"].startswith("v1,")
+
+
+def test_an_address_that_refuses_falls_back_to_the_next_checked_one(worker_ctx, receiver,
+                                                                    monkeypatch):
+    port, seen = receiver  # listening on 127.0.0.1 only: 127.0.0.2 refuses
+    real = socket.getaddrinfo
+
+    def two(host, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        if host != "hooks.example":
+            return real(host, *args, **kwargs)
+        return real("127.0.0.2", *args, **kwargs) + real("127.0.0.1", *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", two)
+    monkeypatch.setattr(worker_ctx.settings, "outbound_allowed_networks", ["127.0.0.0/8"])
+    job_id = add_job(worker_ctx, {"type": "select", "dataset_id": "ds_x", "method": "random",
+                                  "budget": {"count": 1}})
+    worker_ctx.jobs.transition(job_id, "cancelled", finished_at=now())
+    entry, state = _attempt(worker_ctx, worker_ctx.jobs.get(job_id),
+                            f"http://hooks.example:{port}/hook", 1)
+    assert state == "delivered", entry
+    assert len(seen) == 1 and seen[0]["host"] == f"hooks.example:{port}"

@@ -22,8 +22,8 @@ from workers.lifecycle import JobRun, run_claimed
 
 
 @celery_app.task(name=TASK_ALIGN)
-def align_job(job_id: str) -> None:
-    run_claimed(job_id, align_job, _align)
+def align_job(job_id: str, resume: bool = False) -> None:
+    run_claimed(job_id, align_job, _align, resume)
 
 
 def _training_examples(job: JobRun) -> list[Example]:

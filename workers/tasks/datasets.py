@@ -10,17 +10,19 @@ from core.contract import open_dataset
 from core.imports import ImportTooLarge, copy_url
 from isa.errors import EngineError
 from workers.context import WorkerContext, context
+from workers.lifecycle import claimable_from
 from workers.redact import scrub
 from workers.supervisor import heartbeat
 
 
 @celery_app.task(name=TASK_VALIDATE)
-def validate_dataset(dataset_id: str) -> str:
+def validate_dataset(dataset_id: str, resume: bool = False) -> str:
     ctx = context()
     ds = ctx.datasets.get(dataset_id)
     if ds is None:
         return "missing"
-    moved, prev = ctx.datasets.transition(dataset_id, "validating")
+    only = claimable_from(ctx, ctx.datasets, dataset_id, validate_dataset, resume, "uploaded")
+    moved, prev = ctx.datasets.transition(dataset_id, "validating", only_from=only)
     if not moved:
         return prev
     with heartbeat(ctx.datasets, dataset_id, ctx.settings.heartbeat_interval_s):

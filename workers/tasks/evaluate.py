@@ -17,8 +17,8 @@ from workers.lifecycle import JobRun, run_claimed
 
 
 @celery_app.task(name=TASK_EVALUATE)
-def evaluate_job(job_id: str) -> None:
-    run_claimed(job_id, evaluate_job, _evaluate)
+def evaluate_job(job_id: str, resume: bool = False) -> None:
+    run_claimed(job_id, evaluate_job, _evaluate, resume)
 
 
 def _pairs(job: JobRun, dataset_id: str, encoder: Encoder) -> runner.PairSet:

@@ -38,8 +38,8 @@ from workers.tasks import scoring
 
 
 @celery_app.task(name=TASK_SELECT)
-def select_job(job_id: str) -> None:
-    run_claimed(job_id, select_job, _start)
+def select_job(job_id: str, resume: bool = False) -> None:
+    run_claimed(job_id, select_job, _start, resume)
 
 
 @celery_app.task(name=TASK_EMBED_CHUNK)

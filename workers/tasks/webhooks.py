@@ -13,7 +13,7 @@ import orjson
 
 from core.celery_app import TASK_DELIVER_WEBHOOK, celery_app
 from core.contract import job_public
-from core.webhooks import check_callback_url, pinned, sign
+from core.webhooks import check_callback_url, send_pinned, sign
 from isa.errors import ConfigError
 from workers.context import WorkerContext, context
 
@@ -74,11 +74,9 @@ def _attempt(ctx: WorkerContext, job: dict[str, Any], url: str,
     try:
         # to the address just checked (no second lookup), and no redirects: a 3xx must not
         # carry the delivery to an address never checked
-        target, host, extensions = pinned(url, addresses)
         with httpx.Client(follow_redirects=False,
                           timeout=ctx.settings.webhook_timeout_s) as client:
-            r = client.post(target, content=body, headers=headers | host,
-                            extensions=extensions)
+            r = send_pinned(client, "POST", url, addresses, headers=headers, content=body)
     except httpx.HTTPError as exc:
         return entry | {"error": f"{type(exc).__name__}: {exc}"[:_ANSWER_CHARS],
                         "ms": round((time.perf_counter() - t) * 1000)}, "retrying"

@@ -41,10 +41,11 @@ def _public(doc: dict[str, Any]) -> DatasetPublic:
     return DatasetPublic.model_validate(doc)
 
 
-async def no_empty_choices(request: Request) -> None:
+async def no_empty_choices(request: Request, _: CurrentTenant) -> None:
     """FastAPI reads an empty form field as an absent one; for a choice that would quietly
     turn ``format=`` into "detect it", so the API refuses it, as its schema says. (The
-    dashboard's form, whose "detect" option is empty, calls ``upload_dataset`` itself.)"""
+    dashboard's form, whose "detect" option is empty, calls ``upload_dataset`` itself.)
+    After the API key: a request without one is answered 401 first."""
     form = await request.form()  # parsed once per request: the route reads the same
     for name, choices in (("format", FILE_FORMATS), ("shape", SHAPES),
                           ("on_invalid", ("fail", "skip"))):
