@@ -19,7 +19,12 @@ from .files import atomic_output
 from .ingest.dataset import PreferenceFile
 from .ingest.records import Example, Message, Text
 from .ingest.shapes import HH_HUMAN, hh_to_messages
-from .pipeline import SelectionResult, default_export_shapes
+from .pipeline import (
+    ITEM_LABEL_CODE,
+    SelectionResult,
+    default_export_shapes,
+    item_label_codes,
+)
 
 EXPORT_SHAPES: tuple[str, ...] = ("input", "trl", "kto", "openai")
 _OUT_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet",
@@ -224,9 +229,7 @@ def score_columns(result: SelectionResult) -> dict[str, np.ndarray | list]:
         cols[name] = values
     if result.method.item_details_:
         # label codes, 1 byte an item (a numpy array of the label strings took 36)
-        names = list(dict.fromkeys(units.text_labels))
-        codes = np.fromiter(map({x: i for i, x in enumerate(names)}.__getitem__,
-                                units.text_labels), dtype=np.int8, count=units.n_items)
+        codes = item_label_codes(units.text_labels)
         per_unit = np.bincount(units.groups, minlength=n)
         single = bool((per_unit == 1).all())
         for name, values in result.method.item_details_.items():
@@ -235,8 +238,8 @@ def score_columns(result: SelectionResult) -> dict[str, np.ndarray | list]:
                 out[units.groups] = values
                 cols[name] = out
                 continue
-            for code, label in enumerate(names):
-                mask = codes == code
+            for label in dict.fromkeys(units.text_labels):  # columns in order of appearance
+                mask = codes == ITEM_LABEL_CODE[label]
                 out = np.full(n, np.nan) if values.dtype.kind == "f" else np.full(n, -1)
                 out[units.groups[mask]] = values[mask]
                 cols[f"{name}_{label}"] = out

@@ -83,6 +83,12 @@ ITEM_LABELS = ("chosen", "rejected", "completion", "prompt", "pair")
 ITEM_LABEL_CODE = {s: i for i, s in enumerate(ITEM_LABELS)}
 
 
+def item_label_codes(labels: list[str]) -> np.ndarray:
+    """``labels`` (``UnitTable.text_labels``) as ``ITEM_LABEL_CODE`` codes, 1 byte each."""
+    return np.fromiter(map(ITEM_LABEL_CODE.__getitem__, labels), dtype=np.int8,
+                       count=len(labels))
+
+
 def _resolve_level(level: str, ex: Example) -> str:
     resolved = ("pair" if ex.kind == "pair" else "item") if level == "auto" else level
     if resolved == "pair" and ex.kind != "pair":

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from .ingest.dataset import IngestReport
-from .pipeline import ITEM_LABEL_CODE, ITEM_LABELS, UnitTable
+from .pipeline import ITEM_LABELS, UnitTable, item_label_codes
 
 _SIDES = {None: "", "chosen": "chosen", "rejected": "rejected", "completion": "completion"}
 
@@ -39,8 +39,7 @@ def write_unit_file(table: UnitTable, report: IngestReport, out: BinaryIO) -> No
         "source_row": pa.array(table.source_rows),
         "item_keys": pa.ListArray.from_arrays(offsets, keys),
         "item_labels": pa.ListArray.from_arrays(offsets, pa.array(
-            np.fromiter((ITEM_LABEL_CODE[x] for x in table.text_labels), dtype=np.int8,
-                        count=table.n_items))),
+            item_label_codes(table.text_labels))),
         **{f"meta.{k}": pa.array(v) for k, v in table.meta.items()},
     }
     meta = {"level": table.level, "template": table.template, "report": json.dumps({

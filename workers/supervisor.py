@@ -74,9 +74,7 @@ def supervise_once(ctx: WorkerContext) -> dict[str, list[str]]:
             if ctx.jobs.transition(job_id, "cancelled", finished_at=now())[0]:
                 acted["cancelled"].append(job_id)
         elif job["status"] == "running":
-            _retry(ctx, ctx.jobs, job, acted, resend=lambda j: celery_app.send_task(
-                TASK_FOR_JOB_TYPE[j["type"]], args=(j["id"],), kwargs={"resume": True},
-                queue=j.get("queue") or s.default_queue))
+            _retry(ctx, ctx.jobs, job, acted)
     try:
         _resend_lost(ctx, acted)
     except Exception:  # noqa: BLE001 - the rest of the round still runs
@@ -86,9 +84,7 @@ def supervise_once(ctx: WorkerContext) -> dict[str, list[str]]:
         if ds is None:
             ctx.redis.zrem(ctx.datasets.live_key(), dataset_id)
         elif ds["status"] == "validating":
-            _retry(ctx, ctx.datasets, ds, acted, resend=lambda d: celery_app.send_task(
-                TASK_VALIDATE, args=(d["id"],), kwargs={"resume": True},
-                queue=s.default_queue))
+            _retry(ctx, ctx.datasets, ds, acted)
     return acted
 
 
@@ -144,16 +140,26 @@ def _resend_lost(ctx: WorkerContext, acted: dict[str, list[str]]) -> None:
             log.warning("%s %s waited with no message in the broker; sending it again",
                         store.kind, record_id)
             store.beat(record_id)
-            if store is ctx.jobs:
-                celery_app.send_task(TASK_FOR_JOB_TYPE[record["type"]], args=(record_id,),
-                                     queue=record.get("queue") or s.default_queue)
-            else:
-                celery_app.send_task(TASK_VALIDATE, args=(record_id,), queue=s.default_queue)
+            _send_first_task(ctx, store, record, resume=False)
             acted["requeued"].append(record_id)
 
 
+def _send_first_task(ctx: WorkerContext, store: RecordStore, record: dict[str, Any],
+                     resume: bool) -> None:
+    """Send a job's first task (to its queue) or a data set's validation again;
+    ``resume``: it may take the record over from a worker that stopped beating."""
+    s = ctx.settings
+    if store is ctx.jobs:
+        celery_app.send_task(TASK_FOR_JOB_TYPE[record["type"]], args=(record["id"],),
+                             kwargs={"resume": resume},
+                             queue=record.get("queue") or s.default_queue)
+    else:
+        celery_app.send_task(TASK_VALIDATE, args=(record["id"],), kwargs={"resume": resume},
+                             queue=s.default_queue)
+
+
 def _retry(ctx: WorkerContext, store: RecordStore, record: dict[str, Any],
-           acted: dict[str, list[str]], resend: Any) -> None:
+           acted: dict[str, list[str]]) -> None:
     record_id, is_job = record["id"], store is ctx.jobs
     attempts = int(ctx.redis.hincrby(store.key(record_id), "attempts", 1))
     if attempts >= ctx.settings.max_attempts:
@@ -170,7 +176,7 @@ def _retry(ctx: WorkerContext, store: RecordStore, record: dict[str, Any],
     store.beat(record_id)  # a grace period for the new delivery to start beating
     if is_job:
         ctx.jobs.update(record_id, stage="requeued")
-    resend(record)
+    _send_first_task(ctx, store, record, resume=True)
     acted["resent" if is_job else "revalidated"].append(record_id)
 
 

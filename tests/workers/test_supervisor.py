@@ -90,7 +90,8 @@ def test_queued_work_whose_message_was_lost_is_sent_again(worker_ctx, monkeypatc
 
     sent: list[tuple] = []
     monkeypatch.setattr("workers.supervisor.celery_app.send_task",
-                        lambda name, args, queue: sent.append((name, args, queue)))
+                        lambda name, args, queue, kwargs=None: sent.append((name, args,
+                                                                           queue)))
     queue = f"q-{worker_ctx.settings.key_prefix.strip(':')}"  # this test's own queue
     monkeypatch.setattr(worker_ctx.settings, "default_queue", queue)
     waiting, lost = (add_job(worker_ctx, {"type": "select", "dataset_id": "ds_x",
