@@ -18,7 +18,9 @@ class Encoder(ABC):
     """Turns texts into a float32 matrix, one row per text.
 
     ``name`` identifies the model *and* every setting that changes its output
-    (precision, truncation, pooling), so it is safe as part of a cache key.
+    (precision, truncation, pooling), so it is safe as part of a cache key. It is known
+    without loading the model: the packaged encoders load their weights on the first
+    ``encode`` (a run whose every text is cached loads none).
     """
 
     name: str
@@ -175,7 +177,10 @@ def complete_embeddings(texts: Sequence[str], lookup: EmbeddingLookup, encoder: 
         raise ValueError(f"the lookup was made for encoder {lookup.encoder!r}, "
                          f"not {encoder.name!r}")
     todo = lookup.todo(texts)
-    unique = np.empty((len(lookup.unique_keys), encoder.dim), dtype=np.float32)
+    # the width of a cached vector, so that a fully cached run never asks the encoder
+    # (whose model loads on first use) anything but its name
+    dim = len(next(iter(lookup.found.values()))) if lookup.found else encoder.dim
+    unique = np.empty((len(lookup.unique_keys), dim), dtype=np.float32)
     for j, k in enumerate(lookup.unique_keys):
         if k in lookup.found:
             unique[j] = lookup.found[k]
@@ -187,7 +192,7 @@ def complete_embeddings(texts: Sequence[str], lookup: EmbeddingLookup, encoder: 
     elif progress is not None:
         progress(0, 0)
     out = (unique[[lookup.position[k] for k in lookup.keys]] if lookup.keys
-           else np.empty((0, encoder.dim), np.float32))
+           else np.empty((0, dim), np.float32))
     return out, EmbedStats(len(texts), len(lookup.unique_keys), len(lookup.found), len(todo))
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import ConfigError, EncoderError
 from .base import Encoder, ProgressFn, l2_normalize
 from .device import resolve_device, resolve_precision, torch_dtype
-from .models import SMOLLM2, resolve_causal_model
+from .models import SMOLLM2, causal_model_folder, resolve_causal_model
 
 
 class CausalLMEncoder(Encoder):
@@ -32,44 +32,75 @@ class CausalLMEncoder(Encoder):
                  batch_size: int = 8, max_length: int = 512, truncation_side: str = "left",
                  normalize: bool = False,
                  cache_dir: Path | None = None) -> None:
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-
+        # The name (the cache key) needs only the model folder's name: the weights load,
+        # and a packaged GGUF is de-quantised, on the first texts the cache lacks.
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.batch_size = batch_size
         self.max_length = max_length
         self.normalize = normalize
-        folder = resolve_causal_model(model, cache_dir)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-            # The base model only: the LM head's vocabulary projection is not needed.
-            self.model = AutoModel.from_pretrained(
-                str(folder), local_files_only=True, dtype=torch_dtype(self.precision)
-            ).to(self.device).eval()
-        except Exception as exc:
-            raise EncoderError(f"cannot load causal LM {model!r}: {exc}", model=model) from exc
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.tokenizer.padding_side = "right"
         if truncation_side not in ("left", "right"):
             raise ConfigError("truncation_side must be 'left' or 'right'")
-        self.tokenizer.truncation_side = truncation_side
-        self.dim = int(self.model.config.hidden_size)
-        self._torch = torch
-        self.name = (f"clm:{Path(str(folder)).name}:{self.precision}:len{max_length}"
+        self._model_arg, self._cache_dir = model, cache_dir
+        self._truncation_side = truncation_side
+        folder = causal_model_folder(model, cache_dir)
+        self._model = self._tokenizer = None
+        self.name = (f"clm:{folder.name}:{self.precision}:len{max_length}"
                      f":{truncation_side}"
                      f":last{':norm' if normalize else ''}")
 
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def model(self):  # noqa: ANN201 - a transformers model, imported lazily
+        if self._model is None:
+            self._load()
+        return self._model
+
+    @property
+    def tokenizer(self):  # noqa: ANN201
+        if self._tokenizer is None:
+            self._load()
+        return self._tokenizer
+
+    @property
+    def dim(self) -> int:  # type: ignore[override]
+        return int(self.model.config.hidden_size)
+
+    def _load(self) -> None:
+        """De-quantise (once per machine) and load the tokenizer and the base model."""
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        folder = resolve_causal_model(self._model_arg, self._cache_dir)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+            # The base model only: the LM head's vocabulary projection is not needed.
+            model = AutoModel.from_pretrained(
+                str(folder), local_files_only=True, dtype=torch_dtype(self.precision)
+            ).to(self.device).eval()
+        except Exception as exc:
+            raise EncoderError(f"cannot load causal LM {self._model_arg!r}: {exc}",
+                               model=self._model_arg) from exc
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "right"
+        tokenizer.truncation_side = self._truncation_side
+        self._torch = torch
+        self._tokenizer, self._model = tokenizer, model
+
     def encode(self, texts: Sequence[str], *, progress: ProgressFn | None = None) -> np.ndarray:
+        model, tokenizer = self.model, self.tokenizer  # loads on the first uncached texts
         torch = self._torch
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, len(texts), self.batch_size):
                 batch = list(texts[start:start + self.batch_size])
-                enc = self.tokenizer(batch, return_tensors="pt", padding=True, truncation=True,
-                                     max_length=self.max_length).to(self.device)
-                hidden = self.model(**enc).last_hidden_state
+                enc = tokenizer(batch, return_tensors="pt", padding=True, truncation=True,
+                                max_length=self.max_length).to(self.device)
+                hidden = model(**enc).last_hidden_state
                 last = enc["attention_mask"].sum(dim=1) - 1
                 vecs = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
                 vecs = vecs.float().cpu().numpy()

@@ -33,26 +33,44 @@ def packaged_gguf(name: str) -> Path | None:
     return path
 
 
-def resolve_causal_model(model: str, cache_dir: Path | None = None) -> Path:
-    """A loadable float32 model folder for ``model`` (a known name, a .gguf file or a folder)."""
+def _gguf_of(model: str) -> Path | None:
     gguf = packaged_gguf(model)
     if gguf is None and model.endswith(".gguf"):
         gguf = Path(model)
         if not gguf.is_file():
             raise EncoderError(f"no such GGUF file: {model}", model=model)
+    return gguf
+
+
+def causal_model_folder(model: str, cache_dir: Path | None = None) -> Path:
+    """Where ``model``'s float32 folder is (or will be, for a GGUF not yet de-quantised):
+    checked, but nothing loaded or built."""
+    gguf = _gguf_of(model)
     if gguf is None:
         folder = Path(model)
         if not folder.is_dir():
             raise EncoderError(f"causal LM {model!r} is neither a packaged model, a .gguf file "
                                "nor a local folder (no hub downloads)", model=model)
         return folder
+    return _dequantized_folder(gguf, cache_dir or DEFAULT_MODEL_CACHE)
+
+
+def resolve_causal_model(model: str, cache_dir: Path | None = None) -> Path:
+    """A loadable float32 model folder for ``model`` (a known name, a .gguf file or a folder)."""
+    gguf = _gguf_of(model)
+    if gguf is None:
+        return causal_model_folder(model, cache_dir)
     return dequantize_gguf(gguf, cache_dir or DEFAULT_MODEL_CACHE)
+
+
+def _dequantized_folder(gguf: Path, cache_dir: Path) -> Path:
+    return cache_dir / (gguf.stem + "-f32")
 
 
 def dequantize_gguf(gguf: Path, cache_dir: Path) -> Path:
     """Rebuild a plain float32 model from a GGUF file and cache it (TRL and
     ``save_pretrained`` refuse the quantised object transformers loads from GGUF)."""
-    target = cache_dir / (gguf.stem + "-f32")
+    target = _dequantized_folder(gguf, cache_dir)
     if (target / "config.json").is_file():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +31,25 @@ def resolve_sentence_model(model: str) -> str:
     return model
 
 
+def _configured_max_seq_length(path: str) -> int | None:
+    """The truncation a sentence-transformers folder declares (what the model will use)."""
+    try:
+        value = json.loads((Path(path) / "sentence_bert_config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    seq = value.get("max_seq_length") if isinstance(value, dict) else None
+    return seq if isinstance(seq, int) and seq > 0 else None
+
+
+def _check_openvino(device: str) -> None:
+    """Fail before any work when the openvino backend cannot run here."""
+    if importlib.util.find_spec("openvino") is None:
+        raise ConfigError("backend 'openvino' needs the openvino package (pip install "
+                          "'isa-service[openvino]')", code="invalid_encoder")
+    if device != "cpu":
+        raise ConfigError("backend 'openvino' runs on the CPU", code="invalid_encoder")
+
+
 class SentenceTransformerEncoder(Encoder):
     """Mean-pooled sentence embeddings, L2-normalised.
 
@@ -53,51 +74,85 @@ class SentenceTransformerEncoder(Encoder):
                  precision: str = "auto", batch_size: int | None = None,
                  max_seq_length: int | None = None, truncation_side: str = "left",
                  chunk_size: int = 1024, backend: str = "torch") -> None:
-        from sentence_transformers import SentenceTransformer
-
+        # Everything that decides the name (the cache key) is settled here without loading
+        # the model: a run whose every text is cached never loads it (see ``_load``).
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.batch_size = batch_size or (16 if self.device == "cpu" else 128)
         self.chunk_size = chunk_size
-        path = resolve_sentence_model(model)
+        if truncation_side not in ("left", "right"):
+            raise ConfigError("truncation_side must be 'left' or 'right'")
+        if backend not in ("torch", "openvino"):
+            raise ConfigError(f"backend must be 'torch' or 'openvino', not {backend!r}",
+                              code="invalid_encoder")
+        if backend == "openvino":
+            _check_openvino(self.device)
+        self._model_arg, self._path = model, resolve_sentence_model(model)
+        self._max_seq_length, self._truncation_side = max_seq_length, truncation_side
+        self.backend = backend
+        self._model = None
+        self._openvino = None
+        self._dim: int | None = None
+        seq = max_seq_length or _configured_max_seq_length(self._path)
+        if seq is None:  # the model alone knows (no sentence_bert_config.json): load now
+            seq = self.model.max_seq_length
+        self.name = (f"st:{Path(self._path).name if model.lower() not in _PACKAGED else model}"
+                     f":{self.precision}:len{seq}:{truncation_side}")
+        if backend == "openvino":
+            self.name += ":openvino"  # its own cache entries: the vectors differ slightly
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def model(self):  # noqa: ANN201 - a SentenceTransformer, imported lazily
+        """The sentence-transformers model, loaded on first use."""
+        if self._model is None:
+            self._load()
+        return self._model
+
+    @property
+    def dim(self) -> int:  # type: ignore[override]
+        if self._dim is None:
+            self._load()
+        assert self._dim is not None
+        return self._dim
+
+    def _load(self) -> None:
+        """Load the weights (seconds: torch, the tokenizer, the model; OpenVINO compiles)."""
+        from sentence_transformers import SentenceTransformer
+
         try:
-            self.model = SentenceTransformer(
-                path, device=self.device, local_files_only=True,
+            model = SentenceTransformer(
+                self._path, device=self.device, local_files_only=True,
                 model_kwargs={"torch_dtype": torch_dtype(self.precision)},
             )
         except Exception as exc:
-            raise EncoderError(f"cannot load sentence-transformers model {model!r}: {exc}",
-                               model=model) from exc
-        if max_seq_length is not None:
-            self.model.max_seq_length = max_seq_length
-        if truncation_side not in ("left", "right"):
-            raise ConfigError("truncation_side must be 'left' or 'right'")
-        self.model.tokenizer.truncation_side = truncation_side
-        self.dim = int(self.model.get_embedding_dimension()
-                       if hasattr(self.model, "get_embedding_dimension")
-                       else self.model.get_sentence_embedding_dimension())
-        self.name = (f"st:{Path(path).name if model.lower() not in _PACKAGED else model}"
-                     f":{self.precision}:len{self.model.max_seq_length}:{truncation_side}")
-        self.backend = backend
-        self._openvino = None
-        if backend == "openvino":
+            raise EncoderError(f"cannot load sentence-transformers model {self._model_arg!r}: "
+                               f"{exc}", model=self._model_arg) from exc
+        if self._max_seq_length is not None:
+            model.max_seq_length = self._max_seq_length
+        if getattr(self, "name", None) and f":len{model.max_seq_length}:" not in self.name:
+            # the name was read from the config file: a model that disagrees would file
+            # its vectors under another setting's cache key
+            raise EncoderError(f"model {self._model_arg!r} truncates at "
+                               f"{model.max_seq_length} tokens, not as its config says",
+                               model=self._model_arg)
+        model.tokenizer.truncation_side = self._truncation_side
+        self._dim = int(model.get_embedding_dimension()
+                        if hasattr(model, "get_embedding_dimension")
+                        else model.get_sentence_embedding_dimension())
+        self._model = model
+        if self.backend == "openvino":
             self._openvino = self._to_openvino()
-            self.name += ":openvino"  # its own cache entries: the vectors differ slightly
-        elif backend != "torch":
-            raise ConfigError(f"backend must be 'torch' or 'openvino', not {backend!r}",
-                              code="invalid_encoder")
 
     def _to_openvino(self):  # noqa: ANN202 - an OpenVINO compiled model
         """The transformer converted to OpenVINO, compiled for this CPU in the encoder's
         precision; pooling and normalisation stay here (mean pooling only)."""
-        try:
-            import openvino as ov
-            import torch
-        except ImportError as exc:
-            raise ConfigError("backend 'openvino' needs the openvino package (pip install "
-                              "'isa-service[openvino]')", code="invalid_encoder") from exc
-        if self.device != "cpu":
-            raise ConfigError("backend 'openvino' runs on the CPU", code="invalid_encoder")
+        import openvino as ov
+        import torch
+
         pooling = self.model[1] if len(self.model) > 1 else None
         mode = getattr(pooling, "pooling_mode", None)  # sentence-transformers 5; 3-4 below
         if not (mode == "mean" or getattr(pooling, "pooling_mode_mean_tokens", False)):
@@ -128,8 +183,9 @@ class SentenceTransformerEncoder(Encoder):
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for start in range(0, len(texts), self.chunk_size):
             chunk = list(texts[start:start + self.chunk_size])
+            model = self.model  # loads on the first texts the cache lacked
             vecs = self._encode_openvino(chunk) if self._openvino is not None else \
-                self.model.encode(chunk, batch_size=self.batch_size, convert_to_numpy=True,
+                model.encode(chunk, batch_size=self.batch_size, convert_to_numpy=True,
                                   normalize_embeddings=True, show_progress_bar=False)
             # re-normalise in float32: the model's own Normalize layer ran in bf16
             out[start:start + len(chunk)] = l2_normalize(vecs.astype(np.float32, copy=False))
