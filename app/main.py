@@ -14,6 +14,7 @@ import app.ui as ui
 from app.api.deps import _redis
 from app.api.errors import install_error_handlers
 from app.api.routes import datasets, health, jobs, webhooks
+from app.keyfile import announce, ensure_keys_file
 from app.limits import BodyLimitMiddleware
 from app.metrics import MetricsMiddleware
 from core.records import DatasetStore, JobStore
@@ -24,8 +25,11 @@ log = logging.getLogger("isa.gateway")
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    # Records written by a version without per-filter listing indexes get them once.
     settings = get_settings()
+    if settings.api_keys_file is not None and (
+            key := ensure_keys_file(settings.api_keys_file)):
+        announce(key, settings.api_keys_file)
+    # Records written by a version without per-filter listing indexes get them once.
     try:
         client = _redis(settings.redis_url, settings.redis_pool_size)
         for store in (JobStore(client, settings.key_prefix),
