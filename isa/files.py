@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,10 +11,15 @@ from typing import BinaryIO
 
 
 @contextmanager
-def atomic_output(path: Path) -> Iterator[BinaryIO]:
-    """A binary file that appears at ``path`` only once fully written (temp + rename)."""
+def atomic_output(path: Path, *, mode: int = 0o666) -> Iterator[BinaryIO]:
+    """A binary file that appears at ``path`` only once fully written (temp + rename).
+
+    The file gets ``mode`` less the process's umask, as ``open()`` would give it (0644
+    under the usual umask 022), not ``tempfile.mkstemp``'s 0600: downloads and exports
+    are the user's files. Pass ``mode=0o600`` for a private one.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = _create_temp(path, mode)
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh
@@ -22,3 +27,16 @@ def atomic_output(path: Path) -> Iterator[BinaryIO]:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def _create_temp(path: Path, mode: int) -> tuple[int, str]:
+    """A new file beside ``path``; the kernel applies the umask (and a default ACL) to
+    ``mode`` at creation, so no process-wide umask is read or changed here."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        name = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(name, flags, mode), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
