@@ -15,6 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from tests.conftest import ROOT
+from tests.service.test_readme_tour import assert_wrote_only_into_out
 
 
 def _block(name: str, lang: str) -> str:
@@ -43,7 +44,8 @@ def test_the_client_example(service, tmp_path):
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["30", "600"]
-    assert len((tmp_path / "subset_trl.jsonl").read_text().splitlines()) == 30
+    assert_wrote_only_into_out(tmp_path)
+    assert len((tmp_path / "out" / "subset_trl.jsonl").read_text().splitlines()) == 30
 
 
 def test_the_remote_cli_example(service, tmp_path):
@@ -51,8 +53,9 @@ def test_the_remote_cli_example(service, tmp_path):
                          cwd=_workdir(tmp_path), env=_env(service), capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr
-    assert len((tmp_path / "subset.jsonl").read_text().splitlines()) == 30
-    assert pq.read_table(tmp_path / "scores.parquet").num_rows == 600
+    assert_wrote_only_into_out(tmp_path)
+    assert len((tmp_path / "out" / "subset.jsonl").read_text().splitlines()) == 30
+    assert pq.read_table(tmp_path / "out" / "scores.parquet").num_rows == 600
 
 
 def test_the_webhook_receiver_example(service, tmp_path):

@@ -15,6 +15,15 @@ import pytest
 from tests.conftest import HH_SAMPLE, ROOT
 
 
+def assert_wrote_only_into_out(folder) -> None:
+    """A README block run in ``folder`` (holding only the ``examples`` link) wrote nothing
+    but ``out/``, which git ignores: run from the repository root it leaves
+    ``git status`` as it was."""
+    assert sorted(p.name for p in folder.iterdir()) == ["examples", "out"]
+    probe = subprocess.run(["git", "check-ignore", "-q", "out/subset.jsonl"], cwd=ROOT)
+    assert probe.returncode == 0, "out/ is not in .gitignore"
+
+
 def _tour() -> str:
     text = (ROOT / "README.md").read_text()
     block = re.search(r"<!-- tour:start -->\s*```bash\n(.*?)```\s*<!-- tour:end -->", text,
@@ -34,9 +43,11 @@ def test_the_readme_tour_runs_as_written(service, tmp_path):
     printed = [json.loads(line) for line in out.stdout.splitlines()]
     assert printed[0] == {"status": "ready", "shape": "hh_raw", "rows_valid": 600}
     assert printed[1]["status"] == "succeeded" and printed[1]["stage"] == "done"
-    subset = [json.loads(line) for line in (tmp_path / "subset.jsonl").read_text().splitlines()]
+    assert_wrote_only_into_out(tmp_path)
+    subset = [json.loads(line)
+              for line in (tmp_path / "out" / "subset.jsonl").read_text().splitlines()]
     with gzip.open(HH_SAMPLE, "rt") as fh:
         source = [json.loads(line) for line in fh]
     assert len(subset) == 30 and all(row in source for row in subset)
-    scores = pq.read_table(tmp_path / "scores.parquet").to_pylist()
+    scores = pq.read_table(tmp_path / "out" / "scores.parquet").to_pylist()
     assert len(scores) == 600 and sum(s["selected"] for s in scores) == 30
