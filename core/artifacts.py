@@ -67,6 +67,15 @@ class ArtifactStore:
     def size(self, key: str) -> int:
         return int(self.fs.size(self._path(key)))
 
+    def version(self, key: str) -> tuple[int, str]:
+        """(size, a stamp that changes whenever ``key`` is written again): the store's
+        ETag where it has one (object stores), else the modification time and inode (a
+        local write is a rename, so a rewrite is a new inode)."""
+        info = self.fs.info(self._path(key))
+        stamp = ":".join(str(info[k]) for k in ("ETag", "etag", "LastModified", "mtime",
+                                                "ino", "created") if info.get(k))
+        return int(info["size"]), stamp
+
     def local_path(self, key: str) -> Path:
         """A local file with the object's bytes (downloaded once for remote stores)."""
         if self.local:

@@ -450,36 +450,56 @@ class AsyncJobReader:
 
 
 class IdempotencyKeys:
-    """``Idempotency-Key`` header → the job it created, for ``ttl`` seconds."""
+    """``Idempotency-Key`` header → the record it created, for ``ttl`` seconds. Keys of
+    one ``scope`` (the jobs, the data sets) never meet those of another."""
 
-    def __init__(self, client: redis.Redis, prefix: str, ttl: int) -> None:
+    def __init__(self, client: redis.Redis, prefix: str, ttl: int, scope: str = "jobs") -> None:
         self.r, self.prefix, self.ttl = client, prefix, ttl
+        # jobs keep the key layout they had before data sets took keys too
+        self.scope = "" if scope == "jobs" else f"{scope}:"
         self._release = client.register_script(
             "local v = redis.call('GET', KEYS[1]) "
-            "if v and cjson.decode(v)['job_id'] == ARGV[1] then redis.call('DEL', KEYS[1]) end")
+            "if v then local d = cjson.decode(v) "
+            "if (d['id'] or d['job_id']) == ARGV[1] then redis.call('DEL', KEYS[1]) end end")
 
     @staticmethod
     def fingerprint(body: dict[str, Any]) -> str:
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
-    def _key(self, tenant: str, key: str) -> str:
-        return f"{self.prefix}idem:{tenant}:{hashlib.sha256(key.encode()).hexdigest()}"
+    def key_of(self, tenant: str, key: str) -> str:
+        """The Redis key of a header value (a hash: the value itself is never stored)."""
+        return f"{self.prefix}idem:{self.scope}{tenant}:{hashlib.sha256(key.encode()).hexdigest()}"
 
-    def claim(self, tenant: str, key: str, fingerprint: str, job_id: str) -> dict[str, str]:
-        """Claim ``key`` for ``job_id`` (one atomic SET NX: of concurrent claims exactly
+    @staticmethod
+    def _read(raw: str) -> dict[str, str]:
+        doc = json.loads(raw)
+        # claims written before data sets took keys name their record "job_id"
+        return {"fingerprint": doc["fingerprint"], "id": doc.get("id") or doc["job_id"]}
+
+    def peek(self, tenant: str, key: str) -> dict[str, str] | None:
+        """The claim on ``key``, if any (nothing is claimed)."""
+        raw = self.r.get(self.key_of(tenant, key))
+        return None if raw is None else self._read(raw)
+
+    def claim(self, tenant: str, key: str, fingerprint: str, record_id: str) -> dict[str, str]:
+        """Claim ``key`` for ``record_id`` (one atomic SET NX: of concurrent claims exactly
         one wins); if already claimed, return the first claim."""
-        k = self._key(tenant, key)
-        mine = {"fingerprint": fingerprint, "job_id": job_id}
+        k = self.key_of(tenant, key)
+        mine = {"fingerprint": fingerprint, "id": record_id}
         while not self.r.set(k, json.dumps(mine), nx=True, ex=self.ttl):
             first = self.r.get(k)
             if first is not None:  # (None: the claim expired or was released meanwhile)
-                return json.loads(first)
+                return self._read(first)
         return mine
 
-    def release(self, tenant: str, key: str, job_id: str) -> None:
-        """Give the key up if ``job_id`` still holds it (its job could not be created),
-        so that a retry of the request is not refused."""
-        self._release(keys=[self._key(tenant, key)], args=[job_id])
+    def release(self, tenant: str, key: str, record_id: str) -> None:
+        """Give the key up if ``record_id`` still holds it (its record could not be
+        created, or was deleted), so that a retry of the request is not refused."""
+        self.release_key(self.key_of(tenant, key), record_id)
+
+    def release_key(self, redis_key: str, record_id: str) -> None:
+        """``release`` by the Redis key (``key_of``) a record keeps of its claim."""
+        self._release(keys=[redis_key], args=[record_id])
 
 
 class Metrics:

@@ -73,6 +73,11 @@ async def get_idempotency(r: RedisDep, s: SettingsDep) -> IdempotencyKeys:
     return IdempotencyKeys(r, s.key_prefix, s.idempotency_ttl_s)
 
 
+async def get_dataset_idempotency(r: RedisDep, s: SettingsDep) -> IdempotencyKeys:
+    # uploads and imports share one scope: both create a data set
+    return IdempotencyKeys(r, s.key_prefix, s.idempotency_ttl_s, scope="datasets")
+
+
 async def get_metrics_store(r: RedisDep, s: SettingsDep) -> Metrics:
     return Metrics(r, s.key_prefix)
 
@@ -126,6 +131,7 @@ Jobs = Annotated[JobStore, Depends(get_jobs)]
 AsyncJobs = Annotated[AsyncJobReader, Depends(get_async_jobs)]
 Datasets = Annotated[DatasetStore, Depends(get_datasets)]
 Idempotency = Annotated[IdempotencyKeys, Depends(get_idempotency)]
+DatasetIdempotency = Annotated[IdempotencyKeys, Depends(get_dataset_idempotency)]
 MetricsStore = Annotated[Metrics, Depends(get_metrics_store)]
 Artifacts = Annotated[ArtifactStore, Depends(get_artifacts)]
 Webhooks = Annotated[WebhookStore, Depends(get_webhooks)]

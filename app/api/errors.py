@@ -35,6 +35,7 @@ _DESCRIPTIONS = {
     400: "a malformed request", 401: "no API key, or an unknown one",
     403: "not allowed from here", 404: "no such record for this tenant",
     409: "the record's state does not allow it", 413: "the body is over the limit",
+    416: "the Range asks for bytes past the file's end (Content-Range gives its size)",
     422: "the request breaks a rule (the error's code says which)",
     429: "a quota is reached (Retry-After says when to try again)",
     503: "the store is unavailable for a moment (Retry-After)",

@@ -6,10 +6,11 @@ What it does for the caller:
 
 * **retries** a request answered 429 or 503, or that could not connect, honouring the
   service's ``Retry-After`` (else exponential backoff with jitter), up to ``max_retries``;
-* sends a fresh **Idempotency-Key** with every job it creates, the same on each retry, so
-  a retried create never starts two jobs;
+* sends a fresh **Idempotency-Key** with every job, upload and import it creates, the
+  same on each retry, so a retried create never makes two jobs or data sets;
 * **streams** uploads (a path, a binary file object, a pandas DataFrame or a Hugging Face
-  ``datasets.Dataset``) and downloads, with a progress bar when asked;
+  ``datasets.Dataset``) and downloads, with a progress bar when asked; a download whose
+  connection drops resumes where it stopped (``Range`` + ``If-Range``);
 * **waits** for a job with backoff and a progress bar, and raises ``JobFailedError`` when
   it fails.
 """
@@ -49,7 +50,6 @@ ProgressCallback = StageProgress
 DEFAULT_URL = "http://localhost:8000"
 TERMINAL = ("succeeded", "failed", "cancelled")
 _RETRY_STATUSES = (429, 503)
-_CHUNK = 1 << 20
 
 
 class Job(JobPublic):
@@ -153,10 +153,23 @@ def _next_delay(attempt: int, retries: int, cap: float, response: httpx.Response
                                         code="unreachable") from failure
         return _backoff(attempt, None, cap)
     assert response is not None
-    if response.status_code not in _RETRY_STATUSES or attempt == retries:
+    if not _retryable(response) or attempt == retries:
         _raise_for(response)
         return None
     return _backoff(attempt, _retry_after(response), cap)
+
+
+def _retryable(response: httpx.Response) -> bool:
+    """429, 503, or our own earlier try still being processed (it may have reached the
+    server although its answer was lost: this retry then replays what it created)."""
+    if response.status_code in _RETRY_STATUSES:
+        return True
+    if response.status_code != 409:
+        return False
+    try:
+        return response.json()["error"]["code"] == "idempotency_key_in_progress"
+    except Exception:
+        return False
 
 
 def _list_params(limit: int, after: str | None, **filters: str | None) -> dict[str, Any]:
@@ -336,21 +349,35 @@ class Client:
     def upload(self, source: Any, *, filename: str | None = None, format: str | None = None,
                shape: str | None = None, column_map: dict[str, str] | None = None,
                id_field: str | None = None, on_invalid: str = "fail", wait: bool = True,
-               timeout: float | None = None, progress: bool | ProgressCallback | None = None
-               ) -> DatasetPublic:
+               timeout: float | None = None, progress: bool | ProgressCallback | None = None,
+               idempotency_key: str | None = None) -> DatasetPublic:
         """Upload a preference data set (streamed). With ``wait`` (default), return once
-        the service has validated it; raise ``DatasetInvalidError`` if it failed."""
+        the service has validated it; raise ``DatasetInvalidError`` if it failed. A fresh
+        Idempotency-Key is sent unless one is given, the same on every retry."""
         fields = _upload_options({"format": format, "shape": shape, "column_map": column_map,
                                   "id_field": id_field, "on_invalid": on_invalid})
+        key = idempotency_key or uuid.uuid4().hex
         with _bar(progress) as bar, _upload_source(source, filename) as (name, fh, size):
             reader = _ProgressReader(fh, lambda done: bar("upload", done, max(size, 0)))
             # a retry sends the file again: httpx seeks it back to 0 first
             response = self._request("POST", "/v1/datasets", data=fields,
-                                     files={"file": (name, reader)})
+                                     files={"file": (name, reader)},
+                                     headers={"Idempotency-Key": key})
             dataset = DatasetPublic.model_validate(response.json())
             if wait:
                 dataset = self.wait_dataset(dataset.id, timeout=timeout)
         return dataset
+
+    def import_url(self, url: str, *, wait: bool = True, timeout: float | None = None,
+                   idempotency_key: str | None = None, **options: Any) -> DatasetPublic:
+        """A data set read by the service from ``url`` (under its allowed import
+        locations); ``options`` as for ``upload`` (``format``, ``shape``, …)."""
+        response = self._request("POST", "/v1/datasets/import",
+                                 json=_import_body(url, options),
+                                 headers={"Idempotency-Key": idempotency_key or
+                                          uuid.uuid4().hex})
+        dataset = DatasetPublic.model_validate(response.json())
+        return self.wait_dataset(dataset.id, timeout=timeout) if wait else dataset
 
     def dataset(self, dataset_id: str) -> DatasetPublic:
         return DatasetPublic.model_validate(
@@ -473,24 +500,42 @@ class Client:
     def download(self, job_id: str, path: str | Path, *, format: str | None = None,
                  progress: bool | ProgressCallback | None = None) -> Path:
         """Stream a job's result (``format`` as ``GET /v1/jobs/{id}/result`` takes it;
-        ``"scores"`` for the per-row scores) to ``path``, written atomically."""
+        ``"scores"`` for the per-row scores) to ``path``, written atomically (a temporary
+        beside it, renamed once whole). A connection that drops mid-way is resumed with
+        ``Range`` from the bytes already written (``If-Range``: a file that changed
+        meanwhile is fetched again whole); the final size is checked."""
         url, params = _result_url(job_id, format)
-        path = Path(path)
-        for attempt in range(self.max_retries + 1):
-            with self._http.stream("GET", url, params=params) as response:
-                if response.status_code in _RETRY_STATUSES and attempt < self.max_retries:
-                    time.sleep(_backoff(attempt, _retry_after(response), self.max_backoff_s))
-                    continue
-                if not response.is_success:
-                    response.read()
-                    _raise_for(response)
-                total = int(response.headers.get("Content-Length", 0))
-                with _bar(progress) as bar, atomic_output(path) as out:
-                    for block in response.iter_bytes(_CHUNK):
-                        out.write(block)
-                        bar("download", response.num_bytes_downloaded, total)
-                return path
-        raise AssertionError("unreachable")  # pragma: no cover
+        path, part, failures = Path(path), _Partial(), 0
+        with _bar(progress) as bar, atomic_output(path) as out:
+            while True:
+                try:
+                    with self._http.stream("GET", url, params=params,
+                                           headers=part.headers()) as response:
+                        if _retryable(response) and failures < self.max_retries:
+                            failures += 1
+                            time.sleep(_backoff(failures, _retry_after(response),
+                                                self.max_backoff_s))
+                            continue
+                        if part.restart_on(response):
+                            part.reset(out)
+                            continue
+                        if not response.is_success:
+                            response.read()
+                            _raise_for(response)
+                        part.begin(response, out)
+                        # blocks as they arrive (not gathered to a size): a drop keeps
+                        # every byte received before it
+                        for block in response.iter_bytes():
+                            part.write(out, block)
+                            bar("download", part.have, part.total)
+                    part.check()
+                    return path
+                except httpx.TransportError as exc:
+                    failures = 0 if part.progressed() else failures + 1
+                    if failures > self.max_retries:
+                        raise errors.TransportError(f"{type(exc).__name__}: {exc}",
+                                                    code="unreachable") from exc
+                    time.sleep(_backoff(failures, None, self.max_backoff_s))
 
     def result_bytes(self, job_id: str, *, format: str | None = None) -> bytes:
         url, params = _result_url(job_id, format)
@@ -528,6 +573,70 @@ def _result_url(job_id: str, format: str | None) -> tuple[str, dict[str, str]]:
     if format == "scores":
         return f"/v1/jobs/{job_id}/scores", {}
     return f"/v1/jobs/{job_id}/result", ({"format": format} if format else {})
+
+
+def _import_body(url: str, options: dict[str, Any]) -> dict[str, Any]:
+    return {"url": url, **{k: v for k, v in options.items() if v is not None}}
+
+
+class _Partial:
+    """A download's bytes so far, and how to ask for the rest after a dropped connection
+    (``Range: bytes=<have>-``, ``If-Range: <ETag>``)."""
+
+    def __init__(self) -> None:
+        self.have, self.total, self.etag = 0, -1, None
+        self._seen = 0  # ``have`` at the last failure (did this try move forward?)
+
+    def headers(self) -> dict[str, str]:
+        if not self.have or not self.etag:
+            return {}  # nothing yet, or a server that cannot resume: from the start
+        return {"Range": f"bytes={self.have}-", "If-Range": self.etag}
+
+    def restart_on(self, response: httpx.Response) -> bool:
+        """A 416 to a resume (the file got shorter): start again from byte 0."""
+        return response.status_code == 416 and self.have > 0
+
+    def begin(self, response: httpx.Response, out: IO[bytes]) -> None:
+        etag = response.headers.get("ETag")
+        strong = etag if etag and not etag.startswith("W/") else None  # If-Range needs one
+        if response.status_code == 206:
+            start, total = _content_range(response.headers.get("Content-Range", ""))
+            if start == self.have:
+                self.total, self.etag = total, strong
+                return
+        # a whole file (a first try, a changed file, a server without ranges) or a part
+        # that does not continue ours: write from the start
+        self.reset(out)
+        self.total, self.etag = int(response.headers.get("Content-Length", -1)), strong
+        if response.status_code == 206:
+            raise httpx.RemoteProtocolError("the server answered another range")
+
+    def reset(self, out: IO[bytes]) -> None:
+        out.seek(0)
+        out.truncate()
+        self.have = self._seen = 0
+        self.etag = None
+
+    def write(self, out: IO[bytes], block: bytes) -> None:
+        out.write(block)
+        self.have += len(block)
+
+    def progressed(self) -> bool:
+        moved, self._seen = self.have > self._seen, self.have
+        return moved
+
+    def check(self) -> None:
+        if self.total >= 0 and self.have != self.total:
+            raise errors.TransportError(f"the download ended at {self.have:,} of "
+                                        f"{self.total:,} bytes", code="incomplete_download")
+
+
+def _content_range(value: str) -> tuple[int, int]:
+    """(first byte, total size) of ``Content-Range: bytes a-b/size``; (-1, -1) if not."""
+    with contextlib.suppress(ValueError, IndexError):
+        span, total = value.removeprefix("bytes ").split("/")
+        return int(span.split("-")[0]), int(total)
+    return -1, -1
 
 
 # --- the async client ---------------------------------------------------------------------
@@ -573,15 +682,28 @@ class AsyncClient:
                      format: str | None = None, shape: str | None = None,
                      column_map: dict[str, str] | None = None, id_field: str | None = None,
                      on_invalid: str = "fail", wait: bool = True,
-                     timeout: float | None = None) -> DatasetPublic:
+                     timeout: float | None = None,
+                     idempotency_key: str | None = None) -> DatasetPublic:
         fields = _upload_options({"format": format, "shape": shape, "column_map": column_map,
                                   "id_field": id_field, "on_invalid": on_invalid})
+        key = idempotency_key or uuid.uuid4().hex
         with _upload_source(source, filename) as (name, fh, _):
             # httpx's async multipart needs the bytes in memory or an async stream: read
             # the file in the worker thread pool, bounded by the service's upload limit
             content = await asyncio.to_thread(fh.read)
             response = await self._request("POST", "/v1/datasets", data=fields,
-                                           files={"file": (name, content)})
+                                           files={"file": (name, content)},
+                                           headers={"Idempotency-Key": key})
+        dataset = DatasetPublic.model_validate(response.json())
+        return await self.wait_dataset(dataset.id, timeout=timeout) if wait else dataset
+
+    async def import_url(self, url: str, *, wait: bool = True, timeout: float | None = None,
+                         idempotency_key: str | None = None,
+                         **options: Any) -> DatasetPublic:
+        response = await self._request("POST", "/v1/datasets/import",
+                                       json=_import_body(url, options),
+                                       headers={"Idempotency-Key": idempotency_key or
+                                                uuid.uuid4().hex})
         dataset = DatasetPublic.model_validate(response.json())
         return await self.wait_dataset(dataset.id, timeout=timeout) if wait else dataset
 
@@ -685,22 +807,36 @@ class AsyncClient:
 
     async def download(self, job_id: str, path: str | Path, *,
                        format: str | None = None) -> Path:
+        """``Client.download``: atomic, resumed after a dropped connection."""
         url, params = _result_url(job_id, format)
-        path = Path(path)
-        for attempt in range(self.max_retries + 1):
-            async with self._http.stream("GET", url, params=params) as response:
-                if response.status_code in _RETRY_STATUSES and attempt < self.max_retries:
-                    await asyncio.sleep(_backoff(attempt, _retry_after(response),
-                                                 self.max_backoff_s))
-                    continue
-                if not response.is_success:
-                    await response.aread()
-                    _raise_for(response)
-                with atomic_output(path) as out:
-                    async for block in response.aiter_bytes(_CHUNK):
-                        out.write(block)
-                return path
-        raise AssertionError("unreachable")  # pragma: no cover
+        path, part, failures = Path(path), _Partial(), 0
+        with atomic_output(path) as out:
+            while True:
+                try:
+                    async with self._http.stream("GET", url, params=params,
+                                                 headers=part.headers()) as response:
+                        if _retryable(response) and failures < self.max_retries:
+                            failures += 1
+                            await asyncio.sleep(_backoff(failures, _retry_after(response),
+                                                         self.max_backoff_s))
+                            continue
+                        if part.restart_on(response):
+                            part.reset(out)
+                            continue
+                        if not response.is_success:
+                            await response.aread()
+                            _raise_for(response)
+                        part.begin(response, out)
+                        async for block in response.aiter_bytes():
+                            part.write(out, block)
+                    part.check()
+                    return path
+                except httpx.TransportError as exc:
+                    failures = 0 if part.progressed() else failures + 1
+                    if failures > self.max_retries:
+                        raise errors.TransportError(f"{type(exc).__name__}: {exc}",
+                                                    code="unreachable") from exc
+                    await asyncio.sleep(_backoff(failures, None, self.max_backoff_s))
 
     async def result_bytes(self, job_id: str, *, format: str | None = None) -> bytes:
         url, params = _result_url(job_id, format)

@@ -127,11 +127,14 @@ class InvalidTrackingUriError(InvalidRequestError): ...
 class JobQuotaExceededError(RateLimitError): ...
 class StorageQuotaExceededError(RateLimitError): ...
 class InternalError(ServerError): ...
+#: 416: a download's Range starts past the file's end (``details["size"]`` is its size)
+class RangeNotSatisfiableError(ServiceError): ...
 
 
 _BY_STATUS: dict[int, type[ServiceError]] = {
     400: BadRequestError, 401: AuthenticationError, 403: PermissionDeniedError,
     404: NotFoundError, 409: ConflictError, 413: PayloadTooLargeError,
+    416: RangeNotSatisfiableError,
     422: InvalidRequestError, 429: RateLimitError, 503: ServiceUnavailableError,
 }
 
@@ -152,7 +155,8 @@ BY_CODE: dict[str, type[ServiceError]] = {
         FormatUnavailableError, UnknownModelError, UnknownMethodError,
         InvalidParametersError, InvalidBudgetError, InvalidCallbackUrlError,
         InvalidTrackingUriError, InvalidPaginationError,
-        JobQuotaExceededError, StorageQuotaExceededError, InternalError)}
+        JobQuotaExceededError, StorageQuotaExceededError, InternalError,
+        RangeNotSatisfiableError)}
 # codes that end in "_error" themselves
 BY_CODE.update({"validation_error": ValidationError, "internal_error": InternalError,
                 "service_unavailable": ServiceUnavailableError})

@@ -61,6 +61,6 @@ def test_idempotency_keys_remember_the_first_claim(jobs):
     keys = IdempotencyKeys(jobs.r, jobs.prefix, ttl=60)
     first = keys.claim("t", "k", "fp1", "job-a")
     again = keys.claim("t", "k", "fp2", "job-b")
-    assert first == again == {"fingerprint": "fp1", "job_id": "job-a"}
-    assert keys.claim("other-tenant", "k", "fp2", "job-c")["job_id"] == "job-c"
+    assert first == again == {"fingerprint": "fp1", "id": "job-a"}
+    assert keys.claim("other-tenant", "k", "fp2", "job-c")["id"] == "job-c"
     assert 0 < jobs.r.ttl(next(jobs.r.scan_iter(f"{jobs.prefix}idem:t:*"))) <= 60

@@ -23,7 +23,8 @@ import redis
 KEYS = {"key-a": "tenant-a", "key-b": "tenant-b", "dev-key": "local",  # dev-key: README tour
         # tenants of their own for tests that count what a tenant has
         **{f"key-{name}": f"tenant-{name}"
-           for name in ("client", "other", "retry", "async", "fuzz", "mlflow")}}
+           for name in ("client", "other", "retry", "async", "fuzz", "mlflow", "idem",
+                        "range")}}
 
 
 def free_port() -> int:

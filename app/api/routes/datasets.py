@@ -7,10 +7,11 @@ import hashlib
 import json
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Form, Query, Request, UploadFile, status
+from fastapi import APIRouter, Depends, Form, Header, Query, Request, Response, UploadFile, status
 
-from app.api.deps import Artifacts, CurrentTenant, Datasets, SettingsDep
+from app.api.deps import Artifacts, CurrentTenant, DatasetIdempotency, Datasets, SettingsDep
 from app.api.errors import ApiError, error_responses, not_found
+from app.api.idempotency import claim_or_replay, released_on_failure
 from app.api.pagination import After, Limit, Offset, read_page
 from app.api.schemas import DatasetPublic, DatasetRows, DatasetsPublic
 from core.artifacts import Keys
@@ -55,13 +56,20 @@ async def no_empty_choices(request: Request, _: CurrentTenant) -> None:
                            field=name)
 
 
+_REPLAY = {"description": "an Idempotency-Key replay", "model": DatasetPublic, "links": _LINKS}
+#: the header, as jobs take it (``app.api.idempotency``)
+IdemKey = Annotated[str | None, Header(max_length=255, description="a retry with the same "
+                                       "key and body answers the data set the first made")]
+
+
 @router.post("", response_model=DatasetPublic, status_code=status.HTTP_201_CREATED,
              operation_id="upload_dataset", dependencies=[Depends(no_empty_choices)],
-             responses={201: {"description": "the data set, to be validated",
-                              "links": _LINKS}, **error_responses(400, 413, 429)})
+             responses={200: _REPLAY, 201: {"description": "the data set, to be validated",
+                                            "links": _LINKS},
+                        **error_responses(400, 409, 413, 429)})
 async def upload_dataset(
-    request: Request, tenant: CurrentTenant, datasets: Datasets, artifacts: Artifacts,
-    settings: SettingsDep, file: UploadFile,
+    request: Request, response: Response, tenant: CurrentTenant, datasets: Datasets,
+    artifacts: Artifacts, settings: SettingsDep, idem: DatasetIdempotency, file: UploadFile,
     # not "X | None": a multipart form has no null, only absent fields
     format: Annotated[FileFormat, Form()] = None,  # type: ignore[assignment]
     shape: Annotated[Shape, Form()] = None,  # type: ignore[assignment]
@@ -69,15 +77,23 @@ async def upload_dataset(
     = None,
     id_field: Annotated[str | None, Form()] = None,
     on_invalid: Annotated[Literal["fail", "skip"], Form()] = "fail",
+    idempotency_key: IdemKey = None,
 ) -> DatasetPublic:
-    """Upload a preference data file; it is validated by a worker (poll ``status``)."""
+    """Upload a preference data file; it is validated by a worker (poll ``status``). With
+    an ``Idempotency-Key``, a repeat of the same file and options answers the data set the
+    first request made (200, in whatever state it is; 24 h), the same key with another
+    file or options 422."""
     length = request.headers.get("content-length")
     if length and int(length) > settings.max_upload_bytes + 64 * 1024:
         raise _too_large(settings.max_upload_bytes)
+    # a retry of an upload whose first try is claimed: that one already counts against
+    # the quota, so the quota must not refuse the retry (checked below if it creates)
+    retry = idempotency_key is not None and idem.peek(tenant, idempotency_key) is not None
     used = datasets.stored_bytes(tenant)
-    if used + (int(length) if length and length.isdigit() else 0) > \
-            settings.max_stored_bytes_per_tenant + 64 * 1024:
-        raise _over_quota(used, settings.max_stored_bytes_per_tenant)
+    quota = None if retry else settings.max_stored_bytes_per_tenant
+    if quota is not None and used + (int(length) if length and length.isdigit() else 0) \
+            > quota + 64 * 1024:
+        raise _over_quota(used, quota)
     try:
         options = DatasetOptions(format=format, shape=shape, id_field=id_field,
                                  on_invalid=on_invalid,  # type: ignore[arg-type]
@@ -94,54 +110,89 @@ async def upload_dataset(
                 size += len(chunk)
                 if size > settings.max_upload_bytes:
                     raise _too_large(settings.max_upload_bytes)
-                if used + size > settings.max_stored_bytes_per_tenant:
-                    raise _over_quota(used, settings.max_stored_bytes_per_tenant)
+                if quota is not None and used + size > quota:
+                    raise _over_quota(used, quota)
                 digest.update(chunk)
                 out.write(chunk)
     finally:
         await file.close()
-    try:
-        datasets.create(tenant, dataset_id, "uploaded", {
-            "filename": (file.filename or "upload")[:255], "size_bytes": size,
-            "sha256": digest.hexdigest(), "artifact": artifact,
-            "options": options.model_dump(),
-        })
-        celery_app.send_task(TASK_VALIDATE, args=(dataset_id,), queue=settings.default_queue)
-    except BaseException:  # Redis or the broker away: leave neither a file nor a record
-        _forget(datasets, artifacts, tenant, dataset_id)
-        raise
+    fields = {"filename": (file.filename or "upload")[:255], "size_bytes": size,
+              "sha256": digest.hexdigest(), "artifact": artifact,
+              "options": options.model_dump()}
+    if idempotency_key is not None:
+        # the body's fingerprint: the file's bytes (their sha256), its name and the options
+        fingerprint = idem.fingerprint({"upload": {k: fields[k] for k in (
+            "filename", "sha256", "options")}})
+        try:
+            existing = claim_or_replay(idem, tenant, idempotency_key, fingerprint,
+                                       dataset_id, lambda i: datasets.get(i, tenant))
+        except BaseException:
+            _forget(datasets, artifacts, tenant, dataset_id)
+            raise
+        if existing is not None:  # the file is the first request's: this copy goes
+            _forget(datasets, artifacts, tenant, dataset_id)
+            response.status_code = status.HTTP_200_OK
+            return _public(existing)
+        fields["idempotency_claim"] = idem.key_of(tenant, idempotency_key)
+    with released_on_failure(idem, tenant, idempotency_key, dataset_id):
+        try:
+            used = datasets.stored_bytes(tenant)
+            if retry and used + size > settings.max_stored_bytes_per_tenant:
+                # the first try's claim was gone (expired, or that try failed): a new upload
+                raise _over_quota(used, settings.max_stored_bytes_per_tenant)
+            datasets.create(tenant, dataset_id, "uploaded", fields)
+            celery_app.send_task(TASK_VALIDATE, args=(dataset_id,),
+                                 queue=settings.default_queue)
+        except BaseException:  # Redis or the broker away: leave neither a file nor a record
+            _forget(datasets, artifacts, tenant, dataset_id)
+            raise
     return _public(datasets.get(dataset_id))  # type: ignore[arg-type]
 
 
 @router.post("/import", response_model=DatasetPublic, status_code=status.HTTP_201_CREATED,
              operation_id="import_dataset",
-             responses={201: {"description": "the data set, to be read and validated",
-                              "links": _LINKS}, **error_responses(400, 413, 429)})
-def import_dataset(body: DatasetImport, tenant: CurrentTenant, datasets: Datasets,
-                   artifacts: Artifacts, settings: SettingsDep) -> DatasetPublic:
+             responses={200: _REPLAY, 201: {"description": "the data set, to be read and "
+                                            "validated", "links": _LINKS},
+                        **error_responses(400, 409, 413, 429)})
+def import_dataset(body: DatasetImport, response: Response, tenant: CurrentTenant,
+                   datasets: Datasets, artifacts: Artifacts, settings: SettingsDep,
+                   idem: DatasetIdempotency, idempotency_key: IdemKey = None) -> DatasetPublic:
     """Create a data set from a URL (``s3://``, ``gs://``, ``https://`` …) under one of the
     server's ``import_allowed_urls``; a worker reads it (same limits as an upload) and
-    validates it — poll ``status``."""
+    validates it — poll ``status``. ``Idempotency-Key`` as for an upload (the body's
+    fingerprint: the URL and the options)."""
     try:
         check_import_url(body.url, settings)
     except ConfigError as exc:
         raise ApiError(422, exc.code, exc.message, **exc.details) from exc
-    used = datasets.stored_bytes(tenant)
-    if used >= settings.max_stored_bytes_per_tenant:
-        raise _over_quota(used, settings.max_stored_bytes_per_tenant)
     dataset_id = new_id("ds")
-    name = file_name(body.url)
-    suffix = "".join(s for s in _suffixes(name) if s)
-    try:
-        datasets.create(tenant, dataset_id, "uploaded", {
-            "filename": name[:255], "size_bytes": 0, "sha256": "",
-            "artifact": Keys.upload(dataset_id, suffix), "source_url": body.url,
-            "options": DatasetOptions.model_validate(
-                body.model_dump(exclude={"url"})).model_dump()})
-        celery_app.send_task(TASK_VALIDATE, args=(dataset_id,), queue=settings.default_queue)
-    except BaseException:
-        _forget(datasets, artifacts, tenant, dataset_id)
-        raise
+    extra: dict[str, Any] = {}
+    if idempotency_key is not None:
+        # before the quota: a replay answers even when the tenant is now at its quota
+        existing = claim_or_replay(
+            idem, tenant, idempotency_key, idem.fingerprint({"import": body.model_dump()}),
+            dataset_id, lambda i: datasets.get(i, tenant))
+        if existing is not None:
+            response.status_code = status.HTTP_200_OK
+            return _public(existing)
+        extra["idempotency_claim"] = idem.key_of(tenant, idempotency_key)
+    with released_on_failure(idem, tenant, idempotency_key, dataset_id):
+        used = datasets.stored_bytes(tenant)
+        if used >= settings.max_stored_bytes_per_tenant:
+            raise _over_quota(used, settings.max_stored_bytes_per_tenant)
+        name = file_name(body.url)
+        suffix = "".join(s for s in _suffixes(name) if s)
+        try:
+            datasets.create(tenant, dataset_id, "uploaded", {
+                "filename": name[:255], "size_bytes": 0, "sha256": "",
+                "artifact": Keys.upload(dataset_id, suffix), "source_url": body.url,
+                "options": DatasetOptions.model_validate(
+                    body.model_dump(exclude={"url"})).model_dump(), **extra})
+            celery_app.send_task(TASK_VALIDATE, args=(dataset_id,),
+                                 queue=settings.default_queue)
+        except BaseException:
+            _forget(datasets, artifacts, tenant, dataset_id)
+            raise
     return _public(datasets.get(dataset_id))  # type: ignore[arg-type]
 
 
@@ -230,9 +281,14 @@ def preview_rows(dataset_id: str, tenant: CurrentTenant, datasets: Datasets,
                operation_id="delete_dataset",
                responses=error_responses(404))
 def delete_dataset(dataset_id: str, tenant: CurrentTenant, datasets: Datasets,
-                   artifacts: Artifacts) -> None:
+                   artifacts: Artifacts, idem: DatasetIdempotency) -> None:
+    """Delete a data set and its file. The Idempotency-Key that created it is freed: a
+    repeat of that request afterwards makes a new data set (rather than answering 409
+    "in progress" for the rest of the day about a record that is gone)."""
     doc = datasets.get(dataset_id, tenant)
     if doc is None:
         raise not_found("dataset", dataset_id)
     datasets.delete(dataset_id, tenant)
     artifacts.delete_prefix(Keys.dataset(dataset_id))
+    if doc.get("idempotency_claim"):
+        idem.release_key(doc["idempotency_claim"], dataset_id)

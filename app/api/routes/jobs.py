@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Response, status
 from fastapi.responses import StreamingResponse
 
 from app.api.deps import (
@@ -18,7 +18,9 @@ from app.api.deps import (
     SettingsDep,
 )
 from app.api.errors import ApiError, error_responses, not_found
+from app.api.idempotency import claim_or_replay, released_on_failure
 from app.api.pagination import After, Limit, Offset, read_page
+from app.api.ranges import RANGE_RESPONSES, file_response
 from app.api.schemas import JobPublic, JobsPublic
 from core.artifacts import SCORES, ArtifactStore, Keys, ResultFormat, result_format
 from core.celery_app import TASK_FOR_JOB_TYPE, celery_app, gpu_queue_served
@@ -67,45 +69,32 @@ def create_job(body: JobRequest, response: Response, tenant: CurrentTenant, jobs
                                field="mlflow.tracking_uri", code="invalid_tracking_uri")
     except ConfigError as exc:
         raise ApiError(422, exc.code, exc.message, **exc.details) from exc
-    if isinstance(body, AlignJob):
-        _check_align(body, tenant, jobs, settings)
-    active = jobs.live_count(tenant)
-    if active >= settings.max_active_jobs_per_tenant:
-        raise ApiError(429, "job_quota_exceeded", f"the tenant has {active} unfinished jobs, "
-                       f"the most it may have at once; retry when one ends",
-                       headers={"Retry-After": "30"}, active=active,
-                       quota=settings.max_active_jobs_per_tenant)
-    for dataset_id in body.dataset_ids():
-        ds = datasets.get(dataset_id, tenant)
-        if ds is None:
-            raise not_found("dataset", dataset_id)
-        if ds["status"] == "invalid":
-            raise ApiError(409, "dataset_invalid", f"data set {dataset_id} failed validation",
-                           error=ds.get("error"))
     job_id = new_id("job")
     if idempotency_key is not None:
-        # IETF Idempotency-Key draft: one request per key creates the job; the others
-        # replay it, wait (409) while it is being created, or are refused (another body)
-        fingerprint = idem.fingerprint(request)
-        claim = idem.claim(tenant, idempotency_key, fingerprint, job_id)
-        if claim["job_id"] != job_id:
-            if claim["fingerprint"] != fingerprint:
-                raise ApiError(422, "idempotency_key_reused",
-                               "this Idempotency-Key was used with a different request",
-                               job_id=claim["job_id"])
-            existing = jobs.get(claim["job_id"], tenant)
-            if existing is None:
-                raise ApiError(409, "idempotency_key_in_progress", "a request with this "
-                               "Idempotency-Key is still being processed; retry shortly",
-                               headers={"Retry-After": "1"})
+        # before the quota and the data sets' state: a replay answers the job it made
+        # even when the tenant is now at its quota or the data set changed since
+        existing = claim_or_replay(idem, tenant, idempotency_key, idem.fingerprint(request),
+                                   job_id, lambda i: jobs.get(i, tenant))
+        if existing is not None:
             response.status_code = status.HTTP_200_OK
             return job_public(existing)
-    try:
+    with released_on_failure(idem, tenant, idempotency_key, job_id):
+        if isinstance(body, AlignJob):
+            _check_align(body, tenant, jobs, settings)
+        active = jobs.live_count(tenant)
+        if active >= settings.max_active_jobs_per_tenant:
+            raise ApiError(429, "job_quota_exceeded", f"the tenant has {active} unfinished "
+                           "jobs, the most it may have at once; retry when one ends",
+                           headers={"Retry-After": "30"}, active=active,
+                           quota=settings.max_active_jobs_per_tenant)
+        for dataset_id in body.dataset_ids():
+            ds = datasets.get(dataset_id, tenant)
+            if ds is None:
+                raise not_found("dataset", dataset_id)
+            if ds["status"] == "invalid":
+                raise ApiError(409, "dataset_invalid", f"data set {dataset_id} failed "
+                               "validation", error=ds.get("error"))
         _enqueue(body, request, job_id, tenant, jobs, settings)
-    except BaseException:
-        if idempotency_key is not None:
-            idem.release(tenant, idempotency_key, job_id)
-        raise
     return job_public(jobs.get(job_id))  # type: ignore[arg-type]
 
 
@@ -182,19 +171,25 @@ def cancel_job(job_id: str, tenant: CurrentTenant, jobs: Jobs) -> JobPublic:
     return job_public(jobs.get(job_id))  # type: ignore[arg-type]
 
 
-def _stream(artifacts: ArtifactStore, job_id: str, fmt: ResultFormat,
-            name: str) -> StreamingResponse:
-    key = Keys.job_file(job_id, fmt.filename)
-    filename = name + "".join(Path(fmt.filename).suffixes)
+def _stream(artifacts: ArtifactStore, job_id: str, fmt: ResultFormat, name: str,
+            ranges: Ranges) -> StreamingResponse:
+    # every result format is a stored file of known size: each one takes a Range
+    return file_response(artifacts, Keys.job_file(job_id, fmt.filename),
+                         media_type=fmt.media_type,
+                         filename=name + "".join(Path(fmt.filename).suffixes),
+                         range_header=ranges.range, if_range=ranges.if_range)
 
-    def chunks():  # noqa: ANN202
-        with artifacts.open_read(key) as fh:
-            while block := fh.read(1 << 20):
-                yield block
 
-    return StreamingResponse(chunks(), media_type=fmt.media_type, headers={
-        "Content-Disposition": f'attachment; filename="{filename}"',
-        "Content-Length": str(artifacts.size(key))})
+class Ranges:
+    """The download routes' ``Range`` and ``If-Range`` headers (``app.api.ranges``)."""
+
+    def __init__(self, range: Annotated[str | None, Header(
+                     max_length=200, description="one byte range, e.g. bytes=1048576-")
+                 ] = None,
+                 if_range: Annotated[str | None, Header(
+                     max_length=200, description="the ETag the first part came with")
+                 ] = None) -> None:
+        self.range, self.if_range = range, if_range
 
 
 def _finished(jobs: Jobs, job_id: str, tenant: str) -> dict[str, Any]:
@@ -211,8 +206,9 @@ def _finished(jobs: Jobs, job_id: str, tenant: str) -> dict[str, Any]:
 
 @router.get("/{job_id}/result", response_class=StreamingResponse,
             operation_id="get_job_result",
-            responses={200: _FILES, **error_responses(404, 409)})
+            responses={200: _FILES, **RANGE_RESPONSES, **error_responses(404, 409, 416)})
 def job_result(job_id: str, tenant: CurrentTenant, jobs: Jobs, artifacts: Artifacts,
+               ranges: Annotated[Ranges, Depends()],
                format: Annotated[str | None, Query(
                    pattern="^(jsonl|parquet|trl|kto|openai|json|png|archive)$")] = None
                ) -> StreamingResponse:
@@ -227,7 +223,7 @@ def job_result(job_id: str, tenant: CurrentTenant, jobs: Jobs, artifacts: Artifa
     if fmt is None or name not in files or fmt == SCORES:
         raise ApiError(422, "format_unavailable", f"format {name!r} does not apply to this "
                        f"job; available: {', '.join(k for k in files if k != SCORES.name)}")
-    return _stream(artifacts, job_id, fmt, f"{job_id}-{name}")
+    return _stream(artifacts, job_id, fmt, f"{job_id}-{name}", ranges)
 
 
 @router.get("/{job_id}/scores", response_class=StreamingResponse,
@@ -235,11 +231,11 @@ def job_result(job_id: str, tenant: CurrentTenant, jobs: Jobs, artifacts: Artifa
             responses={200: {"description": "Parquet", "content": {
                 "application/vnd.apache.parquet": {"schema": {"type": "string",
                                                               "format": "binary"}}}},
-                       **error_responses(404, 409)})
-def job_scores(job_id: str, tenant: CurrentTenant, jobs: Jobs,
-               artifacts: Artifacts) -> StreamingResponse:
+                       **RANGE_RESPONSES, **error_responses(404, 409, 416)})
+def job_scores(job_id: str, tenant: CurrentTenant, jobs: Jobs, artifacts: Artifacts,
+               ranges: Annotated[Ranges, Depends()]) -> StreamingResponse:
     """Per-row scores as Parquet: row_id, score, rank, selected and method details."""
     doc = _finished(jobs, job_id, tenant)
     if SCORES.name not in doc["result"].get("files", {}):
         raise ApiError(422, "format_unavailable", f"a {doc['type']} job has no per-row scores")
-    return _stream(artifacts, job_id, SCORES, f"{job_id}-scores")
+    return _stream(artifacts, job_id, SCORES, f"{job_id}-scores", ranges)
