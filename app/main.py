@@ -10,6 +10,7 @@ import redis
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+import app.docs as docs
 import app.ui as ui
 from app.api.deps import _redis
 from app.api.errors import install_error_handlers
@@ -42,7 +43,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app() -> FastAPI:
+    # docs_url/redoc_url off: app.docs serves both with local assets instead of a CDN's
     app = FastAPI(title="ISA subset-selection service", version="0.1.0", lifespan=lifespan,
+                  docs_url=None, redoc_url=None,
                   description="Upload preference data, start selection jobs, download "
                   "curated subsets (ISA, arXiv 2411.10545, and baselines).")
     app.add_middleware(BodyLimitMiddleware)
@@ -52,6 +55,7 @@ def create_app() -> FastAPI:
     app.include_router(datasets.router)
     app.include_router(jobs.router)
     app.include_router(webhooks.router)
+    docs.install(app)
     ui.install(app)  # the browser dashboard at /ui (not part of the OpenAPI contract)
     return app
 
