@@ -127,21 +127,40 @@ def _as_messages(text: Text, role: str) -> list[Message]:
     return [{"role": role, "content": text.strip()}]
 
 
+#: names an export writes itself or that TRL's data utilities read (``messages`` beside a
+#: prompt makes TRL's ``apply_chat_template`` refuse the row): a source column of one of
+#: these names is kept as ``source_<name>``, never written over the canonical field
+RESERVED_COLUMNS = frozenset({"row_id", "item", "prompt", "chosen", "rejected", "completion",
+                              "label", "messages"})
+EXTRA_PREFIX = "source_"
+
+
+def _with_extra(record: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``record`` followed by the source's other columns; the canonical fields win."""
+    out = dict(record)
+    for name, value in extra.items():
+        key = name
+        while key in RESERVED_COLUMNS or key in out:
+            key = EXTRA_PREFIX + key
+        out[key] = value
+    return out
+
+
 def export_record(ex: Example, shape: str, side: str | None) -> Iterator[dict[str, Any]]:
     """One source example in an export shape (KTO turns a pair into two items)."""
     if shape == "trl":
         if ex.kind != "pair":
             raise ConfigError("TRL preference export needs paired data; use 'kto'",
                               code="invalid_export")
-        yield {"row_id": ex.row_id, "prompt": ex.prompt, "chosen": ex.chosen,
-               "rejected": ex.rejected, **ex.extra}
+        yield _with_extra({"row_id": ex.row_id, "prompt": ex.prompt, "chosen": ex.chosen,
+                           "rejected": ex.rejected}, ex.extra)
     elif shape == "kto":
         sides = [side] if side else (["chosen", "rejected"] if ex.kind == "pair"
                                      else ["completion"])
         for s in sides:
             label = ex.label if s == "completion" else s == "chosen"
-            yield {"row_id": ex.row_id, "item": s, "prompt": ex.prompt,
-                   "completion": getattr(ex, s), "label": label, **ex.extra}
+            yield _with_extra({"row_id": ex.row_id, "item": s, "prompt": ex.prompt,
+                               "completion": getattr(ex, s), "label": label}, ex.extra)
     elif shape == "openai":
         if ex.kind != "pair":
             raise ConfigError("OpenAI preference export needs paired data",
@@ -178,9 +197,12 @@ def _shape_records(examples: Iterable[Example], result: SelectionResult,
                    shape: str) -> Iterator[dict[str, Any]]:
     keys = result.selected_keys()
     item_level = result.units.level == "item"
+    last_row = -1
     for ex in examples:
         if shape == "input":
-            yield ex.raw
+            if ex.row != last_row:  # a row of ranked answers is several pairs: once
+                yield ex.raw
+            last_row = ex.row
         elif item_level:
             for side in ("chosen", "rejected", "completion"):
                 if (ex.row_id, side) in keys:

@@ -45,7 +45,7 @@ def write_unit_file(table: UnitTable, report: IngestReport, out: BinaryIO) -> No
     meta = {"level": table.level, "template": table.template, "report": json.dumps({
         "file": report.file, "file_format": report.file_format, "shape": report.shape,
         "rows_read": report.rows_read, "rows_valid": report.rows_valid,
-        "rows_skipped": report.rows_skipped,
+        "rows_skipped": report.rows_skipped, "examples": report.examples,
         "skipped_by_code": dict(report.skipped_by_code)})}
     arrow = pa.table(columns).replace_schema_metadata(meta)
     with pa.ipc.new_file(out, arrow.schema) as writer:
@@ -75,5 +75,6 @@ def read_unit_file(source: BinaryIO) -> tuple[UnitTable, IngestReport]:
         text_keys=text_keys)
     r = json.loads(meta["report"])
     report = IngestReport(r["file"], r["file_format"], r["shape"], r["rows_read"],
-                          r["rows_valid"], r["rows_skipped"], Counter(r["skipped_by_code"]))
+                          r["rows_valid"], r["rows_skipped"], Counter(r["skipped_by_code"]),
+                          examples=r.get("examples", r["rows_valid"]))
     return table, report

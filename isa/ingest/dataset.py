@@ -22,11 +22,13 @@ from .readers import (
 from .records import Example
 from .shapes import (
     CANONICAL_FIELDS,
+    PAIRINGS,
     SHAPES,
+    Pairing,
     ShapeViolation,
     consumed_fields,
     detect_shape,
-    parse_record,
+    parse_examples,
 )
 
 OnInvalid = Literal["fail", "skip"]
@@ -48,6 +50,9 @@ class IngestReport:
     rows_skipped: int = 0
     skipped_by_code: Counter[str] = field(default_factory=Counter)
     skipped: list[RowProblem] = field(default_factory=list)
+    #: preference pairs (or KTO items) the valid rows hold: more than the rows when a row
+    #: of ranked answers becomes several pairs
+    examples: int = 0
 
     def add_problem(self, problem: RowProblem) -> None:
         self.rows_skipped += 1
@@ -63,6 +68,7 @@ class IngestReport:
             "rows_read": self.rows_read,
             "rows_valid": self.rows_valid,
             "rows_skipped": self.rows_skipped,
+            "examples": self.examples,
             "skipped_by_code": dict(self.skipped_by_code),
             "skipped": [p.to_dict() for p in self.skipped],
             "skipped_listed_truncated": self.rows_skipped > len(self.skipped),
@@ -79,8 +85,12 @@ class PreferenceFile:
         path: the file (JSON Lines, JSON array, Parquet or CSV; gzip allowed).
         file_format: force the container instead of detecting it.
         shape: force one of :data:`SHAPES` instead of detecting it from the first row.
-        column_map: canonical field -> source column, e.g. ``{"prompt": "question"}``.
+        column_map: source column -> field, in the direction of pandas' and ``datasets``'
+            ``rename``, e.g. ``{"question": "prompt", "confidence": "margin"}``; the fields
+            are :data:`~isa.ingest.shapes.CANONICAL_FIELDS`.
         id_field: a source column whose value becomes ``row_id`` (must be unique).
+        pairing: how a row of N rated answers (shape ``ranked``) becomes pairs:
+            ``"best_vs_worst"`` (one pair) or ``"best_vs_each"`` (N - 1 pairs).
         on_invalid: ``"fail"`` raises on the first bad row; ``"skip"`` drops it and
             records it in the report.
         max_rows: raise ``too_many_rows`` beyond this many records.
@@ -99,6 +109,7 @@ class PreferenceFile:
         shape: str | None = None,
         column_map: Mapping[str, str] | None = None,
         id_field: str | None = None,
+        pairing: Pairing = "best_vs_worst",
         on_invalid: OnInvalid = "fail",
         max_rows: int | None = None,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
@@ -110,16 +121,16 @@ class PreferenceFile:
                               code="unknown_shape")
         if on_invalid not in ("fail", "skip"):
             raise ConfigError("on_invalid must be 'fail' or 'skip'")
-        column_map = dict(column_map or {})
-        bad = sorted(set(column_map) - set(CANONICAL_FIELDS))
-        if bad:
-            raise ConfigError(f"column_map names unknown fields {bad}; known fields are "
-                              f"{', '.join(CANONICAL_FIELDS)}", code="invalid_column_map")
+        if pairing not in PAIRINGS:
+            raise ConfigError(f"pairing must be one of {', '.join(PAIRINGS)}; got {pairing!r}",
+                              code="invalid_pairing")
+        column_map = _check_column_map(dict(column_map or {}))
         self.path = Path(path)
         self.file_format = file_format
         self.shape = shape
         self.column_map = column_map
         self.id_field = id_field
+        self.pairing = pairing
         self.on_invalid = on_invalid
         self.max_rows = max_rows
         self.max_line_bytes = max_line_bytes
@@ -149,7 +160,6 @@ class PreferenceFile:
         report = IngestReport(file=str(self.path), file_format=fmt, shape=self.shape)
         shape = self.shape
         seen_ids: dict[str, int] = {}
-        sources = {v: k for k, v in self.column_map.items()}
         for rec in iter_raw_records(self.path, file_format=fmt,
                                     max_line_bytes=self.max_line_bytes,
                                     max_decompression_ratio=self.max_decompression_ratio):
@@ -159,34 +169,19 @@ class PreferenceFile:
                                   code="too_many_rows",
                                   location=Location(str(self.path), rec.line, rec.row))
             problem = rec.problem
-            example = None
+            examples: list[Example] = []
             if problem is None:
                 assert rec.data is not None
                 mapped = self._apply_column_map(rec.data, rec)
                 if shape is None:
                     shape = detect_shape(mapped)
                     if shape is None:
-                        raise IngestError(
-                            "cannot tell the data's shape from its columns "
-                            f"{sorted(rec.data)}; expected one of: prompt/chosen/rejected, "
-                            "chosen/rejected, prompt/completion/label, input/preferred_output/"
-                            "non_preferred_output (use column_map to name yours, or shape to "
-                            "force one)",
-                            code="unknown_shape",
-                            location=Location(str(self.path), rec.line, rec.row),
-                            columns=sorted(rec.data),
-                        )
+                        raise _unknown_shape(self.path, rec)
                     report.shape = shape
                 try:
-                    row_id = self._row_id(rec.data, seen_ids, rec)
-                    used = set(consumed_fields(shape))
-                    extra = {k: v for k, v in rec.data.items()
-                             if sources.get(k, k) not in used and k != self.id_field}
-                    example = parse_record(shape, mapped, row_id=row_id, row=rec.row,
-                                           line=rec.line, raw=rec.data, extra=extra)
-                    self._check_field_sizes(example)
+                    examples = self._parse(shape, rec, mapped, seen_ids)
                 except ShapeViolation as v:
-                    src_field = self.column_map.get(v.field or "", v.field)
+                    src_field = self._source_of(v.field)
                     problem = RowProblem(v.code, f"{v.reason} (shape {shape})",
                                          Location(str(self.path), rec.line, rec.row, src_field))
             if problem is not None:
@@ -196,13 +191,36 @@ class PreferenceFile:
                 report.add_problem(problem)
                 continue
             report.rows_valid += 1
-            yield example  # type: ignore[misc]
+            report.examples += len(examples)
+            yield from examples
         if report.rows_valid == 0:
             self.report = report
             raise IngestError(f"no valid rows ({report.rows_skipped} skipped)",
                               code="no_valid_rows", location=Location(str(self.path)),
                               skipped_by_code=dict(report.skipped_by_code))
         self.report = report
+
+    def _parse(self, shape: str, rec: Any, mapped: dict[str, Any],
+               seen_ids: dict[str, int]) -> list[Example]:
+        row_id = self._row_id(rec.data, seen_ids, rec)
+        used = set(consumed_fields(shape))
+        # columns the shape does not read travel along, under their mapped names
+        extra = {k: v for k, v in mapped.items() if k not in used and k != self.id_field}
+        examples = parse_examples(shape, mapped, row_id=row_id, row=rec.row, line=rec.line,
+                                  raw=rec.data, extra=extra, pairing=self.pairing)
+        for example in examples:
+            self._check_field_sizes(example)
+        return examples
+
+    def _source_of(self, field_name: str | None) -> str | None:
+        """The file's own name for a field (a mapped one is reported as the user wrote it)."""
+        if field_name is None:
+            return None
+        head, dot, rest = field_name.partition("[")
+        for source, target in self.column_map.items():
+            if target == head:
+                return source + (dot + rest if dot else "")
+        return field_name
 
     def iter_raw(self) -> Iterator[tuple[Example, dict[str, Any]]]:
         """Yield ``(example, source record)`` pairs, the record exactly as read."""
@@ -215,17 +233,19 @@ class PreferenceFile:
         if not self.column_map:
             return data
         mapped = dict(data)
-        for canonical, source in self.column_map.items():
+        for source, target in self.column_map.items():
             if source not in data:
                 if rec.row == 0:
+                    hint = (f" (column_map maps your column to our field: did you mean "
+                            f"{{{target!r}: {source!r}}}?)" if target in data else "")
                     raise IngestError(
-                        f"column {source!r} (mapped to {canonical!r}) is not in the file; "
-                        f"its columns are {sorted(data)}",
+                        f"column {source!r} (mapped to {target!r}) is not in the file; "
+                        f"its columns are {sorted(data)}{hint}",
                         code="missing_column",
                         location=Location(str(self.path), rec.line, rec.row, source),
                     )
                 continue  # reported as a missing field by the shape parser
-            mapped[canonical] = mapped.pop(source)
+            mapped[target] = mapped.pop(source)
         return mapped
 
     def _row_id(self, data: dict[str, Any], seen: dict[str, int], rec: Any) -> str:
@@ -247,3 +267,57 @@ class PreferenceFile:
         n = seen.get(digest, 0) + 1
         seen[digest] = n
         return digest if n == 1 else f"{digest}-{n}"
+
+
+#: the columns each shape is told apart by, for the error that lists them
+_SHAPE_COLUMNS = {
+    "standard": "prompt, chosen, rejected (strings)",
+    "implicit_prompt": "chosen, rejected (full texts)",
+    "conversational": "prompt, chosen, rejected (message lists)",
+    "conversational_implicit": "chosen, rejected (message lists)",
+    "kto": "prompt, completion, label",
+    "hh_raw": "chosen, rejected (\\n\\nHuman: ... \\n\\nAssistant: ...)",
+    "openai": "input, preferred_output, non_preferred_output",
+    "ultrafeedback_binarized": "prompt (string), chosen, rejected (message lists)",
+    "orca": "system, question, chosen, rejected",
+    "pku_saferlhf": "prompt, response_0, response_1, better_response_id",
+    "shp": "history, human_ref_A, human_ref_B, labels",
+    "ranked": "prompt or instruction, completions or answers (rated or ranked)",
+}
+
+
+def _unknown_shape(path: Path, rec: Any) -> IngestError:
+    known = "; ".join(f"{name}: {cols}" for name, cols in _SHAPE_COLUMNS.items())
+    return IngestError(
+        f"cannot tell the data's shape from its columns {sorted(rec.data)}; the shapes and "
+        f"their columns: {known} (rename yours with column_map, e.g. "
+        '{"question": "prompt"}, or force one with shape)',
+        code="unknown_shape",
+        location=Location(str(path), rec.line, rec.row),
+        columns=sorted(rec.data), shapes=list(SHAPES),
+    )
+
+
+def _check_column_map(column_map: dict[str, str]) -> dict[str, str]:
+    """``{source column: field}``; the old ``{field: source}`` direction is refused with
+    the map written the right way round."""
+    for source, target in column_map.items():
+        if not isinstance(source, str) or not isinstance(target, str):
+            raise ConfigError("column_map must map column names (strings) to field names",
+                              code="invalid_column_map")
+    targets = set(column_map.values())
+    unknown = sorted(targets - set(CANONICAL_FIELDS))
+    if unknown:
+        if column_map and set(column_map) <= set(CANONICAL_FIELDS):
+            flipped = {v: k for k, v in column_map.items()}
+            raise ConfigError(
+                "column_map maps your column to our field, as pandas' and datasets' rename "
+                f"do: write {orjson.dumps(flipped).decode()} instead of "
+                f"{orjson.dumps(column_map).decode()}", code="invalid_column_map")
+        raise ConfigError(f"column_map names unknown fields {unknown}; known fields are "
+                          f"{', '.join(CANONICAL_FIELDS)}", code="invalid_column_map")
+    if len(targets) != len(column_map):
+        repeated = sorted(t for t in targets if list(column_map.values()).count(t) > 1)
+        raise ConfigError(f"column_map maps several columns onto {repeated}",
+                          code="invalid_column_map")
+    return column_map

@@ -344,9 +344,11 @@ def _iter_csv(path: Path, max_line_bytes: int,
         reader = csv.reader(text)
         row = 0
         header: list[str] | None = None
+        ended = 0  # the line the previous record ended on
         try:
             for fields in reader:
-                line_no = reader.line_num
+                # a quoted field may span lines: a record is named by the line it starts on
+                line_no, ended = ended + 1, reader.line_num
                 if header is None:
                     if not fields:
                         continue
@@ -368,10 +370,10 @@ def _iter_csv(path: Path, max_line_bytes: int,
         except csv.Error as exc:
             code = "line_too_long" if "field larger" in str(exc) else "invalid_csv"
             raise IngestError(str(exc), code=code,
-                              location=Location(str(path), line=reader.line_num + 1)) from exc
+                              location=Location(str(path), line=ended + 1)) from exc
         except UnicodeDecodeError as exc:
             raise IngestError("invalid UTF-8", code="invalid_utf8",
-                              location=Location(str(path), line=reader.line_num + 1)) from exc
+                              location=Location(str(path), line=ended + 1)) from exc
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
             raise _gzip_error(path, exc, reader.line_num) from exc
     if header is None or row == 0:

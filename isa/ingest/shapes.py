@@ -1,4 +1,4 @@
-"""Preference-data shapes: detection and normalisation of one record to an ``Example``.
+"""Preference-data shapes: detection and normalisation of one record to ``Example``s.
 
 Shapes (names are stable; they appear in reports, the CLI and the API):
 
@@ -13,6 +13,8 @@ Shapes (names are stable; they appear in reports, the CLI and the API):
   prompt is the dialogue up to and including the last ``Assistant:`` marker.
 - ``openai``: OpenAI preference fine-tuning rows — ``input.messages``,
   ``preferred_output``, ``non_preferred_output``.
+- ``ultrafeedback_binarized``, ``orca``, ``pku_saferlhf``, ``shp``, ``ranked``: the
+  public families of ``families.py`` (its docstring gives each one's columns and rule).
 """
 
 from __future__ import annotations
@@ -20,7 +22,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from . import families
+from .families import PAIRINGS, RANKED_ANSWERS, RANKED_PROMPTS, Pairing
+from .fields import ShapeViolation, boolean, maybe_json, messages, string
 from .records import Example, Message, Text
+
+__all__ = ["CANONICAL_FIELDS", "PAIRINGS", "SHAPES", "ShapeViolation", "consumed_fields",
+           "detect_shape", "parse_examples"]
 
 SHAPES: tuple[str, ...] = (
     "standard",
@@ -30,28 +38,37 @@ SHAPES: tuple[str, ...] = (
     "kto",
     "hh_raw",
     "openai",
+    "ultrafeedback_binarized",
+    "orca",
+    "pku_saferlhf",
+    "shp",
+    "ranked",
 )
 
-#: the canonical field names a ``column_map`` may point at source columns
+_CONSUMED: dict[str, tuple[str, ...]] = {
+    "standard": ("prompt", "chosen", "rejected"),
+    "implicit_prompt": ("chosen", "rejected"),
+    "conversational": ("prompt", "chosen", "rejected"),
+    "conversational_implicit": ("chosen", "rejected"),
+    "kto": ("prompt", "completion", "label"),
+    "hh_raw": ("chosen", "rejected"),
+    "openai": ("input", "preferred_output", "non_preferred_output"),
+    "ultrafeedback_binarized": ("prompt", "chosen", "rejected"),
+    "orca": ("system", "question", "chosen", "rejected"),
+    "pku_saferlhf": ("prompt", "response_0", "response_1", "better_response_id"),
+    "shp": ("history", "human_ref_A", "human_ref_B", "labels"),
+    "ranked": (*RANKED_PROMPTS, *RANKED_ANSWERS),
+}
+
+#: the fields a ``column_map`` may name as targets (``{"their_column": "prompt"}``): every
+#: field a shape reads, and the numeric columns methods read (``margin`` and the scores)
 CANONICAL_FIELDS: tuple[str, ...] = (
-    "prompt", "chosen", "rejected", "completion", "label",
-    "input", "preferred_output", "non_preferred_output",
+    *dict.fromkeys(f for fields in _CONSUMED.values() for f in fields),
+    "margin", "score_chosen", "score_rejected",
 )
 
 HH_HUMAN = "\n\nHuman:"
 HH_ASSISTANT = "\n\nAssistant:"
-_TRUE = {"true", "1", "yes", "y", "t"}
-_FALSE = {"false", "0", "no", "n", "f"}
-
-
-class ShapeViolation(Exception):
-    """A record does not fit the shape; ``field`` names the culprit."""
-
-    def __init__(self, code: str, reason: str, field: str | None = None) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-        self.field = field
 
 
 def detect_shape(record: dict[str, Any]) -> str | None:
@@ -61,10 +78,22 @@ def detect_shape(record: dict[str, Any]) -> str | None:
         return "openai"
     if "completion" in keys and "label" in keys:
         return "kto"
+    if any(k in keys for k in RANKED_ANSWERS) and any(k in keys for k in RANKED_PROMPTS):
+        return "ranked"
+    if {"response_0", "response_1", "better_response_id"} <= keys:
+        return "pku_saferlhf"
+    if {"human_ref_A", "human_ref_B", "labels"} <= keys:
+        return "shp"
     if "chosen" in keys and "rejected" in keys:
-        chosen = _maybe_json(record["chosen"])
+        chosen = maybe_json(record["chosen"])
+        if "question" in keys and "prompt" not in keys and isinstance(chosen, str):
+            return "orca"
         if "prompt" in keys:
-            return "conversational" if isinstance(chosen, list) else "standard"
+            if not isinstance(chosen, list):
+                return "standard"
+            # a string prompt beside message lists: UltraFeedback-binarized's layout
+            return ("conversational" if isinstance(maybe_json(record["prompt"]), list)
+                    else "ultrafeedback_binarized")
         if isinstance(chosen, list):
             return "conversational_implicit"
         if isinstance(chosen, str) and chosen.lstrip("\n ").startswith("Human:") \
@@ -75,34 +104,48 @@ def detect_shape(record: dict[str, Any]) -> str | None:
 
 
 def consumed_fields(shape: str) -> tuple[str, ...]:
-    return {
-        "standard": ("prompt", "chosen", "rejected"),
-        "implicit_prompt": ("chosen", "rejected"),
-        "conversational": ("prompt", "chosen", "rejected"),
-        "conversational_implicit": ("chosen", "rejected"),
-        "kto": ("prompt", "completion", "label"),
-        "hh_raw": ("chosen", "rejected"),
-        "openai": ("input", "preferred_output", "non_preferred_output"),
-    }[shape]
+    return _CONSUMED[shape]
+
+
+def parse_examples(shape: str, record: dict[str, Any], *, row_id: str, row: int,
+                   line: int | None, raw: dict[str, Any], extra: dict[str, Any],
+                   pairing: Pairing = "best_vs_worst") -> list[Example]:
+    """Normalise ``record`` (already column-mapped) as ``shape``: the preference pairs
+    (or the KTO item) it holds, each an ``Example``; raise ShapeViolation."""
+    if shape == "ranked":
+        parsed = families.ranked(record, pairing)
+    elif shape in _FAMILIES:
+        parsed = _FAMILIES[shape](record)
+    else:
+        parsed = [_PARSERS[shape](record)]
+    out = []
+    for fields in parsed:
+        suffix = fields.pop("suffix", None)
+        derived = fields.pop("derived", None)
+        out.append(Example(row_id=row_id if suffix is None else f"{row_id}/{suffix}", row=row,
+                           line=line, extra={**extra, **derived} if derived else extra,
+                           raw=raw, **fields))
+    return out
 
 
 def parse_record(shape: str, record: dict[str, Any], *, row_id: str, row: int,
                  line: int | None, raw: dict[str, Any], extra: dict[str, Any]) -> Example:
-    """Normalise ``record`` (already column-mapped) as ``shape``; raise ShapeViolation."""
-    fields = _PARSERS[shape](record)
-    return Example(row_id=row_id, row=row, line=line, extra=extra, raw=raw, **fields)
+    """The one ``Example`` of a one-pair shape (see :func:`parse_examples`)."""
+    (example,) = parse_examples(shape, record, row_id=row_id, row=row, line=line, raw=raw,
+                                extra=extra)
+    return example
 
 
 # --- per-shape parsers -----------------------------------------------------------------
 
 
 def _standard(r: dict[str, Any]) -> dict[str, Any]:
-    return {"kind": "pair", "prompt": _string(r, "prompt", allow_empty=True),
-            "chosen": _string(r, "chosen"), "rejected": _string(r, "rejected")}
+    return {"kind": "pair", "prompt": string(r, "prompt", allow_empty=True),
+            "chosen": string(r, "chosen"), "rejected": string(r, "rejected")}
 
 
 def _implicit_prompt(r: dict[str, Any]) -> dict[str, Any]:
-    chosen, rejected = _string(r, "chosen"), _string(r, "rejected")
+    chosen, rejected = string(r, "chosen"), string(r, "rejected")
     # TRL's extract_prompt rule: the longest common prefix, backed off past a space.
     idx = 0
     for idx in range(min(len(chosen), len(rejected))):  # noqa: B007
@@ -118,12 +161,12 @@ def _implicit_prompt(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def _conversational(r: dict[str, Any]) -> dict[str, Any]:
-    return {"kind": "pair", "prompt": _messages(r, "prompt"), "chosen": _messages(r, "chosen"),
-            "rejected": _messages(r, "rejected")}
+    return {"kind": "pair", "prompt": messages(r, "prompt"), "chosen": messages(r, "chosen"),
+            "rejected": messages(r, "rejected")}
 
 
 def _conversational_implicit(r: dict[str, Any]) -> dict[str, Any]:
-    chosen, rejected = _messages(r, "chosen"), _messages(r, "rejected")
+    chosen, rejected = messages(r, "chosen"), messages(r, "rejected")
     n = 0
     while n < min(len(chosen), len(rejected)) and chosen[n] == rejected[n]:
         n += 1
@@ -134,18 +177,18 @@ def _conversational_implicit(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def _kto(r: dict[str, Any]) -> dict[str, Any]:
-    prompt_value = _maybe_json(r.get("prompt"))
-    completion_value = _maybe_json(r.get("completion"))
-    prompt: Text = (_messages(r, "prompt") if isinstance(prompt_value, list)
-                    else _string(r, "prompt", allow_empty=True))
-    completion: Text = (_messages(r, "completion") if isinstance(completion_value, list)
-                        else _string(r, "completion"))
+    prompt_value = maybe_json(r.get("prompt"))
+    completion_value = maybe_json(r.get("completion"))
+    prompt: Text = (messages(r, "prompt") if isinstance(prompt_value, list)
+                    else string(r, "prompt", allow_empty=True))
+    completion: Text = (messages(r, "completion") if isinstance(completion_value, list)
+                        else string(r, "completion"))
     return {"kind": "unpaired", "prompt": prompt, "completion": completion,
-            "label": _bool(r, "label")}
+            "label": boolean(r, "label")}
 
 
 def _hh_raw(r: dict[str, Any]) -> dict[str, Any]:
-    chosen, rejected = _string(r, "chosen"), _string(r, "rejected")
+    chosen, rejected = string(r, "chosen"), string(r, "rejected")
     c_cut, r_cut = chosen.rfind(HH_ASSISTANT), rejected.rfind(HH_ASSISTANT)
     if c_cut < 0:
         raise ShapeViolation("not_hh_dialogue", "no '\\n\\nAssistant:' turn", "chosen")
@@ -174,14 +217,14 @@ def hh_to_messages(dialogue: str) -> list[Message]:
     import re
 
     parts = re.split(r"\n\n(Human|Assistant):", dialogue)
-    messages: list[Message] = []
+    turns: list[Message] = []
     if parts[0].strip():
-        messages.append({"role": "user", "content": parts[0].strip()})
+        turns.append({"role": "user", "content": parts[0].strip()})
     for speaker, content in zip(parts[1::2], parts[2::2], strict=True):
         role = "user" if speaker == "Human" else "assistant"
         if content.strip() or role == "user":
-            messages.append({"role": role, "content": content.strip()})
-    return messages
+            turns.append({"role": role, "content": content.strip()})
+    return turns
 
 
 def _common_prefix_len(a: str, b: str) -> int:
@@ -193,13 +236,13 @@ def _common_prefix_len(a: str, b: str) -> int:
 
 
 def _openai(r: dict[str, Any]) -> dict[str, Any]:
-    inp = _maybe_json(r.get("input"))
+    inp = maybe_json(r.get("input"))
     if not isinstance(inp, dict) or "messages" not in inp:
         raise ShapeViolation("wrong_type", "expected an object with 'messages'", "input")
-    prompt = _messages({"input.messages": inp["messages"]}, "input.messages")
+    prompt = messages({"input.messages": inp["messages"]}, "input.messages")
     return {"kind": "pair", "prompt": prompt,
-            "chosen": _messages(r, "preferred_output"),
-            "rejected": _messages(r, "non_preferred_output")}
+            "chosen": messages(r, "preferred_output"),
+            "rejected": messages(r, "non_preferred_output")}
 
 
 _PARSERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
@@ -212,63 +255,9 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "openai": _openai,
 }
 
-
-# --- field validation ------------------------------------------------------------------
-
-
-def _maybe_json(value: Any) -> Any:
-    """CSV cells carry message lists and objects as JSON text; decode those."""
-    if isinstance(value, str) and value[:1] in ("[", "{"):
-        import orjson
-
-        try:
-            return orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return value
-    return value
-
-
-def _require(r: dict[str, Any], name: str) -> Any:
-    if name not in r:
-        raise ShapeViolation("missing_field", "field is missing", name)
-    value = r[name]
-    if value is None:
-        raise ShapeViolation("missing_field", "field is null", name)
-    return value
-
-
-def _string(r: dict[str, Any], name: str, *, allow_empty: bool = False) -> str:
-    value = _require(r, name)
-    if not isinstance(value, str):
-        raise ShapeViolation("wrong_type", f"expected a string, found {type(value).__name__}",
-                             name)
-    if not allow_empty and not value.strip():
-        raise ShapeViolation("empty_text", "text is empty", name)
-    return value
-
-
-def _messages(r: dict[str, Any], name: str) -> list[Message]:
-    value = _maybe_json(_require(r, name))
-    if not isinstance(value, list):
-        raise ShapeViolation("wrong_type",
-                             f"expected a list of messages, found {type(value).__name__}", name)
-    out: list[Message] = []
-    for i, m in enumerate(value):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str) \
-                or not isinstance(m.get("content"), str):
-            raise ShapeViolation("wrong_type",
-                                 f"message {i} must be an object with string 'role' and "
-                                 "'content'", name)
-        out.append(m)
-    return out
-
-
-def _bool(r: dict[str, Any], name: str) -> bool:
-    value = _require(r, name)
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    raise ShapeViolation("wrong_type", f"expected a boolean, found {value!r}", name)
+_FAMILIES: dict[str, Callable[[dict[str, Any]], list[dict[str, Any]]]] = {
+    "ultrafeedback_binarized": families.ultrafeedback_binarized,
+    "orca": families.orca,
+    "pku_saferlhf": families.pku_saferlhf,
+    "shp": families.shp,
+}

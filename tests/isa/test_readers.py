@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from isa import IngestError, PreferenceFile
+from isa import ConfigError, IngestError, PreferenceFile
 from tests.conftest import write_jsonl
 
 
@@ -93,19 +93,61 @@ def test_wrong_columns_name_what_was_found(tmp_path):
 def test_column_map_names_missing_column(tmp_path, alpaca_rows):
     path = write_jsonl(tmp_path / "x.jsonl", alpaca_rows[:3])
     with pytest.raises(IngestError) as exc:
-        list(PreferenceFile(path, column_map={"prompt": "question"}))
+        list(PreferenceFile(path, column_map={"question": "prompt"}))
     assert exc.value.code == "missing_column"
     assert "'question'" in exc.value.message
 
 
-def test_column_map_renames(tmp_path, alpaca_rows):
-    rows = [{"question": r["prompt"], "good": r["chosen"], "bad": r["rejected"]}
-            for r in alpaca_rows[:5]]
+def test_column_map_renames_their_column_to_our_field(tmp_path, alpaca_rows):
+    rows = [{"question": r["prompt"], "good": r["chosen"], "bad": r["rejected"],
+             "confidence": r["margin"]} for r in alpaca_rows[:5]]
     data = PreferenceFile(write_jsonl(tmp_path / "x.jsonl", rows),
-                          column_map={"prompt": "question", "chosen": "good", "rejected": "bad"})
+                          column_map={"question": "prompt", "good": "chosen", "bad": "rejected",
+                                      "confidence": "margin"})
     ex = list(data)
     assert data.report.shape == "standard"
-    assert ex[2].chosen == rows[2]["good"] and ex[2].extra == {}
+    assert ex[2].chosen == rows[2]["good"] and ex[2].prompt == rows[2]["question"]
+    # a confidence column mapped onto margin travels as 'margin', which the method reads
+    assert ex[2].extra == {"margin": rows[2]["confidence"]}
+
+
+def test_column_map_in_the_old_direction_is_refused_saying_how_to_write_it(tmp_path,
+                                                                          alpaca_rows):
+    path = write_jsonl(tmp_path / "x.jsonl", alpaca_rows[:3])
+    with pytest.raises(ConfigError) as exc:
+        PreferenceFile(path, column_map={"prompt": "instruction_text", "chosen": "good"})
+    assert exc.value.code == "invalid_column_map"
+    assert '{"instruction_text":"prompt","good":"chosen"}' in exc.value.message
+    with pytest.raises(ConfigError, match="several columns onto"):
+        PreferenceFile(path, column_map={"a": "prompt", "b": "prompt"})
+
+
+def test_a_mapped_column_that_is_missing_hints_at_the_reversed_map(tmp_path, alpaca_rows):
+    rows = [{"question": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}
+            for r in alpaca_rows[:3]]
+    path = write_jsonl(tmp_path / "x.jsonl", rows)
+    with pytest.raises(IngestError) as exc:  # {ours: theirs}, which now reads the other way
+        list(PreferenceFile(path, column_map={"prompt": "question"}))
+    assert exc.value.code == "missing_column"
+    assert "did you mean {'question': 'prompt'}" in exc.value.message
+
+
+def test_csv_errors_name_the_line_where_the_record_starts(tmp_path):
+    path = tmp_path / "multi.csv"
+    # record 1 spans lines 2-4 (a quoted answer with two line breaks); record 2 is line 5
+    path.write_text('prompt,chosen,rejected\nhi,"one\ntwo\nthree",no\nhey,yes,\n')
+    data = PreferenceFile(path, on_invalid="skip")
+    (ex,) = list(data)
+    assert ex.line == 2 and ex.chosen == "one\ntwo\nthree"
+    assert data.report.skipped[0].to_dict()["line"] == 5
+    # a header that fits no shape: the error is at the first record's first line
+    bad = tmp_path / "bad.csv"
+    bad.write_text('q,a\n"multi\nline",x\n')
+    with pytest.raises(IngestError) as exc:
+        list(PreferenceFile(bad))
+    assert exc.value.code == "unknown_shape" and exc.value.details["line"] == 2
+    for shape in ("ultrafeedback_binarized", "pku_saferlhf", "ranked", "standard"):
+        assert shape in exc.value.message and shape in exc.value.details["shapes"]
 
 
 def test_invalid_utf8_names_the_line(tmp_path, alpaca_rows):

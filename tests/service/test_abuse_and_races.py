@@ -121,7 +121,7 @@ def test_bad_read_options_make_the_data_set_invalid_not_stuck(service, tmp_path)
     assert c.get("/v1/datasets").json()["count"] == listed
     # a column map only the file can refute: accepted, then invalid with its code
     ds = service.wait_dataset(c, service.upload(
-        c, path, column_map='{"nonsense": "prompt"}')["id"], timeout=30)
+        c, path, column_map='{"prompt": "nonsense"}')["id"], timeout=30)
     assert ds["status"] == "invalid", ds
     assert ds["error"]["code"] == "invalid_column_map"
 
