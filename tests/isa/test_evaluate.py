@@ -132,6 +132,25 @@ def test_reports_carry_the_length_baseline_and_pick_the_metric(alpaca_pairs):
     assert plain["metric"] == "accuracy" and plain["metric_reason"] == "asked for"
 
 
+def test_the_readme_names_the_reports_fields(alpaca_pairs):
+    """Every field the README's length-aware paragraph names is in a real report."""
+    import re
+
+    from tests.conftest import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    paragraph = text[text.index("**Length-aware.**"):].split("\n\n")[0]
+    named = set(re.findall(r"`([a-z_.]+)`", paragraph))
+    assert {"balanced_accuracy", "length.length_rule_accuracy"} <= named
+    train, test, _ = holdout(alpaca_pairs, None, eval_fraction=0.3, seed=0)
+    rep = evaluate_subset(train, test, "random", {}, Budget(fraction=0.5))
+    for name in named - {"subset", "full"}:
+        if name.startswith("length."):
+            assert name.split(".", 1)[1] in rep["length"], name
+        else:
+            assert name in rep["subset"] and name in rep["full"], name
+
+
 def test_k_folds_keep_prompts_whole_and_cover_every_pair_once():
     rng = random.Random(2)
     prompts = [f"p{rng.randrange(120)}" for _ in range(1000)]
