@@ -12,15 +12,30 @@ S3 endpoint and credentials are the server's, never the caller's).
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from core.settings import Settings
 from core.webhooks import check_callback_url, send_pinned
 from isa.errors import ConfigError
 
 _CHUNK = 1 << 20
+
+
+class _NoQueryStrings(logging.Filter):
+    """httpx logs every request's URL at INFO: without its query string here, so that a
+    presigned URL's signature never reaches a log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(without_query(str(a)) if type(a).__name__ == "URL" else a
+                                for a in record.args)
+        return True
+
+
+logging.getLogger("httpx").addFilter(_NoQueryStrings())
 
 
 def check_import_url(url: str, settings: Settings) -> list[str]:
@@ -32,12 +47,18 @@ def check_import_url(url: str, settings: Settings) -> list[str]:
         raise ConfigError(f"url {url!r} is not a valid URL ({exc})",
                           code="import_not_allowed", field="url") from None
     path = PurePosixPath(parts.path or "/")
+    # a query string (a presigned URL's signature) only where the operator allows one;
+    # it is never repeated in a message
+    query_ok = not parts.query or any(url.startswith(p) for p in
+                                      settings.import_query_allowed_urls)
+    shown = without_query(url)
     if ".." in path.parts or "\\" in url or parts.username or parts.password or \
-            parts.query or parts.fragment:
-        raise ConfigError(f"url {url!r} is refused: no '..', credentials, query or fragment",
+            not query_ok or parts.fragment:
+        raise ConfigError(f"url {shown!r} is refused: no '..', credentials, query (but under "
+                          "import_query_allowed_urls) or fragment",
                           code="import_not_allowed", field="url")
     if not any(url.startswith(prefix) for prefix in settings.import_allowed_urls):
-        raise ConfigError(f"url {url!r} is not under an allowed import location"
+        raise ConfigError(f"url {shown!r} is not under an allowed import location"
                           + ("" if settings.import_allowed_urls else
                              " (imports are off: the server allows none)"),
                           code="import_not_allowed", field="url")
@@ -45,6 +66,24 @@ def check_import_url(url: str, settings: Settings) -> list[str]:
         return check_callback_url(url, settings.outbound_allowed_networks, field="url",
                                   code="import_not_allowed")
     return []
+
+
+def without_query(url: str) -> str:
+    """``url`` as records and messages show it: no query string (a signature), no
+    fragment."""
+    try:
+        return urlunsplit(urlsplit(url)._replace(query="", fragment=""))
+    except ValueError:
+        return url.split("?", 1)[0].split("#", 1)[0]
+
+
+def query_key(prefix: str, dataset_id: str) -> str:
+    """The Redis key holding an import URL's query string until a worker has read it."""
+    return f"{prefix}import-query:{dataset_id}"
+
+
+#: seconds a query string waits for its import (a presigned URL expires sooner anyway)
+QUERY_TTL_S = 24 * 3600
 
 
 def file_name(url: str) -> str:
@@ -77,7 +116,7 @@ def copy_url(url: str, out: Any, settings: Settings, max_bytes: int) -> tuple[in
             r = send_pinned(client, "GET", url, addresses, stream=True)  # checked ones only
             try:
                 if r.status_code != 200:
-                    raise ConfigError(f"GET {url} answered {r.status_code}",
+                    raise ConfigError(f"GET {without_query(url)} answered {r.status_code}",
                                       code="import_failed")
                 for block in r.iter_bytes(_CHUNK):
                     take(block)

@@ -123,6 +123,10 @@ class Settings(BaseSettings):
     #: fsspec options per scheme, e.g. {"s3": {"endpoint_url": "http://minio:9000",
     #: "key": "…", "secret": "…"}} (the server's credentials; callers never send any)
     import_storage_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    #: of those, the prefixes whose URLs may carry a query string: presigned object-store
+    #: URLs (``https://bucket.s3.amazonaws.com/``). The query is kept out of the record
+    #: and the logs (a short-lived Redis key the importing worker reads, then deletes)
+    import_query_allowed_urls: list[str] = Field(default_factory=list)
 
     # MLflow tracking (workers/tracking.py): set, every finished job logs a run there; a
     # job may name its own server (public addresses only) and experiment

@@ -36,7 +36,9 @@ def service(tmp_path_factory, s3) -> Iterator[Service]:
            # imports: one folder of the local S3 bucket, and loopback web servers
            "ISA_IMPORT_ALLOWED_URLS": json.dumps([f"s3://{IMPORT_BUCKET}/allowed/",
                                                   "http://127.0.0.1:"]),
-           "ISA_IMPORT_STORAGE_OPTIONS": json.dumps({"s3": s3.storage_options()})}
+           "ISA_IMPORT_STORAGE_OPTIONS": json.dumps({"s3": s3.storage_options()}),
+           # presigned URLs: a query string only on the loopback web servers
+           "ISA_IMPORT_QUERY_ALLOWED_URLS": json.dumps(["http://127.0.0.1:"])}
     with running_service(TEST_REDIS_URL, tmp_path_factory.mktemp("service-data"),
                          extra_env=env) as svc:
         yield svc

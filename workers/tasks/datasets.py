@@ -7,7 +7,7 @@ import time
 from core.artifacts import Keys
 from core.celery_app import TASK_VALIDATE, celery_app
 from core.contract import open_dataset
-from core.imports import ImportTooLarge, copy_url
+from core.imports import ImportTooLarge, copy_url, query_key
 from isa.errors import EngineError
 from workers.context import WorkerContext, context
 from workers.lifecycle import claimable_from
@@ -39,23 +39,30 @@ def _import(ctx: WorkerContext, dataset_id: str, ds: dict) -> dict | None:
     s = ctx.settings
     room = s.max_stored_bytes_per_tenant - ctx.datasets.stored_bytes(ds["tenant"])
     limit = max(0, min(s.max_upload_bytes, room))
+    # a presigned URL's query string waits in a key of its own, never in the record
+    secret = ctx.datasets.r.get(query_key(ctx.datasets.prefix, dataset_id))
+    url = ds["source_url"] + (f"?{secret}" if secret else "")
     try:
         with ctx.artifacts.open_write(ds["artifact"]) as out:
-            size, sha = copy_url(ds["source_url"], out, s, limit)
+            size, sha = copy_url(url, out, s, limit)
     except ImportTooLarge:
         error = {"code": "upload_too_large", "message": f"the file at the URL is larger "
                  f"than the {limit:,} bytes allowed", "details": {"limit": limit}}
     except EngineError as exc:
         error = exc.to_dict()
     except Exception as exc:  # noqa: BLE001 - a missing object, a refused connection
+        text = str(exc).replace(secret, "…") if secret else str(exc)
         error = {"code": "import_failed", "message": f"could not read the URL: "
-                 f"{type(exc).__name__}: {str(exc)[:300]}", "details": {}}
+                 f"{type(exc).__name__}: {text[:300]}", "details": {}}
     else:
+        # read (or failed for good, below): a resent task finds the file, not the URL
+        ctx.datasets.r.delete(query_key(ctx.datasets.prefix, dataset_id))
         ctx.datasets.set_size(dataset_id, ds["tenant"], size)
         ctx.datasets.update(dataset_id, sha256=sha)
         return {**ds, "size_bytes": size, "sha256": sha}
     ctx.artifacts.delete_prefix(Keys.dataset(dataset_id))  # no half-read file stays
     ctx.datasets.transition(dataset_id, "invalid", error=scrub(error))
+    ctx.datasets.r.delete(query_key(ctx.datasets.prefix, dataset_id))
     return None
 
 

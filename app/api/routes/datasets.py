@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Form, Header, Query, Request, Response, UploadFile, status
 
@@ -17,7 +18,7 @@ from app.api.schemas import DatasetPublic, DatasetRows, DatasetsPublic
 from core.artifacts import Keys
 from core.celery_app import TASK_VALIDATE, celery_app
 from core.contract import DatasetOptions, open_dataset
-from core.imports import check_import_url, file_name
+from core.imports import QUERY_TTL_S, check_import_url, file_name, query_key, without_query
 from core.records import new_id
 from isa.errors import ConfigError
 from isa.ingest.readers import FILE_FORMATS
@@ -183,9 +184,12 @@ def import_dataset(body: DatasetImport, response: Response, tenant: CurrentTenan
         name = file_name(body.url)
         suffix = "".join(s for s in _suffixes(name) if s)
         try:
+            if query := urlsplit(body.url).query:  # a presigned URL: kept out of the record
+                datasets.r.set(query_key(datasets.prefix, dataset_id), query, ex=QUERY_TTL_S)
             datasets.create(tenant, dataset_id, "uploaded", {
                 "filename": name[:255], "size_bytes": 0, "sha256": "",
-                "artifact": Keys.upload(dataset_id, suffix), "source_url": body.url,
+                "artifact": Keys.upload(dataset_id, suffix),
+                "source_url": without_query(body.url),
                 "options": DatasetOptions.model_validate(
                     body.model_dump(exclude={"url"})).model_dump(), **extra})
             celery_app.send_task(TASK_VALIDATE, args=(dataset_id,),

@@ -1,0 +1,90 @@
+"""Presigned-URL imports against the real gateway and worker: a loopback web server that
+serves the file only with the right signature in the query string. The query is allowed
+only under ``import_query_allowed_urls``, reaches the source, and is never stored in the
+data set's record, shown in its answers or errors, or written to the logs."""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import redis
+
+from tests.conftest import HH_SAMPLE, TEST_REDIS_URL
+from tests.service.conftest import IMPORT_BUCKET
+
+SIGNATURE = "c2VjcmV0LXNpZ25hdHVyZQ-never-logged"
+
+
+class _Signed:
+    """Answers 200 with the sample when ``X-Amz-Signature`` is right, else 403 (as S3)."""
+
+    def __init__(self) -> None:
+        body = HH_SAMPLE.read_bytes()
+        seen: list[dict[str, list[str]]] = []
+        self.seen = seen
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                query = parse_qs(urlsplit(self.path).query)
+                seen.append(query)
+                ok = query.get("X-Amz-Signature") == [SIGNATURE]
+                self.send_response(200 if ok else 403)
+                self.send_header("Content-Length", str(len(body) if ok else 0))
+                self.end_headers()
+                if ok:
+                    self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def _everything_stored(service) -> str:
+    """Every key and value of the test's Redis namespace, as one text."""
+    r = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
+    out = []
+    for key in r.scan_iter(f"{service.env['ISA_KEY_PREFIX']}*"):
+        kind = r.type(key)
+        out.append(key)
+        if kind == "hash":
+            out.extend(f"{k}={v}" for k, v in r.hgetall(key).items())
+        elif kind == "string":
+            out.append(r.get(key) or "")
+    return "\n".join(out)
+
+
+def test_a_presigned_url_imports_and_its_signature_is_kept_nowhere(service):
+    web = _Signed()
+    try:
+        c = service.client("key-b")
+        path = f"{web.url}/bucket/hh.jsonl.gz"
+        url = (f"{path}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Expires=600"
+               f"&X-Amz-Signature={SIGNATURE}")
+        r = c.post("/v1/datasets/import", json={"url": url})
+        assert r.status_code == 201, r.text
+        assert r.json()["source_url"] == path  # shown without its query
+        ds = service.wait_dataset(c, r.json()["id"])
+        assert (ds["status"], ds["rows_valid"], ds["filename"]) == ("ready", 600, "hh.jsonl.gz")
+        assert web.seen[-1]["X-Amz-Expires"] == ["600"]  # the whole query reached the source
+        assert SIGNATURE not in _everything_stored(service)  # read, then forgotten
+        bad = c.post("/v1/datasets/import", json={"url": url.replace(SIGNATURE, "wrong")})
+        failed = service.wait_dataset(c, bad.json()["id"])
+        assert failed["status"] == "invalid" and failed["error"]["code"] == "import_failed"
+        assert "403" in failed["error"]["message"] and "wrong" not in str(failed)
+        for name in ("api", "worker"):
+            assert SIGNATURE not in service.logs[name].read_text(errors="replace"), name
+    finally:
+        web.server.shutdown()
+
+
+def test_a_query_string_elsewhere_is_refused_without_repeating_it(service):
+    c = service.client("key-b")
+    r = c.post("/v1/datasets/import", json={
+        "url": f"s3://{IMPORT_BUCKET}/allowed/hh.jsonl.gz?X-Amz-Signature={SIGNATURE}"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "import_not_allowed", r.text
+    assert SIGNATURE not in r.text and "import_query_allowed_urls" in r.text
