@@ -50,7 +50,10 @@ FormatOpt = Annotated[str | None, typer.Option(
     "--input-format", help=f"input container: {' | '.join(FILE_FORMATS)} (default: detect)")]
 ShapeOpt = Annotated[str | None, typer.Option(
     help=f"input shape: {' | '.join(SHAPES)} (default: detect)")]
-ColumnMapOpt = Annotated[str | None, typer.Option(help='JSON, e.g. {"prompt": "question"}')]
+ColumnMapOpt = Annotated[str | None, typer.Option(
+    help='JSON {"your_column": "our_field"}, as pandas\' rename, e.g. {"question": "prompt"}')]
+PairingOpt = Annotated[str, typer.Option(
+    help="rows of N rated answers (shape ranked) as pairs: best_vs_worst | best_vs_each")]
 IdFieldOpt = Annotated[str | None, typer.Option(help="column to use as row_id")]
 OnInvalidOpt = Annotated[str, typer.Option(help="fail | skip")]
 ParamOpt = Annotated[list[str], typer.Option("--param", "-p", help="method parameter key=value")]
@@ -75,7 +78,8 @@ def _parse_params(items: list[str]) -> dict[str, Any]:
 
 
 def _open(input_: Path, fmt: str | None, shape: str | None, column_map: str | None,
-          id_field: str | None, on_invalid: str) -> PreferenceFile:
+          id_field: str | None, on_invalid: str,
+          pairing: str = "best_vs_worst") -> PreferenceFile:
     mapping = None
     if column_map:
         try:
@@ -83,7 +87,8 @@ def _open(input_: Path, fmt: str | None, shape: str | None, column_map: str | No
         except json.JSONDecodeError as exc:
             raise typer.BadParameter(f"not JSON: {exc}", param_hint="--column-map") from exc
     return PreferenceFile(input_, file_format=fmt, shape=shape, column_map=mapping,  # type: ignore[arg-type]
-                          id_field=id_field, on_invalid=on_invalid)  # type: ignore[arg-type]
+                          id_field=id_field, on_invalid=on_invalid,  # type: ignore[arg-type]
+                          pairing=pairing)  # type: ignore[arg-type]
 
 
 def _encoder_factory(encoder: str, model: str | None, device: str, precision: str,
@@ -128,6 +133,7 @@ def select(
     shape: ShapeOpt = None,
     column_map: ColumnMapOpt = None,
     id_field: IdFieldOpt = None,
+    pairing: PairingOpt = "best_vs_worst",
     on_invalid: OnInvalidOpt = "fail",
     summary: Annotated[Path | None, typer.Option(help="write a JSON run summary here")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="keep embeddings here between runs")]
@@ -146,7 +152,7 @@ def select(
         raise typer.BadParameter(f"expected one of {', '.join(TEMPLATES)}",
                                  param_hint="--template")
     try:
-        data = _open(input_, fmt, shape, column_map, id_field, on_invalid)
+        data = _open(input_, fmt, shape, column_map, id_field, on_invalid, pairing)
         params = {"random_state": seed, **_parse_params(param)}
         chosen = make_method(method, **params)
         bud = Budget.parse(budget)
@@ -212,11 +218,12 @@ def validate(
     shape: ShapeOpt = None,
     column_map: ColumnMapOpt = None,
     id_field: IdFieldOpt = None,
+    pairing: PairingOpt = "best_vs_worst",
     on_invalid: OnInvalidOpt = "skip",
 ) -> None:
     """Read INPUT and print its ingest report (shape, rows, skipped rows) as JSON."""
     try:
-        data = _open(input_, fmt, shape, column_map, id_field, on_invalid)
+        data = _open(input_, fmt, shape, column_map, id_field, on_invalid, pairing)
         for _ in data:
             pass
     except EngineError as exc:

@@ -51,6 +51,8 @@ class DatasetOptions(_Strict):
     column_map: dict[str, str] | None = None
     id_field: str | None = None
     on_invalid: Literal["fail", "skip"] = "fail"
+    #: how a row of N rated answers (shape ``ranked``) becomes pairs; None: best_vs_worst
+    pairing: Literal["best_vs_worst", "best_vs_each"] | None = None
 
     def open(self, path: Path, **limits: Any) -> PreferenceFile:
         """The library's view of the uploaded file read with these options (and the
@@ -59,6 +61,7 @@ class DatasetOptions(_Strict):
 
         return PreferenceFile(path, file_format=self.format, shape=self.shape,  # type: ignore[arg-type]
                               column_map=self.column_map, id_field=self.id_field,
+                              pairing=self.pairing or "best_vs_worst",
                               on_invalid=self.on_invalid, **limits)
 
 

@@ -273,3 +273,22 @@ def test_trl_trains_two_steps_on_each_layouts_exports(tmp_path, alpaca_rows, tok
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         assert trainer.state.global_step == 2 and len(losses) == 2
         assert all(x == x for x in losses)  # finite, not NaN
+
+
+def test_the_cli_reads_ranked_rows_with_the_pairing_asked_for(tmp_path):
+    import subprocess
+    import sys
+
+    path = write_jsonl(tmp_path / "ranked.jsonl", ranked_rows("ultrafeedback"))
+    counts = {}
+    for pairing in ("best_vs_worst", "best_vs_each"):
+        proc = subprocess.run([sys.executable, "-m", "isa", "validate", str(path), "--pairing",
+                               pairing], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        report = json.loads(proc.stdout)
+        assert report["shape"] == "ranked" and report["rows_valid"] == 12
+        counts[pairing] = report["examples"]
+    assert counts["best_vs_worst"] == 12 < counts["best_vs_each"]
+    proc = subprocess.run([sys.executable, "-m", "isa", "validate", str(path), "--pairing",
+                           "all"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "pairing must be one of" in proc.stderr
