@@ -350,12 +350,14 @@ class Client:
                shape: str | None = None, column_map: dict[str, str] | None = None,
                id_field: str | None = None, on_invalid: str = "fail", wait: bool = True,
                timeout: float | None = None, progress: bool | ProgressCallback | None = None,
-               idempotency_key: str | None = None) -> DatasetPublic:
+               idempotency_key: str | None = None,
+               pairing: str | None = None) -> DatasetPublic:
         """Upload a preference data set (streamed). With ``wait`` (default), return once
         the service has validated it; raise ``DatasetInvalidError`` if it failed. A fresh
         Idempotency-Key is sent unless one is given, the same on every retry."""
         fields = _upload_options({"format": format, "shape": shape, "column_map": column_map,
-                                  "id_field": id_field, "on_invalid": on_invalid})
+                                  "id_field": id_field, "on_invalid": on_invalid,
+                                  "pairing": pairing})
         key = idempotency_key or uuid.uuid4().hex
         with _bar(progress) as bar, _upload_source(source, filename) as (name, fh, size):
             reader = _ProgressReader(fh, lambda done: bar("upload", done, max(size, 0)))
@@ -683,9 +685,11 @@ class AsyncClient:
                      column_map: dict[str, str] | None = None, id_field: str | None = None,
                      on_invalid: str = "fail", wait: bool = True,
                      timeout: float | None = None,
-                     idempotency_key: str | None = None) -> DatasetPublic:
+                     idempotency_key: str | None = None,
+                     pairing: str | None = None) -> DatasetPublic:
         fields = _upload_options({"format": format, "shape": shape, "column_map": column_map,
-                                  "id_field": id_field, "on_invalid": on_invalid})
+                                  "id_field": id_field, "on_invalid": on_invalid,
+                                  "pairing": pairing})
         key = idempotency_key or uuid.uuid4().hex
         with _upload_source(source, filename) as (name, fh, _):
             # httpx's async multipart needs the bytes in memory or an async stream: read

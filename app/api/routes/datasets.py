@@ -50,7 +50,8 @@ async def no_empty_choices(request: Request, _: CurrentTenant) -> None:
     After the API key: a request without one is answered 401 first."""
     form = await request.form()  # parsed once per request: the route reads the same
     for name, choices in (("format", FILE_FORMATS), ("shape", SHAPES),
-                          ("on_invalid", ("fail", "skip"))):
+                          ("on_invalid", ("fail", "skip")),
+                          ("pairing", ("best_vs_worst", "best_vs_each"))):
         if form.get(name) == "":
             raise ApiError(422, "invalid_options", f"invalid upload options: {name} is "
                            f"empty; leave it out or give one of {', '.join(choices)}",
@@ -74,9 +75,11 @@ async def upload_dataset(
     # not "X | None": a multipart form has no null, only absent fields
     format: Annotated[FileFormat, Form()] = None,  # type: ignore[assignment]
     shape: Annotated[Shape, Form()] = None,  # type: ignore[assignment]
-    column_map: Annotated[str | None, Form(description='JSON, e.g. {"prompt": "question"}')]
-    = None,
+    column_map: Annotated[str | None, Form(
+        description='JSON {"your_column": "our_field"}, e.g. {"question": "prompt"}')] = None,
     id_field: Annotated[str | None, Form()] = None,
+    pairing: Annotated[Literal["best_vs_worst", "best_vs_each"] | None, Form(
+        description="how a row of N rated answers (shape ranked) becomes pairs")] = None,
     on_invalid: Annotated[Literal["fail", "skip"], Form()] = "fail",
     idempotency_key: IdemKey = None,
 ) -> DatasetPublic:
@@ -97,7 +100,7 @@ async def upload_dataset(
         raise _over_quota(used, quota)
     try:
         options = DatasetOptions(format=format, shape=shape, id_field=id_field,
-                                 on_invalid=on_invalid,  # type: ignore[arg-type]
+                                 on_invalid=on_invalid, pairing=pairing,  # type: ignore[arg-type]
                                  column_map=json.loads(column_map) if column_map else None)
     except (ValueError, TypeError) as exc:
         raise ApiError(422, "invalid_options", f"invalid upload options: {exc}") from exc
