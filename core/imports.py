@@ -62,6 +62,11 @@ def check_import_url(url: str, settings: Settings) -> list[str]:
                           + ("" if settings.import_allowed_urls else
                              " (imports are off: the server allows none)"),
                           code="import_not_allowed", field="url")
+    if parts.scheme == "hf":
+        from core.hub import hub_repo
+
+        hub_repo(url)  # the Hub's repository id rules
+        return []
     if parts.scheme in ("http", "https"):
         return check_callback_url(url, settings.outbound_allowed_networks, field="url",
                                   code="import_not_allowed")
@@ -94,9 +99,11 @@ class ImportTooLarge(Exception):
     pass
 
 
-def copy_url(url: str, out: Any, settings: Settings, max_bytes: int) -> tuple[int, str]:
+def copy_url(url: str, out: Any, settings: Settings, max_bytes: int,
+             hub: dict[str, Any] | None = None) -> tuple[int, str]:
     """Stream ``url`` into the binary file ``out``; (size, sha256). ``ImportTooLarge``
-    past ``max_bytes``; the URL is checked again first (DNS may have changed)."""
+    past ``max_bytes``; the URL is checked again first (DNS may have changed). An
+    ``hf://`` URL reads the split ``hub`` names (``core.hub``)."""
     addresses = check_import_url(url, settings)
     digest, size = hashlib.sha256(), 0
 
@@ -122,6 +129,10 @@ def copy_url(url: str, out: Any, settings: Settings, max_bytes: int) -> tuple[in
                     take(block)
             finally:
                 r.close()
+    elif scheme == "hf":
+        from core.hub import copy_hub
+
+        copy_hub(url, hub, settings, take, max_bytes)
     else:
         import fsspec
 

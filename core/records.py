@@ -367,7 +367,7 @@ class DatasetStore(RecordStore):
     states = DATASET_STATES
     transitions = DATASET_TRANSITIONS
     terminal = frozenset({"ready", "invalid"})
-    json_fields = frozenset({"options", "report", "error"})
+    json_fields = frozenset({"options", "report", "error", "hub"})
     int_fields = frozenset({"size_bytes", "rows_read", "rows_valid", "rows_skipped",
                             "attempts"})
     float_fields = frozenset({"created_at", "updated_at"})

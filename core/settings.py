@@ -127,6 +127,11 @@ class Settings(BaseSettings):
     #: URLs (``https://bucket.s3.amazonaws.com/``). The query is kept out of the record
     #: and the logs (a short-lived Redis key the importing worker reads, then deletes)
     import_query_allowed_urls: list[str] = Field(default_factory=list)
+    #: the Hugging Face Hub that ``hf://datasets/org/name`` imports read (core/hub.py),
+    #: and the server's token for private or gated data sets (a caller never sends one).
+    #: HF_HUB_OFFLINE=1 on a worker (compose sets it) turns Hub imports off there
+    hub_endpoint: str = "https://huggingface.co"
+    hub_token: str | None = None
 
     # MLflow tracking (workers/tracking.py): set, every finished job logs a run there; a
     # job may name its own server (public addresses only) and experiment

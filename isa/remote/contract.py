@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
+    field_validator,
     model_validator,
 )
 
@@ -252,6 +253,23 @@ class ErrorResponse(BaseModel):
 # --- data sets ---------------------------------------------------------------------------
 
 
+class HubSelection(_Strict):
+    """Which part of a Hugging Face Hub data set an ``hf://datasets/org/name`` import
+    reads: the config (a folder of its files; None: every file of the split), the split
+    and the revision (a branch, tag or commit)."""
+
+    config: str | None = Field(default=None, pattern=r"^[\w.-]{1,100}$")
+    split: str = Field(default="train", pattern=r"^[\w.-]{1,100}$")
+    revision: str | None = Field(default=None, pattern=r"^[\w./-]{1,100}$")
+
+    @field_validator("revision")
+    @classmethod
+    def _no_parent(cls, value: str | None) -> str | None:
+        if value is not None and ".." in value:
+            raise ValueError("a revision has no '..'")
+        return value
+
+
 class DatasetPublic(BaseModel):
     id: str
     status: DatasetStatus
@@ -268,6 +286,8 @@ class DatasetPublic(BaseModel):
     error: ErrorInfo | None = None
     #: where an imported data set was read from
     source_url: str | None = None
+    #: what an ``hf://`` import read (config, split, revision)
+    hub: HubSelection | None = None
     created_at: float
     updated_at: float
 
@@ -276,6 +296,8 @@ class DatasetImport(DatasetOptions):
     """A data set read from a URL the server allows (``import_allowed_urls``)."""
 
     url: str = Field(min_length=1, max_length=2048, pattern=r"^[a-zA-Z][a-zA-Z0-9+.-]*://\S+$")
+    #: for an ``hf://datasets/org/name`` URL: the config, split and revision to read
+    hub: HubSelection | None = None
 
 
 class DatasetsPublic(BaseModel):

@@ -44,7 +44,7 @@ def _import(ctx: WorkerContext, dataset_id: str, ds: dict) -> dict | None:
     url = ds["source_url"] + (f"?{secret}" if secret else "")
     try:
         with ctx.artifacts.open_write(ds["artifact"]) as out:
-            size, sha = copy_url(url, out, s, limit)
+            size, sha = copy_url(url, out, s, limit, hub=ds.get("hub"))
     except ImportTooLarge:
         error = {"code": "upload_too_large", "message": f"the file at the URL is larger "
                  f"than the {limit:,} bytes allowed", "details": {"limit": limit}}

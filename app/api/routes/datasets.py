@@ -193,8 +193,9 @@ def import_dataset(body: DatasetImport, response: Response, tenant: CurrentTenan
                 "filename": name[:255], "size_bytes": 0, "sha256": "",
                 "artifact": Keys.upload(dataset_id, suffix),
                 "source_url": without_query(body.url),
+                "hub": body.hub.model_dump() if body.hub else None,
                 "options": DatasetOptions.model_validate(
-                    body.model_dump(exclude={"url"})).model_dump(), **extra})
+                    body.model_dump(exclude={"url", "hub"})).model_dump(), **extra})
             celery_app.send_task(TASK_VALIDATE, args=(dataset_id,),
                                  queue=settings.default_queue)
         except BaseException:
