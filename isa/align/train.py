@@ -14,6 +14,7 @@ from typing import Any
 
 from ..embed.device import resolve_device
 from ..errors import ConfigError
+from ..extras import require
 from ..ingest.records import Example, render_text
 from .config import AlignConfig
 
@@ -91,6 +92,7 @@ def run_alignment(train: Sequence[Example], model_path: Path, out_dir: Path,
     """Train on ``train``; save the model (or LoRA adapter) under ``out_dir/model``.
     ``should_stop`` is polled after every step: training then ends and what was trained
     so far is saved."""
+    require("align", "alignment training", "torch", "transformers", "trl", "peft", "datasets")
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..extras import require
 from .base import Encoder
 
 ENCODERS: tuple[str, ...] = ("sentence", "causal-lm")
@@ -46,10 +47,12 @@ def make_encoder(name: str = "sentence", *, model: str | None = None, device: st
                               code="invalid_encoder")
         kwargs["backend"] = backend
     if name == "sentence":
+        require("embed", "the sentence encoder", "torch", "sentence_transformers")
         from .sentence import DEFAULT_SENTENCE_MODEL, SentenceTransformerEncoder
 
         return SentenceTransformerEncoder(model or DEFAULT_SENTENCE_MODEL,
                                           max_seq_length=max_seq_length, **kwargs)
+    require("embed", "the causal-lm encoder", "torch", "transformers", "gguf")
     from .causal import CausalLMEncoder
     from .models import SMOLLM2
 

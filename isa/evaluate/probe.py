@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
+from ..extras import require
 from .length import balanced_accuracy
 
 
@@ -76,6 +77,7 @@ class PreferenceProbe:
 
     def fit(self, diff: np.ndarray) -> PreferenceProbe:
         """``diff``: (n_pairs, d) = e(chosen) − e(rejected)."""
+        require("embed", "the evaluation probe", "sklearn")
         from sklearn.linear_model import LogisticRegression
 
         diff = np.asarray(diff, dtype=np.float64)

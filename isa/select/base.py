@@ -12,13 +12,15 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping
 from functools import cache
-from typing import Any, ClassVar, Literal, get_type_hints
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_type_hints
 
 import numpy as np
-import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from ..errors import ConfigError, MethodInputError
+
+if TYPE_CHECKING:  # scipy comes with [embed]: the light install's methods never need it
+    import scipy.sparse as sp
 
 Meta = Mapping[str, np.ndarray]  # per-unit numeric columns (e.g. "margin")
 #: meta columns the pipeline's reader adds to the data's own (a leading "_" keeps them
@@ -171,6 +173,8 @@ def subset_units(keep: np.ndarray, X: np.ndarray | None, groups: np.ndarray, met
 
 def unit_matrix(groups: np.ndarray, n_units: int) -> sp.csr_matrix:
     """A sparse (n_units, n_items) matrix averaging each unit's items."""
+    import scipy.sparse as sp
+
     counts = np.bincount(groups, minlength=n_units).astype(np.float64)
     weights = 1.0 / counts[groups]
     return sp.csr_matrix((weights, (groups, np.arange(groups.size))),

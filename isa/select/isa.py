@@ -8,6 +8,7 @@ from typing import Literal
 import numpy as np
 
 from ..errors import ConfigError
+from ..extras import require
 from .base import CovarianceType, SelectionMethod, reduce_items, register
 
 
@@ -107,6 +108,7 @@ class ISA(SelectionMethod):
     def fit_model(self, X_fit: np.ndarray) -> ISA:
         """Steps 1–3: PCA (optional) and the Gaussian mixture, fitted on ``X_fit`` (all
         items or the ``fit_sample``). Sets ``pca_`` and ``mixture_``."""
+        require("embed", "the isa method", "sklearn")
         from sklearn.decomposition import PCA
         from sklearn.mixture import GaussianMixture
 

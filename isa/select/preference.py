@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 
 from ..errors import ConfigError, MethodInputError
+from ..extras import require
 from .base import (
     CHOSEN_CHARS,
     PROMPT_GROUP,
@@ -121,6 +122,7 @@ class LabelCleaning(_CrossFitted):
         self.base_params = base_params
 
     def _fit(self, X, groups, n_units, meta, n_select):  # type: ignore[no-untyped-def]
+        require("embed", "label cleaning", "cleanlab", "sklearn")
         from cleanlab.filter import find_label_issues
 
         margins = self._oof_margins(X, groups, n_units, meta)
