@@ -12,7 +12,7 @@ import pytest
 from isa import Budget, PreferenceFile, make_method, run_selection
 from isa.align import ModelRegistry
 from isa.export import write_subsets
-from tests.conftest import ALPACA_SAMPLE, read_rows, write_jsonl
+from tests.conftest import ALPACA_SAMPLE, HH_SAMPLE, read_rows, write_jsonl
 
 N = 24
 
@@ -55,6 +55,14 @@ def layout_rows(layout: str, rows: list[dict]) -> list[dict]:
                         "human_ref_A": c if a_wins else j, "human_ref_B": j if a_wins else c,
                         "labels": int(a_wins), "score_A": 10 + i if a_wins else 3,
                         "score_B": 3 if a_wins else 10 + i, "score_ratio": 2.0})
+        elif layout == "standard":
+            out.append({"prompt": p, "chosen": c, "rejected": j, "margin": m})
+        elif layout == "implicit_prompt":
+            out.append({"chosen": f"Q: {p}\nA: {c}", "rejected": f"Q: {p}\nA: {j}"})
+        elif layout == "conversational_implicit":
+            out.append({"chosen": _user(p) + _assistant(c), "rejected": _user(p) + _assistant(j)})
+        elif layout == "kto":
+            out.append({"prompt": p, "completion": c if i % 2 else j, "label": bool(i % 2)})
         elif layout == "trl_conversational":
             out.append({"prompt": _user(p), "chosen": _assistant(c), "rejected": _assistant(j)})
         elif layout == "openai":
@@ -188,7 +196,8 @@ def test_exports_never_write_a_source_column_over_a_canonical_field(tmp_path, al
 
 # --- every layout through selection, every export shape, and TRL ------------------------
 
-ALL = [*LAYOUTS, "trl_conversational", "openai", "ranked"]
+ALL = [*LAYOUTS, "standard", "implicit_prompt", "trl_conversational", "conversational_implicit",
+       "openai", "hh_raw", "ranked"]
 
 
 @pytest.fixture(scope="module")
@@ -202,8 +211,13 @@ def tokenizer():
 
 
 def _exports(tmp_path, alpaca_rows, layout):
-    rows = (ranked_rows("nectar") if layout == "ranked"
-            else layout_rows(layout, _pairs(alpaca_rows)))
+    if layout == "ranked":
+        rows = ranked_rows("nectar")
+    elif layout == "hh_raw":
+        rows = read_rows(HH_SAMPLE, 30)
+    else:
+        rows = layout_rows(layout, [r for r in _pairs(alpaca_rows)  # a cuttable shared prefix
+                                    if not r["chosen"].startswith(r["rejected"])])
     data = PreferenceFile(write_jsonl(tmp_path / "in.jsonl", rows))
     result = run_selection(data, make_method("random", random_state=0), Budget(count=8))
     paths = {tmp_path / f"{s}.jsonl": s for s in ("input", "trl", "kto", "openai")}
@@ -292,3 +306,19 @@ def test_the_cli_reads_ranked_rows_with_the_pairing_asked_for(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "isa", "validate", str(path), "--pairing",
                            "all"], capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "pairing must be one of" in proc.stderr
+
+
+def test_a_kto_layouts_export_passes_trls_data_utilities(tmp_path, alpaca_rows, tokenizer):
+    from trl.data_utils import maybe_apply_chat_template
+
+    rows = layout_rows("kto", _pairs(alpaca_rows))
+    data = PreferenceFile(write_jsonl(tmp_path / "kto_in.jsonl", rows))
+    result = run_selection(data, make_method("random", random_state=0), Budget(count=8))
+    out = tmp_path / "kto.jsonl"
+    assert write_subsets(data, result, {out: "kto"})[out] == 8
+    _, tok = tokenizer
+    for row in (json.loads(x) for x in out.read_text().splitlines()):
+        src = next(r for r in rows if r["prompt"] == row["prompt"])
+        assert (row["completion"], row["label"]) == (src["completion"], src["label"])
+        templated = maybe_apply_chat_template(row, tok)
+        assert isinstance(templated["completion"], str)
