@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,6 +12,9 @@ from ..errors import ConfigError, EncoderError
 from .base import Encoder, ProgressFn, l2_normalize
 from .device import resolve_device, resolve_precision, torch_dtype
 from .models import SMOLLM2, causal_model_folder, resolve_causal_model
+
+#: one load at a time in a process (a load is seconds of CPU and a copy of the weights)
+_LOADING = threading.RLock()
 
 
 class CausalLMEncoder(Encoder):
@@ -71,6 +75,11 @@ class CausalLMEncoder(Encoder):
 
     def _load(self) -> None:
         """De-quantise (once per machine) and load the tokenizer and the base model."""
+        with _LOADING:  # threads sharing this encoder load it once
+            if self._model is None:
+                self._load_now()
+
+    def _load_now(self) -> None:
         import torch
         from transformers import AutoModel, AutoTokenizer
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +16,9 @@ from .device import resolve_device, resolve_precision, torch_dtype
 
 DEFAULT_SENTENCE_MODEL = "all-MiniLM-L6-v2"
 _PACKAGED = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+
+#: one load at a time in a process (a load is seconds of CPU and a copy of the weights)
+_LOADING = threading.RLock()
 
 
 def resolve_sentence_model(model: str) -> str:
@@ -121,6 +125,11 @@ class SentenceTransformerEncoder(Encoder):
 
     def _load(self) -> None:
         """Load the weights (seconds: torch, the tokenizer, the model; OpenVINO compiles)."""
+        with _LOADING:  # threads sharing this encoder load it once
+            if self._model is None:
+                self._load_now()
+
+    def _load_now(self) -> None:
         from sentence_transformers import SentenceTransformer
 
         try:

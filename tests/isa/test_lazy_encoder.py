@@ -20,13 +20,13 @@ from tests.conftest import write_jsonl
 def loads(monkeypatch) -> list[str]:
     """Every model load of the sentence encoder, by encoder name."""
     calls: list[str] = []
-    real = SentenceTransformerEncoder._load
+    real = SentenceTransformerEncoder._load_now
 
     def counting(self) -> None:
         calls.append(getattr(self, "name", "?"))
         real(self)
 
-    monkeypatch.setattr(SentenceTransformerEncoder, "_load", counting)
+    monkeypatch.setattr(SentenceTransformerEncoder, "_load_now", counting)
     return calls
 
 
@@ -99,3 +99,18 @@ def test_library_run_selection_with_a_disk_cache(loads, tmp_path, hh_rows):
     first = run()
     assert len(loads) == 1
     assert np.array_equal(run(), first) and len(loads) == 1
+
+
+def test_the_causal_lm_is_named_without_loading_or_dequantising(monkeypatch, tmp_path):
+    """Its name (the cache key) is its de-quantised folder's, known before that folder is
+    built: a cached run neither de-quantises the GGUF nor loads the model."""
+    from isa.embed import causal, models
+
+    def no_work(*args, **kwargs):  # noqa: ANN202
+        raise AssertionError("the model was loaded or de-quantised")
+
+    monkeypatch.setattr(causal.CausalLMEncoder, "_load_now", no_work)
+    monkeypatch.setattr(models, "dequantize_gguf", no_work)
+    enc = make_encoder("causal-lm", precision="float32", cache_dir=tmp_path)
+    assert enc.name == "clm:SmolLM2-135M-Instruct.Q4_1-f32:float32:len512:left:last"
+    assert not enc.loaded and not any(tmp_path.iterdir())
