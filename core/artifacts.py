@@ -48,7 +48,8 @@ class ArtifactStore:
         """Write ``key`` atomically: readers see the old object or the whole new one."""
         path = self._path(key)
         if self.local:
-            with atomic_output(Path(path)) as fh:
+            # tenants' files: readable by the service's own user only, whatever its umask
+            with atomic_output(Path(path), mode=0o600) as fh:
                 yield fh
         else:  # object stores publish an object only when its upload completes
             with self.fs.open(path, "wb") as fh:

@@ -33,3 +33,18 @@ def test_failed_write_leaves_nothing(tmp_path):
 def test_keys_from_outside_are_refused(tmp_path, key):
     with pytest.raises(ValueError):
         ArtifactStore(str(tmp_path)).open_read(key)
+
+
+def test_a_local_artifact_is_private_to_the_service_whatever_its_umask(tmp_path):
+    import os
+    import stat
+
+    store = ArtifactStore(str(tmp_path / "store"))
+    old = os.umask(0o022)
+    try:
+        with store.open_write("datasets/ds_1/upload.jsonl") as fh:
+            fh.write(b"{}\n")
+    finally:
+        os.umask(old)
+    path = tmp_path / "store" / "datasets" / "ds_1" / "upload.jsonl"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
