@@ -14,7 +14,14 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from app.api.deps import Artifacts, Datasets, Idempotency, Jobs, SettingsDep
+from app.api.deps import (
+    Artifacts,
+    DatasetIdempotency,
+    Datasets,
+    Idempotency,
+    Jobs,
+    SettingsDep,
+)
 from app.api.errors import ApiError
 from app.api.routes.datasets import upload_dataset
 from app.api.routes.jobs import create_job
@@ -46,7 +53,8 @@ def index(tenant: UiTenant, datasets: Datasets, jobs: Jobs) -> HTMLResponse:
 
 @router.post("/datasets", dependencies=[SameOrigin])
 async def upload(request: Request, tenant: UiTenant, datasets: Datasets, jobs: Jobs,
-                 artifacts: Artifacts, settings: SettingsDep) -> Response:
+                 artifacts: Artifacts, settings: SettingsDep,
+                 idem: DatasetIdempotency) -> Response:
     """The upload form, through the API's own ``upload_dataset``."""
     form = await request.form()
     file = form.get("file")
@@ -64,10 +72,13 @@ async def upload(request: Request, tenant: UiTenant, datasets: Datasets, jobs: J
         return await run_in_threadpool(_index, tenant, datasets, jobs, status_code=422,
                                        error=error)
     try:
+        # every argument named: the route's defaults are FastAPI markers, not values
         doc = await upload_dataset(
-            request=request, tenant=tenant, datasets=datasets, artifacts=artifacts,
-            settings=settings, file=file, format=file_format, shape=shape,  # type: ignore[arg-type]
-            column_map=None, id_field=None, on_invalid=on_invalid)
+            request=request, response=Response(), tenant=tenant, datasets=datasets,
+            artifacts=artifacts, settings=settings, idem=idem, file=file,
+            format=file_format, shape=shape,  # type: ignore[arg-type]
+            column_map=None, id_field=None, pairing=None, on_invalid=on_invalid,
+            idempotency_key=None)
     except ApiError as exc:
         return await run_in_threadpool(_index, tenant, datasets, jobs,
                                        status_code=exc.status, error=exc.message)
