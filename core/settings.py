@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     model_registry: dict[str, str] = Field(default_factory=dict)
     #: encoder models jobs may name beyond the packaged ones: {"name": "/local/folder"}
     encoder_models: dict[str, str] = Field(default_factory=dict)
+    #: the causal LM whose log-probabilities the DPO-native methods read (implicit_margin,
+    #: alignment_potential, margin_bayes): a packaged name, a .gguf file or a folder
+    reference_model: str = "SmolLM2-135M-Instruct"
     #: queue of align jobs; None: "gpu" when a worker serves it, else "cpu"
     align_queue: str | None = None
     #: days an embedding stays in the cache (0: forever)

@@ -91,6 +91,20 @@ def _open(input_: Path, fmt: str | None, shape: str | None, column_map: str | No
                           pairing=pairing)  # type: ignore[arg-type]
 
 
+def _reference_factory(model: str, device: str, precision: str,
+                       batch_size: int | None) -> Any:
+    """The reference scorer, built only if the method reads reference log-probabilities."""
+    def build() -> Any:
+        from .extras import require
+
+        require("embed", "the reference model", "torch", "transformers")
+        from .embed.reference import ReferenceScorer
+
+        return ReferenceScorer(model, device=device, precision=precision,
+                               batch_size=batch_size or 8)
+    return build
+
+
 def _encoder_factory(encoder: str, model: str | None, device: str, precision: str,
                      batch_size: int | None, backend: str = "torch") -> Any:
     """The encoder, loaded when called; a bad ``--backend`` fails before any work."""
@@ -135,6 +149,10 @@ def select(
     id_field: IdFieldOpt = None,
     pairing: PairingOpt = "best_vs_worst",
     on_invalid: OnInvalidOpt = "fail",
+    reference_model: Annotated[str, typer.Option(
+        help="causal LM whose log-probabilities the DPO-native methods read "
+             "(implicit_margin, alignment_potential, margin_bayes): a packaged name, a "
+             ".gguf file or a local folder")] = "SmolLM2-135M-Instruct",
     summary: Annotated[Path | None, typer.Option(help="write a JSON run summary here")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="keep embeddings here between runs")]
     = None,
@@ -162,7 +180,9 @@ def select(
         with StageBar(not quiet, console=err) as progress:
             cache = DiskEmbeddingCache(cache_dir) if cache_dir else None
             result = run_selection(data, chosen, bud, encoder=load_encoder, level=level,  # type: ignore[arg-type]
-                                   template=template, cache=cache, progress=progress)
+                                   template=template, cache=cache, progress=progress,
+                                   reference=_reference_factory(reference_model, device,
+                                                                precision, batch_size))
             if cache is not None:
                 cache.save()
             shape_out = export or default_export_shapes(result.units)[0]

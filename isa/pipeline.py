@@ -342,6 +342,10 @@ class SelectionPlan:
     encoder_key: Any = None
     source_key: str | None = None
     keep_texts: bool = True
+    #: the reference model (``isa.embed.reference.ReferenceScorer``, or a factory) for a
+    #: method that reads its log-probabilities; ``reference_key`` as ``encoder_key``
+    reference: Encoder | Callable[[], Encoder] | None = None
+    reference_key: Any = None
 
     def score_key(self) -> str | None:
         """The score cache key: everything that changes the fitted scores."""
@@ -352,6 +356,7 @@ class SelectionPlan:
             "params": self.method.get_params(), "level": self.level,
             "template": self.template,
             "encoder": self.encoder_key if self.method.needs_embeddings else None,
+            "reference": self.reference_key if self.method.needs_reference else None,
             # a greedy method's order past the budget differs by budget: key it too
             "budget": self.budget.to_dict() if self.method.uses_budget_hint else None,
         }
@@ -372,6 +377,9 @@ class SelectionResult:
     encoder_name: str | None
     timings: dict[str, float]
     score_cache_hit: bool = False
+    #: the reference model's scoring, for a method that reads it
+    reference_stats: EmbedStats | None = None
+    reference_name: str | None = None
 
     @property
     def n_selected(self) -> int:
@@ -393,6 +401,9 @@ class SelectionResult:
             "encoder": self.encoder_name,
             "embedding": self.embed_stats.to_dict() if self.embed_stats else None,
             "score_cache_hit": self.score_cache_hit,
+            **({"reference": {"model": self.reference_name,
+                              **self.reference_stats.to_dict()}}
+               if self.reference_stats else {}),
             "ingest": {k: v for k, v in self.ingest.to_dict().items() if k != "skipped"},
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
         }
@@ -425,6 +436,8 @@ class SelectionRun:
         self.scored = False
         self._encoder: Encoder | None = None
         self._lookup: EmbeddingLookup | None = None
+        self.reference_stats: EmbedStats | None = None
+        self._reference: Encoder | None = None
 
     def _timed(self, stage: str, t0: float) -> None:
         self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - t0
@@ -502,6 +515,26 @@ class SelectionRun:
         self._timed("embedding", t0)
         return self.X
 
+    def score_reference(self) -> None:
+        """The reference model's log-probabilities of every pair's answers, into the
+        units' numeric columns (what the cache holds is not scored again)."""
+        from .embed.reference import reference_columns
+
+        enc = self.plan.reference
+        if enc is None:
+            raise ConfigError(f"method {self.plan.method.name!r} needs a reference model",
+                              code="needs_reference")
+        if self.units.level != "pair":
+            raise ConfigError("reference log-probabilities are per pair: select at the pair "
+                              "level", code="needs_pairs")
+        t0 = time.perf_counter()
+        self._reference = enc if isinstance(enc, Encoder) else enc()
+        columns, self.reference_stats = reference_columns(
+            self.plan.source, self.units.row_ids, self._reference, cache=self.cache,
+            progress=lambda d, t: self.progress("reference", d, t))
+        self.units.meta.update(columns)
+        self._timed("reference", t0)
+
     def score(self) -> SelectionMethod:
         """Fit the method (unless its scores were restored) and cache its state."""
         method = self.plan.method
@@ -509,6 +542,8 @@ class SelectionRun:
             return method
         if method.needs_embeddings and self.X is None:
             self.embed()
+        if method.needs_reference and self.reference_stats is None:
+            self.score_reference()
         t0 = time.perf_counter()
         n = len(self.units)
         self.progress("scoring", 0, n)
@@ -532,7 +567,9 @@ class SelectionRun:
         return SelectionResult(self.units, self.plan.method, self.plan.budget, selected,
                                self.report, self.embed_stats,
                                self._encoder.name if self._encoder else None,
-                               dict(self.timings), self.score_cache_hit)
+                               dict(self.timings), self.score_cache_hit,
+                               self.reference_stats,
+                               self._reference.name if self._reference else None)
 
     def run(self) -> SelectionResult:
         """read → (restore scores | embed → score) → select, in this process."""
@@ -546,9 +583,12 @@ def run_selection(source: PreferenceFile, method: SelectionMethod, budget: Budge
                   encoder: Encoder | Callable[[], Encoder] | None = None,
                   level: Level = "auto", template: str = "prompt_completion",
                   cache: EmbeddingCache | None = None,
-                  progress: StageProgress | None = None) -> SelectionResult:
+                  progress: StageProgress | None = None,
+                  reference: Encoder | Callable[[], Encoder] | None = None) -> SelectionResult:
     """read → embed → score → select in this process. ``encoder`` may be a factory, called
-    only when the method needs embeddings (``random`` and ``margin`` never load a model)."""
+    only when the method needs embeddings (``random`` and ``margin`` never load a model);
+    ``reference`` likewise, for a method that reads reference log-probabilities
+    (``isa.embed.reference.ReferenceScorer``)."""
     plan = SelectionPlan(source, method, budget, level=level, template=template,
-                         encoder=encoder)
+                         encoder=encoder, reference=reference)
     return SelectionRun(plan, cache=cache, progress=progress).run()

@@ -30,6 +30,7 @@ class WorkerContext:
     metrics: Metrics
     artifacts: ArtifactStore
     _encoders: dict[str, Encoder] = field(default_factory=dict)
+    _reference: Encoder | None = None
     _embeddings: dict[str, ShardedEmbeddingStore] = field(default_factory=dict)
 
     def _cache_prefix(self, tenant: str) -> str:
@@ -65,6 +66,17 @@ class WorkerContext:
             self._encoders[key] = make_encoder(**spec.options(self.settings.encoder_models),
                                                **extra, cache_dir=self.settings.model_cache_dir)
         return self._encoders[key]
+
+
+    def reference(self) -> Encoder:
+        """The reference scorer (``settings.reference_model``), built once per worker
+        process; its model loads on the first pairs the embedding store lacks."""
+        if self._reference is None:
+            from isa.embed.reference import ReferenceScorer
+
+            self._reference = ReferenceScorer(self.settings.reference_model,
+                                              cache_dir=self.settings.model_cache_dir)
+        return self._reference
 
 
 @cache

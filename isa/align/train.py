@@ -182,37 +182,11 @@ def run_alignment(train: Sequence[Example], model_path: Path, out_dir: Path,
 def _logps(model: Any, tok: Any, prompts: list[str], completions: list[str],
            max_length: int, batch_size: int = 8) -> list[float]:
     """Sum of log-probabilities of each completion given its prompt (prompt cut from the
-    left when the pair is longer than ``max_length``)."""
-    import torch
+    left when the pair is longer than ``max_length``): the reference scorer's pass."""
+    from ..embed.reference import SUM, sequence_logps
 
-    out: list[float] = []
-    device = next(model.parameters()).device
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    with torch.inference_mode():
-        for s in range(0, len(prompts), batch_size):
-            seqs, n_comp = [], []
-            for p, c in zip(prompts[s:s + batch_size], completions[s:s + batch_size],
-                            strict=True):
-                ids_p = tok(p)["input_ids"]
-                ids_c = tok(c, add_special_tokens=False)["input_ids"] or [tok.eos_token_id]
-                ids = (ids_p + ids_c)[-max_length:]
-                seqs.append(ids)
-                n_comp.append(min(len(ids_c), len(ids) - 1))
-            width = max(len(x) for x in seqs)
-            input_ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(seqs), width), dtype=torch.long)
-            for i, ids in enumerate(seqs):
-                input_ids[i, :len(ids)] = torch.tensor(ids)
-                mask[i, :len(ids)] = 1
-            logits = model(input_ids=input_ids.to(device),
-                           attention_mask=mask.to(device)).logits.float()
-            logp = torch.log_softmax(logits[:, :-1], dim=-1)
-            target = input_ids[:, 1:].to(device)
-            token_logp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-            for i, ids in enumerate(seqs):
-                end = len(ids) - 1
-                out.append(float(token_logp[i, end - n_comp[i]:end].sum()))
-    return out
+    return sequence_logps(model, tok, prompts, completions, max_length=max_length,
+                          batch_size=batch_size)[:, SUM].astype(float).tolist()
 
 
 def preference_eval(policy: Any, base: Any, tok: Any, pairs: list[dict[str, str]], *,

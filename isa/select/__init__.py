@@ -1,6 +1,7 @@
 """Selection methods: one interface, a name registry, budgets."""
 
 from . import baselines as _baselines  # noqa: F401  (registers the baselines)
+from . import dpo_native as _dpo_native  # noqa: F401  (registers the DPO-native selectors)
 from . import isa as _isa  # noqa: F401  (registers ISA)
 from . import preference as _preference  # noqa: F401  (registers the preference methods)
 from . import variants as _variants  # noqa: F401  (registers the ISA variants)

@@ -46,6 +46,9 @@ class SelectionMethod:
     needs_embeddings: ClassVar[bool] = True
     #: True when ``n_select`` changes the ranking (greedy methods stop at the budget)
     uses_budget_hint: ClassVar[bool] = False
+    #: True when the method reads the reference model's log-probabilities of each pair's
+    #: answers (``isa.select.dpo_native``); see ``needs_reference``
+    uses_reference: ClassVar[bool] = False
 
     scores_: np.ndarray
     ranking_: np.ndarray
@@ -108,6 +111,20 @@ class SelectionMethod:
     def _fit(self, X: np.ndarray | None, groups: np.ndarray, n_units: int, meta: dict,
              n_select: int | None) -> np.ndarray:
         raise NotImplementedError
+
+    @property
+    def needs_reference(self) -> bool:
+        """The pipeline must compute reference log-probabilities: this method reads them,
+        or the method it composes (``base``, ``quality``) does."""
+        if self.uses_reference:
+            return True
+        for nested in ("base", "quality"):
+            name = getattr(self, nested, None)
+            if isinstance(name, str) and name in METHODS:
+                inner = make_method(name, **(getattr(self, f"{nested}_params", None) or {}))
+                if inner.needs_reference:
+                    return True
+        return False
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """The fitted results as named arrays, for a score cache to store.

@@ -17,6 +17,7 @@ from isa import (
     make_method,
 )
 from isa.select import METHODS
+from isa.select.dpo_native import REF_COLUMNS
 
 
 def _blobs(n: int = 300, d: int = 8, seed: int = 0) -> np.ndarray:
@@ -92,7 +93,10 @@ def _pair_data(n: int = 150) -> dict:
             "meta": {"margin": np.round(rng.random(n), 1),
                      "_prompt_group": (np.arange(n) % 30).astype(float),
                      "_chosen_chars": rng.integers(50, 500, n).astype(float),
-                     "_rejected_chars": rng.integers(50, 500, n).astype(float)}}
+                     "_rejected_chars": rng.integers(50, 500, n).astype(float),
+                     # the reference model's log-probabilities the DPO-native methods read
+                     **{c: -rng.gamma(2.0, 20.0 if c.startswith("ref_logp") else 1.0, n)
+                        for c in REF_COLUMNS}}}
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))

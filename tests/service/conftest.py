@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from isa.align import ModelRegistry
 from tests.conftest import TEST_REDIS_URL
 from tests.service.harness import S3Server, Service, running_service
 
@@ -38,7 +39,9 @@ def service(tmp_path_factory, s3) -> Iterator[Service]:
                                                   "http://127.0.0.1:"]),
            "ISA_IMPORT_STORAGE_OPTIONS": json.dumps({"s3": s3.storage_options()}),
            # presigned URLs: a query string only on the loopback web servers
-           "ISA_IMPORT_QUERY_ALLOWED_URLS": json.dumps(["http://127.0.0.1:"])}
+           "ISA_IMPORT_QUERY_ALLOWED_URLS": json.dumps(["http://127.0.0.1:"]),
+           # the DPO-native methods' reference model: the tiny random one (plumbing)
+           "ISA_REFERENCE_MODEL": str(ModelRegistry().resolve("tiny-llama-random"))}
     with running_service(TEST_REDIS_URL, tmp_path_factory.mktemp("service-data"),
                          extra_env=env) as svc:
         yield svc

@@ -51,3 +51,23 @@ def test_ultrafeedback_binarized_and_ranked_rows_upload_select_and_export(servic
     with open(ranked, "rb") as fh:
         r = c.post("/v1/datasets", files={"file": ("r.jsonl", fh)}, data={"pairing": "all"})
     assert r.status_code == 422, r.text
+
+
+def test_a_dpo_native_select_job_scores_with_the_reference_model_once(service, tmp_path):
+    c = service.client()
+    rows = [r for r in read_rows(ALPACA_SAMPLE, 40) if r["chosen"] != r["rejected"]][:30]
+    ds = service.wait_dataset(c, service.upload(c, write_jsonl(tmp_path / "a.jsonl", rows))["id"])
+    assert ds["status"] == "ready", ds
+    body = {"type": "select", "dataset_id": ds["id"], "method": "margin_bayes",
+            "budget": {"count": 6}}
+    job = service.wait_job(c, c.post("/v1/jobs", json=body).json()["id"])
+    assert job["status"] == "succeeded", job
+    ref = job["result"]["reference"]
+    assert ref["model"].startswith("ref:tiny-llama-random") and ref["embedded"] == 60
+    assert len(_jsonl(c.get(job["result"]["files"]["jsonl"]).content)) == 6
+    # another DPO-native method on the same pairs: the store has every log-probability
+    job2 = service.wait_job(c, c.post("/v1/jobs", json={
+        **body, "method": "implicit_margin", "params": {"order": "hard"}}).json()["id"])
+    assert job2["status"] == "succeeded", job2
+    assert (job2["result"]["reference"]["cached"], job2["result"]["reference"]["embedded"]) == (
+        60, 0)

@@ -60,6 +60,7 @@ def _selection(job: JobRun, progress: StageProgress | None = None) -> SelectionR
     plan = SelectionPlan(
         job.open(ds), method, req.budget, level=req.level, template=req.template,
         encoder=lambda: ctx.encoder(req.encoder), encoder_key=req.encoder.model_dump(),
+        reference=ctx.reference, reference_key=ctx.settings.reference_model,
         source_key=f"{ds['sha256']}:{json.dumps(ds.get('options'), sort_keys=True)}",
         keep_texts=not scoring.reads_keys_only(job, method, ds))
     return SelectionRun(plan, cache=ctx.embeddings(job.tenant), scores=ctx.scores(job.tenant),
@@ -191,6 +192,8 @@ def _finish(job: JobRun, run: SelectionRun) -> None:
         "budget": result.budget.to_dict(),
         "files": files,
         "score_cache_hit": result.score_cache_hit,
+        "reference": None if result.reference_stats is None else {
+            "model": result.reference_name, **result.reference_stats.to_dict()},
         "embedding": None if not result.method.needs_embeddings else {
             "texts": record.get("texts", result.units.n_items),
             "unique": record.get("texts_unique"),
