@@ -25,12 +25,29 @@ from isa.remote.contract import (
     parse_job_request,
 )
 
+#: records since column_map runs {their_column: our_field} carry this; an older record's
+#: map ran {our_field: their_column} and is read the other way round
+COLUMN_MAP_VERSION = 2
+
+
+def record_options(record: dict[str, Any]) -> DatasetOptions:
+    """The read options of a data set record, as they read the file when it was
+    validated: an old record's column map turned to today's direction, and the shape it
+    was validated as pinned (a later version's detection must not read it otherwise)."""
+    options = DatasetOptions.model_validate(record["options"])
+    update: dict[str, Any] = {}
+    if options.column_map and int(record.get("column_map_v") or 1) < COLUMN_MAP_VERSION:
+        update["column_map"] = {v: k for k, v in options.column_map.items()}
+    if options.shape is None and record.get("shape"):
+        update["shape"] = record["shape"]
+    return options.model_copy(update=update) if update else options
+
 
 def open_dataset(record: dict[str, Any], artifacts: ArtifactStore,
                  settings: Settings) -> PreferenceFile:
     """A data set record's file, read with the options it was uploaded with, under the
     service's ingest limits."""
-    return DatasetOptions.model_validate(record["options"]).open(
+    return record_options(record).open(
         artifacts.local_path(record["artifact"]), max_rows=settings.max_rows,
         max_field_chars=settings.max_field_chars,
         max_decompression_ratio=settings.max_decompression_ratio)
@@ -55,6 +72,6 @@ def job_public(doc: dict[str, Any]) -> JobPublic:
         attempts=doc.get("attempts", 0), webhook=doc.get("webhook"))
 
 
-__all__ = ["JOB_TYPES", "AlignJob", "CurveJob", "DatasetOptions", "EncoderSpec",
-           "EvaluateJob", "JobRequest", "job_public", "MethodSpec", "SelectJob", "check_methods",
-           "open_dataset", "parse_job_request"]
+__all__ = ["COLUMN_MAP_VERSION", "JOB_TYPES", "AlignJob", "CurveJob", "DatasetOptions",
+           "EncoderSpec", "EvaluateJob", "JobRequest", "job_public", "MethodSpec", "SelectJob",
+           "check_methods", "open_dataset", "parse_job_request", "record_options"]

@@ -369,7 +369,7 @@ class DatasetStore(RecordStore):
     terminal = frozenset({"ready", "invalid"})
     json_fields = frozenset({"options", "report", "error", "hub"})
     int_fields = frozenset({"size_bytes", "rows_read", "rows_valid", "rows_skipped",
-                            "attempts"})
+                            "attempts", "column_map_v", "examples"})
     float_fields = frozenset({"created_at", "updated_at"})
 
     def _bytes_key(self, tenant: str) -> str:

@@ -143,6 +143,7 @@ def read_units(source: PreferenceFile, *, level: Level = "auto",
     non_numeric: set[str] = set()
     resolved: str | None = None
     paired = False
+    last_row = -1
     for ex in source.iter_examples():
         resolved = resolved or _resolve_level(level, ex)
         if resolved == "pair" and ex.kind != "pair":
@@ -153,7 +154,12 @@ def read_units(source: PreferenceFile, *, level: Level = "auto",
             lengths = (len(render_text(ex.chosen or "")), len(render_text(ex.rejected or "")))
         else:
             lengths = (math.nan, math.nan)
-        for side in _unit_sides(ex, resolved):
+        sides = _unit_sides(ex, resolved)
+        if resolved == "item" and ex.row == last_row:
+            # a ranked row's later pairs share its best answer: one item for it
+            sides = [s for s in sides if s != "chosen"]
+        last_row = ex.row
+        for side in sides:
             _collect_numeric(ex.extra, len(row_ids), numeric, non_numeric)
             row_ids.append(ex.row_id)
             side_codes.append(_SIDE_CODE[side])

@@ -245,6 +245,9 @@ class PreferenceFile:
                         location=Location(str(self.path), rec.line, rec.row, source),
                     )
                 continue  # reported as a missing field by the shape parser
+            if target in data and target not in self.column_map:
+                # the file has a column of the field's name too: kept, not written over
+                mapped[f"source_{target}"] = mapped[target]
             mapped[target] = mapped.pop(source)
         return mapped
 

@@ -85,7 +85,7 @@ def shp(r: dict[str, Any]) -> list[dict[str, Any]]:
     a_wins = choice(r, "labels", (1, 0)) == 1
     fields: dict[str, Any] = {"kind": "pair", "prompt": string(r, "history", allow_empty=True),
                               "chosen": a if a_wins else b, "rejected": b if a_wins else a}
-    if r.get("score_A") is not None and r.get("score_B") is not None:
+    if r.get("score_A") not in (None, "") and r.get("score_B") not in (None, ""):
         sa, sb = number(r["score_A"], "score_A"), number(r["score_B"], "score_B")
         fields["derived"] = {"score_chosen": sa if a_wins else sb,
                              "score_rejected": sb if a_wins else sa}
@@ -140,7 +140,10 @@ def _rated_answer(answer: Any, index: int,
             break
     else:
         if answer.get("rank") is not None:
-            rating = -number(answer["rank"], f"{where}.rank")
+            try:
+                rating = -number(answer["rank"], f"{where}.rank")
+            except ShapeViolation:
+                return None  # "N/A": unranked, as an unusable rating is
     if rating is None:
         return None
     model = next((answer[k] for k in _ANSWER_MODEL if isinstance(answer.get(k), str)), None)

@@ -78,12 +78,6 @@ def detect_shape(record: dict[str, Any]) -> str | None:
         return "openai"
     if "completion" in keys and "label" in keys:
         return "kto"
-    if any(k in keys for k in RANKED_ANSWERS) and any(k in keys for k in RANKED_PROMPTS):
-        return "ranked"
-    if {"response_0", "response_1", "better_response_id"} <= keys:
-        return "pku_saferlhf"
-    if {"human_ref_A", "human_ref_B", "labels"} <= keys:
-        return "shp"
     if "chosen" in keys and "rejected" in keys:
         chosen = maybe_json(record["chosen"])
         if "question" in keys and "prompt" not in keys and isinstance(chosen, str):
@@ -100,6 +94,14 @@ def detect_shape(record: dict[str, Any]) -> str | None:
                 and HH_ASSISTANT in chosen:
             return "hh_raw"
         return "implicit_prompt"
+    # the layouts without chosen/rejected columns (a pair file may carry an "answers"
+    # column of its own: it stays a pair file)
+    if any(k in keys for k in RANKED_ANSWERS) and any(k in keys for k in RANKED_PROMPTS):
+        return "ranked"
+    if {"response_0", "response_1", "better_response_id"} <= keys:
+        return "pku_saferlhf"
+    if {"human_ref_A", "human_ref_B", "labels"} <= keys:
+        return "shp"
     return None
 
 

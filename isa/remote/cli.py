@@ -97,8 +97,11 @@ def upload(
     fmt: Annotated[str | None, typer.Option("--input-format", help="input container")]
     = None,
     shape: Annotated[str | None, typer.Option(help="input shape (default: detect)")] = None,
-    column_map: Annotated[str | None, typer.Option(help='JSON, e.g. {"prompt": "q"}')] = None,
+    column_map: Annotated[str | None, typer.Option(
+        help='JSON {"your_column": "our_field"}, e.g. {"question": "prompt"}')] = None,
     id_field: Annotated[str | None, typer.Option(help="column to use as row_id")] = None,
+    pairing: Annotated[str | None, typer.Option(
+        help="rows of N rated answers (shape ranked): best_vs_worst | best_vs_each")] = None,
     on_invalid: Annotated[str, typer.Option(help="fail | skip")] = "fail",
     quiet: QuietOpt = False,
 ) -> None:
@@ -106,7 +109,7 @@ def upload(
     with _client() as c:
         ds = _run(lambda: c.upload(input_, format=fmt, shape=shape,
                                    column_map=json.loads(column_map) if column_map else None,
-                                   id_field=id_field, on_invalid=on_invalid,
+                                   id_field=id_field, on_invalid=on_invalid, pairing=pairing,
                                    progress=not quiet))
     err.print(f"[green]ready[/] {ds.rows_valid:,} rows ({ds.shape}, {ds.format})"
               + (f", {ds.rows_skipped:,} skipped" if ds.rows_skipped else ""))

@@ -281,6 +281,9 @@ class DatasetPublic(BaseModel):
     shape: str | None = None
     rows_read: int | None = None
     rows_valid: int | None = None
+    #: the preference pairs (or KTO items) the valid rows hold: more than rows_valid when
+    #: rows of ranked answers become several pairs (pairing best_vs_each)
+    examples: int | None = None
     rows_skipped: int | None = None
     report: dict[str, Any] | None = None
     error: ErrorInfo | None = None

@@ -82,3 +82,38 @@ def test_nulls_of_other_types_are_ignored_and_stored_requests_parse_leniently():
     assert type(parse_job_request(old, stored=True)) is AlignJob
     with pytest.raises(ValidationError):
         parse_job_request(old)
+
+
+def test_records_read_their_file_as_when_they_were_validated(tmp_path, alpaca_rows):
+    """A record from before column_map changed direction, and one validated under
+    another version's shape detection, still read the same rows."""
+    from core.artifacts import ArtifactStore
+    from core.contract import COLUMN_MAP_VERSION, open_dataset
+    from core.settings import Settings
+    from tests.conftest import write_jsonl
+
+    store = ArtifactStore(str(tmp_path / "store"))
+    rows = [{"question": r["prompt"], "good": r["chosen"], "bad": r["rejected"]}
+            for r in alpaca_rows[:5]]
+    store.put_file(write_jsonl(tmp_path / "a.jsonl", rows), "datasets/ds_a/upload.jsonl")
+    old = {"artifact": "datasets/ds_a/upload.jsonl",
+           "options": {"column_map": {"prompt": "question", "chosen": "good",
+                                      "rejected": "bad"}}}
+    new = {**old, "column_map_v": COLUMN_MAP_VERSION,
+           "options": {"column_map": {"question": "prompt", "good": "chosen",
+                                      "bad": "rejected"}}}
+    for record in (old, new):
+        ex = list(open_dataset(record, store, Settings()))
+        assert [(e.prompt, e.chosen) for e in ex] == [(r["question"], r["good"]) for r in rows]
+    # question/chosen/rejected strings are orca now; a record validated as implicit_prompt
+    # keeps reading as that (its units, cache keys and export shape unchanged)
+    raw = [{"question": r["prompt"], "chosen": f"A: {r['chosen']}",
+            "rejected": f"A: {r['rejected']}"} for r in alpaca_rows[:5]]
+    store.put_file(write_jsonl(tmp_path / "b.jsonl", raw), "datasets/ds_b/upload.jsonl")
+    record = {"artifact": "datasets/ds_b/upload.jsonl", "options": {}}
+    data = open_dataset(record, store, Settings())
+    list(data)
+    assert data.report.shape == "orca"
+    data = open_dataset({**record, "shape": "implicit_prompt"}, store, Settings())
+    list(data)
+    assert data.report.shape == "implicit_prompt"

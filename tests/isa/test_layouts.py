@@ -323,3 +323,38 @@ def test_a_kto_layouts_export_passes_trls_data_utilities(tmp_path, alpaca_rows, 
         assert (row["completion"], row["label"]) == (src["completion"], src["label"])
         templated = maybe_apply_chat_template(row, tok)
         assert isinstance(templated["completion"], str)
+
+
+def test_edge_rows_of_the_layouts(tmp_path, alpaca_rows):
+    from isa.pipeline import read_units
+
+    pairs = _pairs(alpaca_rows)[:4]
+    # a pair file with an "answers" column of its own stays a pair file
+    extra = [{**p, "answers": ["x", "y"]} for p in pairs]
+    data = PreferenceFile(write_jsonl(tmp_path / "s.jsonl", extra))
+    assert len(list(data)) == 4 and data.report.shape == "standard"
+    # SHP from CSV with empty score cells: valid pairs, no scores
+    shp = tmp_path / "shp.csv"
+    shp.write_text("history,human_ref_A,human_ref_B,labels,score_A,score_B\n"
+                   "q,first,second,0,,\nq2,a,b,1,4,2\n")
+    rows = list(PreferenceFile(shp))
+    assert rows[0].chosen == "second" and "score_chosen" not in rows[0].extra
+    assert rows[1].extra["score_chosen"] == 4.0
+    # a rank that is not a number leaves that answer out, as an unusable rating does
+    nectar = [{"prompt": "q", "answers": [{"answer": "a", "rank": 1},
+                                          {"answer": "b", "rank": "N/A"},
+                                          {"answer": "c", "rank": 2}]}]
+    (ex,) = list(PreferenceFile(write_jsonl(tmp_path / "n.jsonl", nectar)))
+    assert (ex.chosen, ex.rejected) == ("a", "c")
+    # item level, best vs each: a row's best answer is one item, not one per pair
+    ranked = [{"prompt": "q", "answers": [{"answer": t, "rank": k + 1}
+                                          for k, t in enumerate("abcd")]}]
+    table, _ = read_units(PreferenceFile(write_jsonl(tmp_path / "r.jsonl", ranked),
+                                         pairing="best_vs_each"), level="item")
+    assert sorted(table.sides) == ["chosen", "rejected", "rejected", "rejected"]
+    # a column mapped onto a name the file has too: the file's own is kept aside
+    both = [{"prompt": "ignored", "question": p["prompt"], "chosen": p["chosen"],
+             "rejected": p["rejected"]} for p in pairs]
+    ex = list(PreferenceFile(write_jsonl(tmp_path / "b.jsonl", both),
+                             column_map={"question": "prompt"}))
+    assert ex[0].prompt == pairs[0]["prompt"] and ex[0].extra["source_prompt"] == "ignored"

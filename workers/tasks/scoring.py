@@ -53,7 +53,9 @@ def reads_keys_only(job: JobRun, method: Any, dataset: dict[str, Any]) -> bool:
     as map/reduce (a file holds at least as many units as valid rows). Its texts are
     hashed as they stream by; those the store lacks are found again by key."""
     return (type(method) is ISA
-            and int(dataset.get("rows_valid") or 0) > job.ctx.settings.score_shard_units)
+            # units: the pairs the rows hold (a ranked row may hold several)
+            and int(dataset.get("examples") or dataset.get("rows_valid") or 0)
+            > job.ctx.settings.score_shard_units)
 
 
 def _folder(job_id: str) -> str:

@@ -17,7 +17,7 @@ from app.api.pagination import After, Limit, Offset, read_page
 from app.api.schemas import DatasetPublic, DatasetRows, DatasetsPublic
 from core.artifacts import Keys
 from core.celery_app import TASK_VALIDATE, celery_app
-from core.contract import DatasetOptions, open_dataset
+from core.contract import COLUMN_MAP_VERSION, DatasetOptions, open_dataset
 from core.imports import QUERY_TTL_S, check_import_url, file_name, query_key, without_query
 from core.records import new_id
 from isa.errors import ConfigError
@@ -122,7 +122,7 @@ async def upload_dataset(
         await file.close()
     fields = {"filename": (file.filename or "upload")[:255], "size_bytes": size,
               "sha256": digest.hexdigest(), "artifact": artifact,
-              "options": options.model_dump()}
+              "options": options.model_dump(), "column_map_v": COLUMN_MAP_VERSION}
     if idempotency_key is not None:
         # the body's fingerprint: the file's bytes (their sha256), its name and the options
         fingerprint = idem.fingerprint({"upload": {k: fields[k] for k in (
@@ -195,7 +195,8 @@ def import_dataset(body: DatasetImport, response: Response, tenant: CurrentTenan
                 "source_url": without_query(body.url),
                 "hub": body.hub.model_dump() if body.hub else None,
                 "options": DatasetOptions.model_validate(
-                    body.model_dump(exclude={"url", "hub"})).model_dump(), **extra})
+                    body.model_dump(exclude={"url", "hub"})).model_dump(),
+                "column_map_v": COLUMN_MAP_VERSION, **extra})
             celery_app.send_task(TASK_VALIDATE, args=(dataset_id,),
                                  queue=settings.default_queue)
         except BaseException:
