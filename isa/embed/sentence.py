@@ -149,26 +149,29 @@ class SentenceTransformerEncoder(Encoder):
                                f"{model.max_seq_length} tokens, not as its config says",
                                model=self._model_arg)
         model.tokenizer.truncation_side = self._truncation_side
-        self._dim = int(model.get_embedding_dimension()
-                        if hasattr(model, "get_embedding_dimension")
-                        else model.get_sentence_embedding_dimension())
-        self._model = model
+        dim = int(model.get_embedding_dimension()
+                  if hasattr(model, "get_embedding_dimension")
+                  else model.get_sentence_embedding_dimension())
         if self.backend == "openvino":
-            self._openvino = self._to_openvino()
+            # compiled before the model is published: a failed compile leaves the encoder
+            # unloaded, never half-loaded (torch vectors filed under ':openvino')
+            self._openvino = self._to_openvino(model)
+        self._dim = dim
+        self._model = model  # last: ``loaded`` means every part is in place
 
-    def _to_openvino(self):  # noqa: ANN202 - an OpenVINO compiled model
+    def _to_openvino(self, model):  # noqa: ANN001, ANN202 - an OpenVINO compiled model
         """The transformer converted to OpenVINO, compiled for this CPU in the encoder's
         precision; pooling and normalisation stay here (mean pooling only)."""
         import openvino as ov
         import torch
 
-        pooling = self.model[1] if len(self.model) > 1 else None
+        pooling = model[1] if len(model) > 1 else None
         mode = getattr(pooling, "pooling_mode", None)  # sentence-transformers 5; 3-4 below
         if not (mode == "mean" or getattr(pooling, "pooling_mode_mean_tokens", False)):
             raise ConfigError("backend 'openvino' supports mean-pooling models",
                               code="invalid_encoder")
-        hf = self.model[0].auto_model.float().eval()
-        example = self.model.tokenizer(["an example"], return_tensors="pt")
+        hf = model[0].auto_model.float().eval()
+        example = model.tokenizer(["an example"], return_tensors="pt")
         self._ov_inputs = list(example.keys())
         with torch.no_grad():
             converted = ov.convert_model(hf, example_input=dict(example))
@@ -193,7 +196,7 @@ class SentenceTransformerEncoder(Encoder):
         for start in range(0, len(texts), self.chunk_size):
             chunk = list(texts[start:start + self.chunk_size])
             model = self.model  # loads on the first texts the cache lacked
-            vecs = self._encode_openvino(chunk) if self._openvino is not None else \
+            vecs = self._encode_openvino(chunk) if self.backend == "openvino" else \
                 model.encode(chunk, batch_size=self.batch_size, convert_to_numpy=True,
                                   normalize_embeddings=True, show_progress_bar=False)
             # re-normalise in float32: the model's own Normalize layer ran in bf16

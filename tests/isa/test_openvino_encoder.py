@@ -46,3 +46,21 @@ def test_openvino_is_refused_where_it_does_not_apply():
     assert err.value.code == "invalid_encoder"
     with pytest.raises(ConfigError):
         make_encoder("sentence", backend="onnx")
+
+
+def test_a_failed_compile_leaves_the_encoder_unloaded_never_on_torch(texts, monkeypatch):
+    from isa.embed.sentence import SentenceTransformerEncoder
+
+    enc = make_encoder("sentence", backend="openvino", precision="float32")
+    calls = []
+
+    def broken(self, model):  # noqa: ANN001, ANN202
+        calls.append(1)
+        raise ConfigError("compile failed", code="invalid_encoder")
+
+    monkeypatch.setattr(SentenceTransformerEncoder, "_to_openvino", broken)
+    for _ in range(2):  # the second call tries again: it does not fall back to torch
+        with pytest.raises(ConfigError, match="compile failed"):
+            enc.encode(texts[:2])
+        assert not enc.loaded
+    assert len(calls) == 2
