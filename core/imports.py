@@ -68,7 +68,9 @@ def check_import_url(url: str, settings: Settings) -> list[str]:
         hub_repo(url)  # the Hub's repository id rules
         return []
     if parts.scheme in ("http", "https"):
-        return check_callback_url(url, settings.outbound_allowed_networks, field="url",
+        # the URL without its query: the same host is resolved and checked, and a refusal
+        # (a host that does not resolve, a private address) never repeats a signature
+        return check_callback_url(shown, settings.outbound_allowed_networks, field="url",
                                   code="import_not_allowed")
     return []
 

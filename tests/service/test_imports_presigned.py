@@ -13,6 +13,7 @@ import redis
 
 from tests.conftest import HH_SAMPLE, TEST_REDIS_URL
 from tests.service.conftest import IMPORT_BUCKET
+from tests.workers.conftest import worker_ctx  # noqa: F401 - a fixture, for the unit tests
 
 SIGNATURE = "c2VjcmV0LXNpZ25hdHVyZQ-never-logged"
 
@@ -88,3 +89,83 @@ def test_a_query_string_elsewhere_is_refused_without_repeating_it(service):
         "url": f"s3://{IMPORT_BUCKET}/allowed/hh.jsonl.gz?X-Amz-Signature={SIGNATURE}"})
     assert r.status_code == 422 and r.json()["error"]["code"] == "import_not_allowed", r.text
     assert SIGNATURE not in r.text and "import_query_allowed_urls" in r.text
+
+
+# --- the worker's side, in this process: a refusal there never repeats the query ---------
+
+UNRESOLVABLE = "https://bucket.example.invalid/"  # .invalid never resolves (RFC 6761)
+PRESIGNED_QUERY = (f"X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAEXAMPLE%2F2024"
+                   f"&X-Amz-Signature={SIGNATURE}")
+
+
+def _presigned_settings(settings):
+    return settings.model_copy(update={"import_allowed_urls": [UNRESOLVABLE],
+                                       "import_query_allowed_urls": [UNRESOLVABLE]})
+
+
+def test_a_host_that_does_not_resolve_is_refused_without_the_query():
+    import pytest
+
+    from core.imports import check_import_url
+    from core.settings import Settings
+    from isa.errors import ConfigError
+
+    url = f"{UNRESOLVABLE}hh.jsonl?{PRESIGNED_QUERY}"
+    with pytest.raises(ConfigError) as exc:
+        check_import_url(url, _presigned_settings(Settings()))
+    assert exc.value.code == "import_not_allowed"
+    text = str(exc.value.to_dict())
+    assert "does not resolve" in text and f"{UNRESOLVABLE}hh.jsonl" in text  # still named
+    assert SIGNATURE not in text and "X-Amz" not in text and "AKIAEXAMPLE" not in text
+
+
+def _imported(ctx, source_url: str, query: str) -> str:
+    """An import's record and query key, as the gateway leaves them for the worker."""
+    from core.artifacts import Keys
+    from core.contract import DatasetOptions
+    from core.imports import query_key
+    from core.records import new_id
+
+    dataset_id = new_id("ds")
+    ctx.datasets.r.set(query_key(ctx.datasets.prefix, dataset_id), query)
+    ctx.datasets.create("t1", dataset_id, "uploaded", {
+        "filename": "hh.jsonl", "size_bytes": 0, "sha256": "",
+        "artifact": Keys.upload(dataset_id, ".jsonl"), "source_url": source_url,
+        "hub": None, "options": DatasetOptions().model_dump(exclude_none=True)})
+    return dataset_id
+
+
+def test_dns_failing_at_the_worker_keeps_the_signature_out_of_the_record(
+        worker_ctx, monkeypatch):  # noqa: F811 - the fixture imported above
+    from core.imports import query_key
+    from workers.tasks.datasets import validate_dataset
+
+    monkeypatch.setattr(worker_ctx, "settings", _presigned_settings(worker_ctx.settings))
+    dataset_id = _imported(worker_ctx, f"{UNRESOLVABLE}hh.jsonl", PRESIGNED_QUERY)
+    assert validate_dataset.run(dataset_id) == "invalid"
+    doc = worker_ctx.datasets.get(dataset_id)
+    assert doc["error"]["code"] == "import_not_allowed", doc["error"]
+    assert "does not resolve" in doc["error"]["message"]
+    assert SIGNATURE not in str(doc) and "AKIAEXAMPLE" not in str(doc)
+    assert worker_ctx.datasets.r.get(query_key(worker_ctx.datasets.prefix, dataset_id)) is None
+
+
+def test_an_engine_error_naming_the_url_is_scrubbed_too(
+        worker_ctx, monkeypatch):  # noqa: F811 - the fixture imported above
+    """Whatever raises the EngineError (a check, the Hub, a later change) and however it
+    quotes the query (whole, one value, percent-decoded), the record shows none of it."""
+    import workers.tasks.datasets as task
+    from isa.errors import ConfigError
+
+    def refuse(url, out, settings, limit, hub=None):
+        raise ConfigError(f"GET {url} failed; credential AKIAEXAMPLE/2024, signature "
+                          f"{SIGNATURE}", code="import_failed", field="url",
+                          url=url)
+
+    monkeypatch.setattr(task, "copy_url", refuse)
+    dataset_id = _imported(worker_ctx, f"{UNRESOLVABLE}hh.jsonl", PRESIGNED_QUERY)
+    assert task.validate_dataset.run(dataset_id) == "invalid"
+    error = worker_ctx.datasets.get(dataset_id)["error"]
+    assert error["code"] == "import_failed" and "hh.jsonl" in error["message"], error
+    for secret in (SIGNATURE, "AKIAEXAMPLE", PRESIGNED_QUERY):
+        assert secret not in str(error), (secret, error)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from urllib.parse import unquote_plus
 
 from core.artifacts import Keys
 from core.celery_app import TASK_VALIDATE, celery_app
@@ -51,7 +52,7 @@ def _import(ctx: WorkerContext, dataset_id: str, ds: dict) -> dict | None:
     except EngineError as exc:
         error = exc.to_dict()
     except Exception as exc:  # noqa: BLE001 - a missing object, a refused connection
-        text = str(exc).replace(secret, "…") if secret else str(exc)
+        text = scrub(str(exc), _hidden(secret))  # before the cut: no half secret shows
         error = {"code": "import_failed", "message": f"could not read the URL: "
                  f"{type(exc).__name__}: {text[:300]}", "details": {}}
     else:
@@ -61,9 +62,23 @@ def _import(ctx: WorkerContext, dataset_id: str, ds: dict) -> dict | None:
         ctx.datasets.update(dataset_id, sha256=sha)
         return {**ds, "size_bytes": size, "sha256": sha}
     ctx.artifacts.delete_prefix(Keys.dataset(dataset_id))  # no half-read file stays
-    ctx.datasets.transition(dataset_id, "invalid", error=scrub(error))
+    # every branch: an EngineError's message may name the URL too (a refused host)
+    ctx.datasets.transition(dataset_id, "invalid", error=scrub(error, _hidden(secret)))
     ctx.datasets.r.delete(query_key(ctx.datasets.prefix, dataset_id))
     return None
+
+
+def _hidden(query: str | None) -> dict[str, str]:
+    """What of a presigned URL's query string an error must not show, each replaced by
+    "…": the whole query, then each value long enough to be a secret (as written and
+    percent-decoded: a message may quote either), longest first."""
+    if not query:
+        return {}
+    values = {query}
+    for part in query.split("&"):
+        value = part.split("=", 1)[-1]
+        values |= {value, unquote_plus(value)}
+    return {v: "…" for v in sorted(values, key=len, reverse=True) if len(v) >= 8}
 
 
 def _validate(ctx: WorkerContext, dataset_id: str, ds: dict) -> str:
