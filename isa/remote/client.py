@@ -535,8 +535,7 @@ class Client:
                 except httpx.TransportError as exc:
                     failures = 0 if part.progressed() else failures + 1
                     if failures > self.max_retries:
-                        raise errors.TransportError(f"{type(exc).__name__}: {exc}",
-                                                    code="unreachable") from exc
+                        raise part.gave_up(exc, failures) from exc
                     time.sleep(_backoff(failures, None, self.max_backoff_s))
 
     def result_bytes(self, job_id: str, *, format: str | None = None) -> bytes:
@@ -587,7 +586,10 @@ class _Partial:
 
     def __init__(self) -> None:
         self.have, self.total, self.etag = 0, -1, None
-        self._seen = 0  # ``have`` at the last failure (did this try move forward?)
+        # the most bytes held at any failure, kept across restarts from byte 0: a try
+        # counts as progress only past it (a connection cut at the same size each time,
+        # with no ETag to resume by, makes none and ends after max_retries)
+        self.best = 0
 
     def headers(self) -> dict[str, str]:
         if not self.have or not self.etag:
@@ -616,7 +618,7 @@ class _Partial:
     def reset(self, out: IO[bytes]) -> None:
         out.seek(0)
         out.truncate()
-        self.have = self._seen = 0
+        self.have = 0
         self.etag = None
 
     def write(self, out: IO[bytes], block: bytes) -> None:
@@ -624,8 +626,18 @@ class _Partial:
         self.have += len(block)
 
     def progressed(self) -> bool:
-        moved, self._seen = self.have > self._seen, self.have
+        """At a failure: did this try get further than every try before it?"""
+        moved, self.best = self.have > self.best, max(self.best, self.have)
         return moved
+
+    def gave_up(self, exc: Exception, tries: int) -> errors.TransportError:
+        why = f"{type(exc).__name__}: {exc}"
+        if self.best:
+            of = f" of {self.total:,}" if self.total >= 0 else ""
+            why += (f" (gave up: {tries} tries in a row got no further than {self.best:,} "
+                    f"bytes{of}" + (")" if self.etag else
+                                    "; the server sent no ETag to resume by)"))
+        return errors.TransportError(why, code="unreachable")
 
     def check(self) -> None:
         if self.total >= 0 and self.have != self.total:
@@ -838,8 +850,7 @@ class AsyncClient:
                 except httpx.TransportError as exc:
                     failures = 0 if part.progressed() else failures + 1
                     if failures > self.max_retries:
-                        raise errors.TransportError(f"{type(exc).__name__}: {exc}",
-                                                    code="unreachable") from exc
+                        raise part.gave_up(exc, failures) from exc
                     await asyncio.sleep(_backoff(failures, None, self.max_backoff_s))
 
     async def result_bytes(self, job_id: str, *, format: str | None = None) -> bytes:

@@ -89,15 +89,20 @@ def test_every_stored_format_answers_ranges(service, job):
 
 
 class _CuttingProxy:
-    """A loopback TCP proxy to the gateway that closes the first connection whose answer
-    passes ``cut_after`` bytes (headers included) right there, as a network drop would;
-    ``on_cut`` runs then. It records what the client sent and the status lines seen."""
+    """A loopback TCP proxy to the gateway that closes the first connection (the first
+    ``cuts``) whose answer passes ``cut_after`` bytes (headers included) right there, as a
+    network drop would; ``on_cut`` runs then. ``strip_etag``: answers lose their ETag
+    header, as behind a proxy that drops it. Past ``max_connections`` it closes each new
+    connection at once (a test of a client that would loop ends). It records what the
+    client sent and the status lines seen."""
 
     def __init__(self, upstream: str, cut_after: int,
-                 on_cut: Callable[[], None] | None = None) -> None:
+                 on_cut: Callable[[], None] | None = None, *, cuts: int = 1,
+                 strip_etag: bool = False, max_connections: int = 1000) -> None:
         host, port = upstream.removeprefix("http://").split(":")
         self.upstream, self.cut_after, self.on_cut = (host, int(port)), cut_after, on_cut
-        self.cuts_left, self.requests, self.statuses = 1, bytearray(), []
+        self.cuts_left, self.requests, self.statuses = cuts, bytearray(), []
+        self.strip_etag, self.connections_left = strip_etag, max_connections
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.lock = threading.Lock()
@@ -109,6 +114,10 @@ class _CuttingProxy:
                 down, _ = self.sock.accept()
             except OSError:
                 return
+            self.connections_left -= 1
+            if self.connections_left < 0:
+                down.close()
+                continue
             up = socket.create_connection(self.upstream)
             threading.Thread(target=self._pump_requests, args=(down, up), daemon=True).start()
             threading.Thread(target=self._pump_answers, args=(up, down), daemon=True).start()
@@ -122,6 +131,11 @@ class _CuttingProxy:
             while block := up.recv(65536):
                 if block.startswith(b"HTTP/1.1 "):
                     self.statuses.append(int(block[9:12]))
+                    if self.strip_etag:
+                        head, sep, body = block.partition(b"\r\n\r\n")
+                        block = b"\r\n".join(line for line in head.split(b"\r\n")
+                                              if not line.lower().startswith(b"etag:"))
+                        block += sep + body
                 with self.lock:
                     cut = self.cuts_left > 0 and sent + len(block) > self.cut_after
                     if cut:
@@ -212,3 +226,42 @@ def test_the_async_client_resumes_too(service, job, tmp_path):
     finally:
         proxy.close()
     assert out.read_bytes() == want and proxy.statuses == [200, 206]
+
+
+def test_a_download_cut_at_the_same_size_without_an_etag_gives_up(service, job, tmp_path):
+    """Behind a proxy that drops the ETag (so no try can resume) and cuts every answer at
+    the same byte, each try starts again from 0 and ends where the last did: that is no
+    progress, so the client stops after max_retries with a clear error, not in a loop."""
+    import asyncio
+
+    from isa.remote import errors
+
+    want = service.client(KEY).get(_url(job["id"], "jsonl")).content
+    retries = 3
+    for kind in ("sync", "async"):
+        proxy = _CuttingProxy(service.base_url, cut_after=len(want) // 2, cuts=10**6,
+                              strip_etag=True, max_connections=30)
+        out = tmp_path / f"never-{kind}.jsonl"
+        try:
+            with pytest.raises(errors.TransportError) as exc:
+                if kind == "sync":
+                    with Client(proxy.url, api_key=KEY, max_retries=retries,
+                                max_backoff_s=0.05) as cl:
+                        cl.download(job["id"], out, format="jsonl")
+                else:
+                    asyncio.run(_download_async(proxy.url, job["id"], out, retries))
+        finally:
+            proxy.close()
+        # the first try got as far as any will; then max_retries + 1 that got no further
+        assert proxy.statuses == [200] * (retries + 2), (kind, proxy.statuses)
+        assert "range:" not in proxy.requests.decode("latin-1").lower()  # nothing to resume
+        assert exc.value.code == "unreachable"
+        message = str(exc.value)
+        assert "got no further than" in message and "no ETag" in message, message
+        assert f"of {len(want):,}" in message, message
+        assert not out.exists() and list(tmp_path.iterdir()) == [], kind  # nothing half
+
+
+async def _download_async(url: str, job_id: str, out: Path, retries: int) -> Path:
+    async with AsyncClient(url, api_key=KEY, max_retries=retries, max_backoff_s=0.05) as cl:
+        return await cl.download(job_id, out, format="jsonl")
