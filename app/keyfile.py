@@ -1,6 +1,7 @@
-"""First start: an API key file that does not exist yet is created with one random key,
-so that a fresh deployment (``docker compose up``) answers its first caller instead of
-401 to everyone. The key is printed once, as Jupyter prints its token."""
+"""First start: with ``ISA_CREATE_API_KEYS_FILE=true`` (docker-compose.yml's api), an API
+key file that does not exist yet is created with one random key, so that a fresh
+deployment (``docker compose up``) answers its first caller instead of 401 to everyone.
+The key is printed once, as Jupyter prints its token, with the file that keeps it."""
 
 from __future__ import annotations
 
@@ -57,4 +58,6 @@ def _create_exclusive(path: Path, body: bytes) -> bool:
 def announce(key: str, path: Path, tenant: str = DEFAULT_TENANT) -> None:
     """The one time the key is shown (stderr: the container's log)."""
     print(f"\n    ISA API key for tenant {tenant!r} (created in {path}, shown once):\n"
-          f"        X-API-Key: {key}\n", file=sys.stderr, flush=True)
+          f"        X-API-Key: {key}\n"
+          f"    It is kept in {path} (mode 0600): read it there later, edit that file to "
+          "add or rotate keys.\n", file=sys.stderr, flush=True)

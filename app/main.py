@@ -27,9 +27,14 @@ log = logging.getLogger("isa.gateway")
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
-    if settings.api_keys_file is not None and (
-            key := ensure_keys_file(settings.api_keys_file)):
-        announce(key, settings.api_keys_file)
+    if (path := settings.api_keys_file) is not None:
+        if settings.create_api_keys_file:
+            if key := ensure_keys_file(path):
+                announce(key, path)
+        elif not path.is_file():
+            log.warning("ISA_API_KEYS_FILE %s does not exist: no API keys are read from it "
+                        "(set ISA_CREATE_API_KEYS_FILE=true to have it created with a "
+                        "random key on first start)", path)
     # Records written by a version without per-filter listing indexes get them once.
     try:
         client = _redis(settings.redis_url, settings.redis_pool_size)

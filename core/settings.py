@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     #: API key -> tenant. Also read from ``api_keys_file`` (same JSON shape).
     api_keys: dict[str, str] = Field(default_factory=dict)
     api_keys_file: Path | None = None
+    #: the gateway creates a missing ``api_keys_file`` with one random key for tenant
+    #: ``default`` on first start and prints the key once (docker-compose.yml's api turns
+    #: this on); off, a missing file only gets a warning and gives no keys
+    create_api_keys_file: bool = False
 
     max_upload_bytes: int = 1024 * 1024 * 1024
     #: per tenant: unfinished jobs at once, and bytes of uploaded data sets (429 beyond)

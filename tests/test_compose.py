@@ -89,12 +89,15 @@ def test_environment_names_settings_the_code_reads(monkeypatch):
         mounts = {v.split(":")[1]: v.split(":")[0] for v in svc["volumes"]}
         assert data in mounts, f"{name}: nothing mounted at ISA_DATA_DIR {data}"
         assert mounts[data] in COMPOSE["volumes"], mounts[data]
-        if settings.api_keys_file is not None:  # created on first start, kept in the volume
+        if settings.api_keys_file is not None:  # kept in the volume
             assert str(settings.api_keys_file).startswith(data + "/"), settings.api_keys_file
+        # only the gateway creates the key file on first start (and prints its key)
+        assert settings.create_api_keys_file == (name == "api"), name
         for var in env:
             monkeypatch.delenv(var, raising=False)
     # every app service shares one artifact volume (the store is a local folder there)
     assert len({tuple(svc["volumes"]) for svc in APP_SERVICES.values()}) == 1
+    assert APP_SERVICES["api"]["environment"]["ISA_API_KEYS_FILE"] == "/data/api_keys.json"
 
 
 def test_the_image_command_and_build_context():
