@@ -88,10 +88,13 @@ def run_alignment(train: Sequence[Example], model_path: Path, out_dir: Path,
                   config: AlignConfig, *, eval_pairs: Sequence[Example] = (),
                   progress: ProgressFn | None = None,
                   should_stop: Callable[[], bool] | None = None,
-                  device: str = "auto") -> AlignResult:
+                  device: str = "auto",
+                  evaluate: Callable[[Any, Any], dict[str, Any]] | None = None) -> AlignResult:
     """Train on ``train``; save the model (or LoRA adapter) under ``out_dir/model``.
     ``should_stop`` is polled after every step: training then ends and what was trained
-    so far is saved."""
+    so far is saved. ``evaluate(policy, tokenizer)``, when given, scores the trained
+    policy instead of ``eval_pairs`` (the DPO yardstick scores against cached reference
+    log-probabilities)."""
     require("align", "alignment training", "torch", "transformers", "trl", "peft", "datasets")
     import torch
     from datasets import Dataset
@@ -169,7 +172,9 @@ def run_alignment(train: Sequence[Example], model_path: Path, out_dir: Path,
         {"base_model": str(model_path), "config": asdict(config)}, indent=1))
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     evaluation = None
-    if eval_pairs:
+    if evaluate is not None:
+        evaluation = evaluate(trainer.model.eval(), tok)
+    elif eval_pairs:
         policy = trainer.model.eval()
         base = AutoModelForCausalLM.from_pretrained(str(model_path), local_files_only=True,
                                                     dtype=torch.float32).eval()
