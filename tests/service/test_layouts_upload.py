@@ -39,6 +39,7 @@ def test_ultrafeedback_binarized_and_ranked_rows_upload_select_and_export(servic
     ranked = write_jsonl(tmp_path / "ranked.jsonl", ranked_rows("nectar"))
     ds = service.wait_dataset(c, service.upload(c, ranked, pairing="best_vs_each")["id"])
     assert ds["status"] == "ready" and ds["shape"] == "ranked", ds
+    assert ds["examples"] > ds["rows_valid"] == 12  # the pairs the rows hold
     job = service.wait_job(c, c.post("/v1/jobs", json={
         "type": "select", "dataset_id": ds["id"], "method": "random",
         "budget": {"count": 14}}).json()["id"])

@@ -107,5 +107,6 @@ def _validate(ctx: WorkerContext, dataset_id: str, ds: dict) -> str:
     ctx.datasets.transition(dataset_id, "ready", report=report, shape=report["shape"],
                             format=report["format"], rows_read=report["rows_read"],
                             rows_valid=report["rows_valid"],
-                            rows_skipped=report["rows_skipped"])
+                            rows_skipped=report["rows_skipped"],
+                            examples=report.get("examples", report["rows_valid"]))
     return "ready"
