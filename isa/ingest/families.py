@@ -29,7 +29,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from .fields import ShapeViolation, choice, maybe_json, message_list, number, string
+from .fields import (
+    ShapeViolation,
+    choice,
+    maybe_json,
+    message_list,
+    number,
+    shared_messages,
+    string,
+)
 
 Pairing = Literal["best_vs_worst", "best_vs_each"]
 PAIRINGS: tuple[str, ...] = ("best_vs_worst", "best_vs_each")
@@ -45,12 +53,7 @@ def ultrafeedback_binarized(r: dict[str, Any]) -> list[dict[str, Any]]:
     prompt = string(r, "prompt")
     chosen = message_list(maybe_json(r.get("chosen")), "chosen")
     rejected = message_list(maybe_json(r.get("rejected")), "rejected")
-    n = 0
-    while n < min(len(chosen), len(rejected)) and chosen[n] == rejected[n]:
-        n += 1
-    if n == len(chosen) or n == len(rejected):
-        raise ShapeViolation("no_difference", "chosen and rejected share every message",
-                             "rejected")
+    n = shared_messages(chosen, rejected)
     shared = chosen[:n]
     if not any(m["role"] == "user" for m in shared):
         # the lists hold only the answers: the prompt string is the user's turn

@@ -77,6 +77,18 @@ def message_list(value: Any, name: str) -> list[Message]:
     return out
 
 
+def shared_messages(chosen: list[Message], rejected: list[Message]) -> int:
+    """How many leading messages the two answers' conversations share (their implicit
+    prompt); ``no_difference`` when one holds nothing beyond them."""
+    n = 0
+    while n < min(len(chosen), len(rejected)) and chosen[n] == rejected[n]:
+        n += 1
+    if n == len(chosen) or n == len(rejected):
+        raise ShapeViolation("no_difference", "chosen and rejected share every message",
+                             "rejected")
+    return n
+
+
 def boolean(r: dict[str, Any], name: str) -> bool:
     value = require(r, name)
     if isinstance(value, bool):

@@ -24,7 +24,7 @@ from typing import Any
 
 from . import families
 from .families import PAIRINGS, RANKED_ANSWERS, RANKED_PROMPTS, Pairing
-from .fields import ShapeViolation, boolean, maybe_json, messages, string
+from .fields import ShapeViolation, boolean, maybe_json, messages, shared_messages, string
 from .records import Example, Message, Text
 
 __all__ = ["CANONICAL_FIELDS", "PAIRINGS", "SHAPES", "ShapeViolation", "consumed_fields",
@@ -169,12 +169,7 @@ def _conversational(r: dict[str, Any]) -> dict[str, Any]:
 
 def _conversational_implicit(r: dict[str, Any]) -> dict[str, Any]:
     chosen, rejected = messages(r, "chosen"), messages(r, "rejected")
-    n = 0
-    while n < min(len(chosen), len(rejected)) and chosen[n] == rejected[n]:
-        n += 1
-    if n == len(chosen) or n == len(rejected):
-        raise ShapeViolation("no_difference", "chosen and rejected share every message",
-                             "rejected")
+    n = shared_messages(chosen, rejected)
     return {"kind": "pair", "prompt": chosen[:n], "chosen": chosen[n:], "rejected": rejected[n:]}
 
 
