@@ -6,15 +6,23 @@ token handling and its pagination); the split's data files are chosen by the Hub
 naming (``<config>/<split>-00000-of-00002.parquet``, ``data/<split>.jsonl``, a ``<split>/``
 folder) and streamed into the artifact store under the import's size limit. Several
 Parquet shards become one Parquet file (row group by row group), several JSON Lines
-shards one JSON Lines file. Offline (``HF_HUB_OFFLINE=1``) or unreachable, the import
-fails with ``hub_unavailable`` naming the data set; no such data set, revision or split:
-``hub_not_found``.
+shards one JSON Lines file (a newline put between two shards where the first lacks its
+last one). Gzip'd JSON Lines shards are a kind of their own: several of them are joined
+as one multi-member gzip file (each shard's bytes as they are, a one-line gzip member
+between two where the first's text lacks its last newline); plain and gzip'd shards, or
+any two formats, are never mixed (``hub_not_found``), nor are several CSV or JSON-array
+files. Without ``config``, a split whose files lie in several config folders is refused
+(``hub_not_found`` naming them): one has to be named. Offline (``HF_HUB_OFFLINE=1``) or
+unreachable, the import fails with ``hub_unavailable`` naming the data set; no such data
+set, revision or split: ``hub_not_found``.
 """
 
 from __future__ import annotations
 
+import gzip
 import re
 import tempfile
+import zlib
 from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import Any
@@ -90,11 +98,16 @@ def copy_hub(url: str, hub: dict[str, Any] | None, settings: Settings,
         raise ConfigError(f"the Hub data set {named} has no data files for that split; its "
                           f"data files: {[f for f in files if f.endswith(_DATA_SUFFIXES)][:20]}",
                           code="hub_not_found", field="hub")
+    if config is None and len(configs := config_folders(chosen, split)) > 1:
+        raise ConfigError(f"the Hub data set {named} has that split in several configs "
+                          f"{configs[:10]}: name one with hub.config",
+                          code="hub_not_found", field="hub", configs=configs[:10])
     kinds = {_kind(f) for f in chosen}
-    if len(kinds) > 1 or (len(chosen) > 1 and kinds & {"csv", "json"}):
+    if len(kinds) > 1 or (len(chosen) > 1 and {k.removesuffix("+gzip") for k in kinds}
+                          & {"csv", "json"}):
         raise ConfigError(f"the split's files {chosen[:10]} cannot be joined into one data "
-                          "set (mixed formats, or several CSV or JSON-array files)",
-                          code="hub_not_found", field="hub")
+                          "set (mixed formats or compression, or several CSV or JSON-array "
+                          "files)", code="hub_not_found", field="hub")
     headers = api._build_hf_headers()  # the token, as the Hub client sends it
     links = [hf_hub_url(repo, f, repo_type="dataset", revision=revision,
                         endpoint=settings.hub_endpoint) for f in chosen]
@@ -102,9 +115,23 @@ def copy_hub(url: str, hub: dict[str, Any] | None, settings: Settings,
     with httpx.Client(follow_redirects=True, timeout=60, headers=headers) as client:
         if kinds == {"parquet"} and len(links) > 1:
             _join_parquet(client, links, take, max_bytes)
+        elif kinds <= {"jsonl", "jsonl+gzip"} and len(links) > 1:
+            _join_lines(client, links, take, gzipped=kinds == {"jsonl+gzip"},
+                        max_inflated=max(max_bytes, 64 << 20) * settings.max_decompression_ratio)
         else:
-            for link in links:
-                _stream(client, link, take)
+            _stream(client, links[0], take)
+
+
+def config_folders(chosen: list[str], split: str) -> list[str]:
+    """The config folders ``chosen`` lie in (a file's folder, less a trailing folder named
+    after the split; "" for the top level), sorted."""
+    folders = set()
+    for f in chosen:
+        parts = PurePosixPath(f).parts[:-1]
+        if parts and parts[-1] == split:
+            parts = parts[:-1]
+        folders.add("/".join(parts))
+    return sorted(folders)
 
 
 def _transport_errors() -> tuple[type[Exception], ...]:
@@ -123,9 +150,67 @@ def _transport_errors() -> tuple[type[Exception], ...]:
 
 
 def _kind(path: str) -> str:
-    name = path.lower().removesuffix(".gz")
-    return "parquet" if name.endswith(".parquet") else "csv" if name.endswith(".csv") else \
+    """``parquet``, ``csv``, ``json`` or ``jsonl``; ``+gzip`` when gzip'd (its own kind:
+    plain and gzip'd bytes never meet in one file)."""
+    lower = path.lower()
+    name = lower.removesuffix(".gz")
+    kind = "parquet" if name.endswith(".parquet") else "csv" if name.endswith(".csv") else \
         "json" if name.endswith(".json") else "jsonl"
+    return kind + ("+gzip" if lower.endswith(".gz") else "")
+
+
+class _GzipTail:
+    """The last byte of the text inside a gzip stream fed to it in pieces (every member;
+    the text itself is dropped as it inflates): whether a shard ends with a newline."""
+
+    def __init__(self, link: str, max_inflated: float) -> None:
+        self.link, self.max_inflated, self.inflated = link, max_inflated, 0
+        self.last, self._z = b"", zlib.decompressobj(31)
+
+    def feed(self, data: bytes) -> None:
+        try:
+            while data:
+                out = self._z.decompress(data, _CHUNK)
+                self.inflated += len(out)
+                if out:
+                    self.last = out[-1:]
+                if self.inflated > self.max_inflated:
+                    raise ConfigError(f"the gzip'd shard {self.link} inflates past "
+                                      f"{self.max_inflated:,.0f} bytes",
+                                      code="decompression_limit", field="hub")
+                if self._z.eof:  # another member may follow
+                    data = self._z.unused_data
+                    self._z = zlib.decompressobj(31)
+                else:
+                    data = self._z.unconsumed_tail
+        except zlib.error as exc:
+            raise ConfigError(f"the shard {self.link} is not valid gzip ({exc})",
+                              code="import_failed", field="hub") from None
+
+
+def _join_lines(client: Any, links: list[str], take: Callable[[bytes], None], *,
+                gzipped: bool, max_inflated: float) -> None:
+    """Several JSON Lines shards (all plain, or all gzip'd) as one file: each shard's bytes
+    as they are, and a newline between two where the text so far lacks its last one (in
+    a gzip'd join, a gzip member holding it: gzip readers read the members as one)."""
+    last = b"\n"  # the last byte of the text joined so far (nothing yet: no newline due)
+    newline = gzip.compress(b"\n", mtime=0) if gzipped else b"\n"
+    for link in links:
+        if last != b"\n":
+            take(newline)
+            last = b"\n"
+        tail = _GzipTail(link, max_inflated) if gzipped else None
+
+        def counted(block: bytes, tail: _GzipTail | None = tail) -> None:
+            nonlocal last
+            take(block)
+            if tail is not None:
+                tail.feed(block)
+                last = tail.last or last
+            elif block:
+                last = block[-1:]
+
+        _stream(client, link, counted)
 
 
 def _stream(client: Any, link: str, take: Callable[[bytes], None]) -> None:

@@ -6,6 +6,7 @@ the Hub does). The service's own gateway and worker run against it; no internet.
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import shutil
@@ -18,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from core.hub import copy_hub, split_files
+from core.hub import config_folders, copy_hub, split_files
 from core.settings import Settings
 from isa.errors import ConfigError
 from tests.conftest import ALPACA_SAMPLE, read_rows
@@ -26,6 +27,7 @@ from tests.isa.test_layouts import layout_rows
 from tests.service.harness import RedisServer, running_service
 
 TOKEN = "hf_server_token_for_private_sets"
+STORAGE_SIG = "storage-signature-never-shown"
 
 
 def _parquet(rows: list[dict]) -> bytes:
@@ -34,9 +36,18 @@ def _parquet(rows: list[dict]) -> bytes:
     return buf.getvalue()
 
 
+def _lines(rows: list[dict], *, last_newline: bool = True) -> bytes:
+    text = b"\n".join(json.dumps(r).encode() for r in rows)
+    return text + b"\n" if last_newline else text
+
+
 class FakeHub:
     """Two revisions of ``org/uf`` (UltraFeedback-binarized rows, the train split in two
-    Parquet shards) and a public ``org/plain`` (one JSON Lines file a split)."""
+    Parquet shards) and a public ``org/plain`` (one JSON Lines file a split, in two config
+    folders); JSON Lines shards whose first lacks its last newline, plain
+    (``org/shards``) and gzip'd (``org/gz-shards``), and a mix of the two
+    (``org/mixed``); and repositories whose downloads redirect to another origin: ``away``
+    (127.0.0.2, outside the allowed networks) and ``named`` (localhost, inside)."""
 
     def __init__(self) -> None:
         pairs = [r for r in read_rows(ALPACA_SAMPLE, 80) if r["chosen"] != r["rejected"]]
@@ -56,6 +67,20 @@ class FakeHub:
                                               for r in pairs[15:40]),
             },
         }
+        for repo, name, pack in (("org/shards", "jsonl", bytes),
+                                 ("org/gz-shards", "jsonl.gz", lambda b: gzip.compress(b))):
+            self.repos[(repo, "main")] = {
+                f"data/train-00000-of-00002.{name}": pack(_lines(pairs[:10],
+                                                                 last_newline=False)),
+                f"data/train-00001-of-00002.{name}": pack(_lines(pairs[10:25]))}
+        self.repos[("org/mixed", "main")] = {
+            "data/train-00000-of-00002.jsonl": _lines(pairs[:10]),
+            "data/train-00001-of-00002.jsonl.gz": gzip.compress(_lines(pairs[10:25]))}
+        for repo in ("org/away", "org/named"):
+            self.repos[(repo, "main")] = {"data/train.jsonl": _lines(pairs[:12])}
+        #: where a repository's downloads redirect ({path}: the blob's; default: this
+        #: server's /blobs/{path})
+        self.redirect_to: dict[str, str] = {}
         self.requests: list[tuple[str, str | None]] = []
         hub = self
 
@@ -74,7 +99,9 @@ class FakeHub:
                     return self._answer(200, json.dumps(listing).encode(),
                                         {"Content-Type": "application/json"})
                 if parts[:1] == ["datasets"] and parts[3:4] == ["resolve"]:
-                    return self._answer(302, b"", {"Location": "/blobs/" + "/".join(parts[1:])})
+                    where = hub.redirect_to.get("/".join(parts[1:3]), "/blobs/{path}")
+                    return self._answer(302, b"", {
+                        "Location": where.format(path="/".join(parts[1:]))})
                 if parts[:1] == ["blobs"]:
                     repo, rev, file = "/".join(parts[1:3]), parts[4], "/".join(parts[5:])
                     body = hub.repos.get((repo, rev), {}).get(file)
@@ -93,7 +120,12 @@ class FakeHub:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{port}"
+        # storage answers signed URLs: the refused hop's query must not reach the error
+        self.redirect_to = {
+            "org/away": f"http://127.0.0.2:{port}/blobs/{{path}}?X-Amz-Signature={STORAGE_SIG}",
+            "org/named": f"http://localhost:{port}/blobs/{{path}}"}
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
@@ -198,3 +230,36 @@ def test_missing_repositories_and_splits_are_named(hub_service):
                  {"url": "hf://datasets/org/uf", "hub": {"revision": "../../x"}}):
         r = c.post("/v1/datasets/import", json=body)
         assert r.status_code == 422, (body, r.text)
+
+
+def test_config_folders_are_the_files_folders_less_the_split_folder():
+    assert config_folders(["sft/train.jsonl", "prefs/train.jsonl"], "train") == ["prefs", "sft"]
+    assert config_folders(["data/train-0.parquet", "data/train-1.parquet"], "train") == ["data"]
+    assert config_folders(["default/train/0.parquet", "train/1.parquet", "train.jsonl"],
+                          "train") == ["", "default"]
+
+
+def test_json_lines_shards_join_line_by_line(hub_service, hub):
+    """A shard without its last newline does not merge its last row with the next
+    shard's first: plain shards get a newline between them, gzip'd ones a gzip member
+    holding one (the joined file is one multi-member gzip)."""
+    svc, c = hub_service, hub_service.client()
+    for repo in ("org/shards", "org/gz-shards"):
+        ds = _import(svc, c, {"url": f"hf://datasets/{repo}", "hub": {"split": "train"}})
+        assert (ds["status"], ds["rows_valid"], ds["rows_read"]) == ("ready", 25, 25), ds
+        assert ds["format"] == "jsonl", ds
+
+
+def test_shards_of_mixed_compression_or_configs_are_refused(hub_service):
+    svc, c = hub_service, hub_service.client()
+    mixed = _import(svc, c, {"url": "hf://datasets/org/mixed", "hub": {"split": "train"}})
+    assert mixed["status"] == "invalid" and mixed["error"]["code"] == "hub_not_found", mixed
+    assert "compression" in mixed["error"]["message"]
+    # org/plain's split "train" is in two config folders: one must be named
+    both = _import(svc, c, {"url": "hf://datasets/org/plain", "hub": {"split": "train"}})
+    assert both["status"] == "invalid" and both["error"]["code"] == "hub_not_found", both
+    message = both["error"]["message"]
+    assert "['prefs', 'sft']" in message and "name one with hub.config" in message, message
+    one = _import(svc, c, {"url": "hf://datasets/org/plain",
+                           "hub": {"config": "sft", "split": "train"}})
+    assert (one["status"], one["rows_valid"]) == ("ready", 15), one
