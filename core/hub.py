@@ -15,6 +15,10 @@ files. Without ``config``, a split whose files lie in several config folders is 
 (``hub_not_found`` naming them): one has to be named. Offline (``HF_HUB_OFFLINE=1``) or
 unreachable, the import fails with ``hub_unavailable`` naming the data set; no such data
 set, revision or split: ``hub_not_found``.
+
+The Hub answers a file with a redirect to its storage. Redirects are followed, but every
+hop that leaves the origin of ``Settings.hub_endpoint`` must pass the webhooks' outbound
+rule (public addresses, or ``outbound_allowed_networks``), else ``import_not_allowed``.
 """
 
 from __future__ import annotations
@@ -111,8 +115,10 @@ def copy_hub(url: str, hub: dict[str, Any] | None, settings: Settings,
     headers = api._build_hf_headers()  # the token, as the Hub client sends it
     links = [hf_hub_url(repo, f, repo_type="dataset", revision=revision,
                         endpoint=settings.hub_endpoint) for f in chosen]
-    # the Hub answers a file with a redirect to its storage: followed, from the Hub only
-    with httpx.Client(follow_redirects=True, timeout=60, headers=headers) as client:
+    # the Hub answers a file with a redirect to its storage: followed, each hop away from
+    # the Hub checked as webhooks are (httpx runs request hooks on every hop)
+    with httpx.Client(follow_redirects=True, timeout=60, headers=headers,
+                      event_hooks={"request": [_outbound_check(settings)]}) as client:
         if kinds == {"parquet"} and len(links) > 1:
             _join_parquet(client, links, take, max_bytes)
         elif kinds <= {"jsonl", "jsonl+gzip"} and len(links) > 1:
@@ -132,6 +138,36 @@ def config_folders(chosen: list[str], split: str) -> list[str]:
             parts = parts[:-1]
         folders.add("/".join(parts))
     return sorted(folders)
+
+
+def _outbound_check(settings: Settings) -> Callable[[Any], None]:
+    """An httpx request hook: a request to another origin than the Hub endpoint's (a
+    redirect to storage) must pass ``check_callback_url`` with the server's
+    ``outbound_allowed_networks``; else ``import_not_allowed`` (no query shown)."""
+    from urllib.parse import urlsplit
+
+    from core.imports import without_query
+    from core.webhooks import check_callback_url
+
+    def origin(scheme: str, host: str | None, port: int | None) -> tuple[str, str, int]:
+        return scheme, (host or "").lower(), port or (443 if scheme == "https" else 80)
+
+    home = urlsplit(settings.hub_endpoint)
+    hub = origin(home.scheme, home.hostname, home.port)
+
+    def check(request: Any) -> None:
+        url = request.url
+        if origin(url.scheme, url.host, url.port) == hub:
+            return
+        shown = without_query(str(url))
+        try:
+            check_callback_url(shown, settings.outbound_allowed_networks, field="url",
+                               code="import_not_allowed")
+        except ConfigError as exc:
+            raise ConfigError(f"the Hub's redirect was not followed: {exc.message}",
+                              code="import_not_allowed", field="url") from None
+
+    return check
 
 
 def _transport_errors() -> tuple[type[Exception], ...]:

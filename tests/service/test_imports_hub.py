@@ -180,7 +180,10 @@ def hub_service(hub, tmp_path_factory) -> Iterator:
     redis_server = RedisServer(tmp_path_factory.mktemp("hub-redis"), persist=False)
     redis_server.start()
     env = {"HF_HUB_OFFLINE": "0", "ISA_HUB_ENDPOINT": hub.url, "ISA_HUB_TOKEN": TOKEN,
-           "ISA_IMPORT_ALLOWED_URLS": json.dumps(["hf://datasets/org/"])}
+           "ISA_IMPORT_ALLOWED_URLS": json.dumps(["hf://datasets/org/"]),
+           # the fake Hub's own address only (localhost's two): a redirect elsewhere on
+           # loopback is as refused as a private address would be
+           "ISA_OUTBOUND_ALLOWED_NETWORKS": json.dumps(["127.0.0.1/32", "::1/128"])}
     try:
         with running_service(redis_server.url, tmp_path_factory.mktemp("hub-svc"),
                              concurrency=1, extra_env=env) as svc:
@@ -263,3 +266,20 @@ def test_shards_of_mixed_compression_or_configs_are_refused(hub_service):
     one = _import(svc, c, {"url": "hf://datasets/org/plain",
                            "hub": {"config": "sft", "split": "train"}})
     assert (one["status"], one["rows_valid"]) == ("ready", 15), one
+
+
+def test_a_redirect_away_from_the_hub_passes_the_outbound_rule(hub_service, hub):
+    """The Hub's redirect to its storage is followed when the storage's address is
+    allowed (localhost: the fake Hub itself), refused (import_not_allowed) when it is not
+    (127.0.0.2, a loopback address outside ISA_OUTBOUND_ALLOWED_NETWORKS) — before any
+    connection to it."""
+    svc, c = hub_service, hub_service.client()
+    named = _import(svc, c, {"url": "hf://datasets/org/named", "hub": {"split": "train"}})
+    assert (named["status"], named["rows_valid"]) == ("ready", 12), named
+    away = _import(svc, c, {"url": "hf://datasets/org/away", "hub": {"split": "train"}})
+    assert away["status"] == "invalid", away
+    assert away["error"]["code"] == "import_not_allowed", away["error"]
+    message = away["error"]["message"]
+    assert "redirect" in message and "127.0.0.2" in message, message
+    assert STORAGE_SIG not in str(away)
+    assert not any(path.startswith("/blobs/org/away") for path, _ in hub.requests)
