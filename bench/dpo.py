@@ -118,7 +118,9 @@ class Yardstick:
         pool_path, eval_path = domain_files(args, tmp)
         self.pool = PreferenceFile(pool_path)
         self.held = list(PreferenceFile(eval_path))
-        self.model_path = ModelRegistry().resolve(args.model)
+        # a registry name, or a model folder laid on a machine beforehand
+        self.model_path = (Path(args.model) if Path(args.model).is_dir()
+                           else ModelRegistry().resolve(args.model))
         self.cache = DiskEmbeddingCache(args.cache_dir)
         self.reference = ReferenceScorer(str(self.model_path), device=args.device,
                                          precision="float32", max_length=args.max_length,

@@ -35,3 +35,18 @@ def test_the_dpo_yardstick_runs_end_to_end_and_resumes(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(runs.read_text().splitlines()) == 4
     assert "0 texts scored, 40 cached" in again.stdout
+
+
+@pytest.mark.slow
+def test_the_gpu_suite_runs_unchanged_on_a_cpu_at_tiny_size(tmp_path):
+    import os
+
+    env = {**os.environ, "ISA_GPU_SUITE_TINY": "1", "OUT": str(tmp_path),
+           "TMPDIR": str(tmp_path)}
+    proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu_suite.sh")], env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "gpu_suite: done" in proc.stdout
+    runs = (tmp_path / "dpo_runs_tiny.jsonl").read_text().splitlines()
+    assert len(runs) == 4
+    assert "| implicit_margin |" in (tmp_path / "dpo_tiny.md").read_text()
