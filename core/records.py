@@ -457,6 +457,7 @@ class IdempotencyKeys:
         self.r, self.prefix, self.ttl = client, prefix, ttl
         # jobs keep the key layout they had before data sets took keys too
         self.scope = "" if scope == "jobs" else f"{scope}:"
+        self._jobs = scope == "jobs"
         self._release = client.register_script(
             "local v = redis.call('GET', KEYS[1]) "
             "if v then local d = cjson.decode(v) "
@@ -486,7 +487,10 @@ class IdempotencyKeys:
         one wins); if already claimed, return the first claim."""
         k = self.key_of(tenant, key)
         mine = {"fingerprint": fingerprint, "id": record_id}
-        while not self.r.set(k, json.dumps(mine), nx=True, ex=self.ttl):
+        # gateways of the version before read a job claim's "job_id" (a rolling deploy
+        # runs both): a job claim is stored with both names
+        stored = {**mine, "job_id": record_id} if self._jobs else mine
+        while not self.r.set(k, json.dumps(stored), nx=True, ex=self.ttl):
             first = self.r.get(k)
             if first is not None:  # (None: the claim expired or was released meanwhile)
                 return self._read(first)

@@ -64,3 +64,24 @@ def test_idempotency_keys_remember_the_first_claim(jobs):
     assert first == again == {"fingerprint": "fp1", "id": "job-a"}
     assert keys.claim("other-tenant", "k", "fp2", "job-c")["id"] == "job-c"
     assert 0 < jobs.r.ttl(next(jobs.r.scan_iter(f"{jobs.prefix}idem:t:*"))) <= 60
+
+
+def test_a_job_claim_is_readable_by_the_gateway_version_before(jobs):
+    """A rolling deploy runs both versions: the one before read a job claim's "job_id"
+    (a KeyError, answered 500, on a claim holding only "id"). Job claims carry both
+    names; data set claims (new with this version) need only "id"."""
+    import json
+
+    keys = IdempotencyKeys(jobs.r, jobs.prefix, ttl=60)
+    assert keys.claim("t", "k", "fp", "job-a") == {"fingerprint": "fp", "id": "job-a"}
+    stored = json.loads(jobs.r.get(keys.key_of("t", "k")))
+    assert stored["job_id"] == stored["id"] == "job-a" and stored["fingerprint"] == "fp"
+    # what the version before reads, and writes: both are understood
+    jobs.r.set(keys.key_of("t", "old"), json.dumps({"fingerprint": "fp", "job_id": "job-o"}))
+    assert keys.claim("t", "old", "fp", "job-b") == {"fingerprint": "fp", "id": "job-o"}
+    keys.release("t", "old", "job-o")
+    assert jobs.r.get(keys.key_of("t", "old")) is None
+    ds_keys = IdempotencyKeys(jobs.r, jobs.prefix, ttl=60, scope="datasets")
+    ds_keys.claim("t", "k", "fp", "ds_a")
+    assert json.loads(jobs.r.get(ds_keys.key_of("t", "k"))) == {"fingerprint": "fp",
+                                                                 "id": "ds_a"}

@@ -205,3 +205,44 @@ def test_the_clients_retry_after_a_lost_answer_makes_one_data_set(service, s3, k
     assert len(transport.sent) == 2 and transport.sent[0] == transport.sent[1] is not None
     assert _count(c) == before + 1
     assert c.get(f"/v1/datasets/{ds.id}").status_code == 200
+
+
+def test_stored_options_hold_no_nulls_and_job_claims_their_old_name(service, s3):
+    """A rolling deploy: a worker of the version before validates DatasetOptions with a
+    strict model that lacks newer options, so a record stores only the options that are
+    set ("pairing": null would be refused there); reading back gives the defaults. A job
+    claim keeps "job_id" for the gateways of the version before."""
+    import json
+
+    c = service.client(KEY)
+    s3.client().put_object(Bucket=IMPORT_BUCKET, Key="allowed/opts.jsonl.gz",
+                           Body=HH_SAMPLE.read_bytes())
+    uploaded = _upload(c, None)
+    ranked = _upload(c, None, shape="hh_raw", pairing="best_vs_each")
+    imported = c.post("/v1/datasets/import",
+                      json={"url": f"s3://{IMPORT_BUCKET}/allowed/opts.jsonl.gz"})
+    r = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
+    prefix = service.env["ISA_KEY_PREFIX"]
+    stored = {}
+    for answer in (uploaded, ranked, imported):
+        assert answer.status_code == 201, answer.text
+        raw = r.hget(f"{prefix}dataset:{answer.json()['id']}", "options")
+        stored[answer.json()["id"]] = json.loads(raw)
+        assert None not in stored[answer.json()["id"]].values(), raw
+    assert stored[uploaded.json()["id"]] == stored[imported.json()["id"]] == {
+        "on_invalid": "fail"}
+    assert stored[ranked.json()["id"]] == {"shape": "hh_raw", "pairing": "best_vs_each",
+                                           "on_invalid": "fail"}
+    for answer in (uploaded, imported):  # read back: the defaults, and the file reads
+        ds = service.wait_dataset(c, answer.json()["id"])
+        assert ds["status"] == "ready" and ds["rows_valid"] == 600, ds
+        assert ds["options"] == {"format": None, "shape": None, "column_map": None,
+                                 "id_field": None, "on_invalid": "fail", "pairing": None}
+    job_key = uuid.uuid4().hex
+    job = c.post("/v1/jobs", json={"type": "select", "dataset_id": uploaded.json()["id"],
+                                   "method": "random", "budget": {"count": 10}},
+                 headers={"Idempotency-Key": job_key})
+    assert job.status_code == 201, job.text
+    claims = [json.loads(r.get(k)) for k in r.scan_iter(f"{prefix}idem:tenant-idem:*")]
+    mine = [cl for cl in claims if cl["id"] == job.json()["id"]]
+    assert len(mine) == 1 and mine[0]["job_id"] == job.json()["id"], claims

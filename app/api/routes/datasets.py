@@ -120,13 +120,18 @@ async def upload_dataset(
                 out.write(chunk)
     finally:
         await file.close()
+    # stored without its unset (None) options: a worker of the version before, whose
+    # strict model lacks a newer option (pairing), still reads what a new gateway wrote
     fields = {"filename": (file.filename or "upload")[:255], "size_bytes": size,
               "sha256": digest.hexdigest(), "artifact": artifact,
-              "options": options.model_dump(), "column_map_v": COLUMN_MAP_VERSION}
+              "options": options.model_dump(exclude_none=True),
+              "column_map_v": COLUMN_MAP_VERSION}
     if idempotency_key is not None:
         # the body's fingerprint: the file's bytes (their sha256), its name and the options
-        fingerprint = idem.fingerprint({"upload": {k: fields[k] for k in (
-            "filename", "sha256", "options")}})
+        # (all of them, None too: a retry across a deploy keeps the first's fingerprint)
+        fingerprint = idem.fingerprint({"upload": {
+            "filename": fields["filename"], "sha256": fields["sha256"],
+            "options": options.model_dump()}})
         try:
             existing = claim_or_replay(idem, tenant, idempotency_key, fingerprint,
                                        dataset_id, lambda i: datasets.get(i, tenant))
@@ -194,8 +199,8 @@ def import_dataset(body: DatasetImport, response: Response, tenant: CurrentTenan
                 "artifact": Keys.upload(dataset_id, suffix),
                 "source_url": without_query(body.url),
                 "hub": body.hub.model_dump() if body.hub else None,
-                "options": DatasetOptions.model_validate(
-                    body.model_dump(exclude={"url", "hub"})).model_dump(),
+                "options": DatasetOptions.model_validate(  # no None: as for an upload
+                    body.model_dump(exclude={"url", "hub"})).model_dump(exclude_none=True),
                 "column_map_v": COLUMN_MAP_VERSION, **extra})
             celery_app.send_task(TASK_VALIDATE, args=(dataset_id,),
                                  queue=settings.default_queue)
