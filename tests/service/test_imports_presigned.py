@@ -83,6 +83,53 @@ def test_a_presigned_url_imports_and_its_signature_is_kept_nowhere(service):
         web.server.shutdown()
 
 
+class _Held:
+    """Holds each GET until ``release`` is set, then answers 403 (the import fails, as an
+    expired signature would): a data set deleted while its import is under way."""
+
+    def __init__(self) -> None:
+        self.release, self.seen = threading.Event(), threading.Event()
+        held = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                held.seen.set()
+                held.release.wait(60)
+                self.send_response(403)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_deleting_an_import_deletes_its_waiting_query(service):
+    from core.imports import query_key
+
+    web = _Held()
+    r = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
+    try:
+        c = service.client("key-b")
+        made = c.post("/v1/datasets/import", json={
+            "url": f"{web.url}/bucket/hh.jsonl.gz?X-Amz-Signature={SIGNATURE}"})
+        assert made.status_code == 201, made.text
+        dataset_id = made.json()["id"]
+        key = query_key(service.env["ISA_KEY_PREFIX"], dataset_id)
+        assert web.seen.wait(60), service.tail("worker")  # the worker is reading it
+        assert r.get(key) == f"X-Amz-Signature={SIGNATURE}"  # kept until the read ends
+        assert c.delete(f"/v1/datasets/{dataset_id}").status_code == 204
+        assert r.get(key) is None  # gone with its data set, not left for a day
+        assert SIGNATURE not in _everything_stored(service)
+    finally:
+        web.release.set()
+        web.server.shutdown()
+    assert c.get(f"/v1/datasets/{dataset_id}").status_code == 404
+
+
 def test_a_query_string_elsewhere_is_refused_without_repeating_it(service):
     c = service.client("key-b")
     r = c.post("/v1/datasets/import", json={

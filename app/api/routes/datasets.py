@@ -214,6 +214,8 @@ def _forget(datasets: Datasets, artifacts: Artifacts, tenant: str, dataset_id: s
     # best effort: the request fails either way
     with contextlib.suppress(Exception):
         datasets.delete(dataset_id, tenant)
+    with contextlib.suppress(Exception):  # an import's presigned query, if one waits
+        datasets.r.delete(query_key(datasets.prefix, dataset_id))
     with contextlib.suppress(Exception):
         artifacts.delete_prefix(Keys.dataset(dataset_id))
 
@@ -303,6 +305,8 @@ def delete_dataset(dataset_id: str, tenant: CurrentTenant, datasets: Datasets,
     if doc is None:
         raise not_found("dataset", dataset_id)
     datasets.delete(dataset_id, tenant)
+    # an import deleted before a worker read it: its presigned query goes too
+    datasets.r.delete(query_key(datasets.prefix, dataset_id))
     artifacts.delete_prefix(Keys.dataset(dataset_id))
     if doc.get("idempotency_claim"):
         idem.release_key(doc["idempotency_claim"], dataset_id)
