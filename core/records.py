@@ -451,12 +451,17 @@ class AsyncJobReader:
 
 class IdempotencyKeys:
     """``Idempotency-Key`` header → the record it created, for ``ttl`` seconds. Keys of
-    one ``scope`` (the jobs, the data sets) never meet those of another."""
+    one ``scope`` (the jobs, the data sets) never meet those of another: each scope has a
+    fixed prefix of its own (``SCOPES``) ahead of the tenant, so no tenant name (say
+    ``datasets:acme``) can make one scope's key another's."""
+
+    #: the Redis key layout of each scope: <prefix><scope's>{tenant}:{sha256 of the key};
+    #: jobs keep the layout they had before data sets took keys too
+    SCOPES = {"jobs": "idem:", "datasets": "idem-ds:"}
 
     def __init__(self, client: redis.Redis, prefix: str, ttl: int, scope: str = "jobs") -> None:
         self.r, self.prefix, self.ttl = client, prefix, ttl
-        # jobs keep the key layout they had before data sets took keys too
-        self.scope = "" if scope == "jobs" else f"{scope}:"
+        self.scope = self.SCOPES[scope]
         self._jobs = scope == "jobs"
         self._release = client.register_script(
             "local v = redis.call('GET', KEYS[1]) "
@@ -469,7 +474,7 @@ class IdempotencyKeys:
 
     def key_of(self, tenant: str, key: str) -> str:
         """The Redis key of a header value (a hash: the value itself is never stored)."""
-        return f"{self.prefix}idem:{self.scope}{tenant}:{hashlib.sha256(key.encode()).hexdigest()}"
+        return f"{self.prefix}{self.scope}{tenant}:{hashlib.sha256(key.encode()).hexdigest()}"
 
     @staticmethod
     def _read(raw: str) -> dict[str, str]:

@@ -85,3 +85,23 @@ def test_a_job_claim_is_readable_by_the_gateway_version_before(jobs):
     ds_keys.claim("t", "k", "fp", "ds_a")
     assert json.loads(jobs.r.get(ds_keys.key_of("t", "k"))) == {"fingerprint": "fp",
                                                                  "id": "ds_a"}
+
+
+def test_idempotency_scopes_never_share_a_key_whatever_the_tenant_name(jobs):
+    """Jobs' keys were idem:{tenant}:, data sets' idem:datasets:{tenant}:, so tenant
+    "datasets:acme"'s job claims were acme's data set claims. Each scope now has a fixed
+    prefix of its own ahead of any tenant name."""
+    job_keys = IdempotencyKeys(jobs.r, jobs.prefix, ttl=60)
+    ds_keys = IdempotencyKeys(jobs.r, jobs.prefix, ttl=60, scope="datasets")
+    for tenant in ("acme", "datasets:acme", "ds:acme", "-ds:acme"):
+        for other in ("acme", "datasets:acme", "ds:acme", "-ds:acme"):
+            assert job_keys.key_of(tenant, "k") != ds_keys.key_of(other, "k"), (tenant, other)
+    # jobs keep their layout (claims made before this change still answer)
+    assert job_keys.key_of("acme", "k").startswith(f"{jobs.prefix}idem:acme:")
+    assert ds_keys.key_of("acme", "k").startswith(f"{jobs.prefix}idem-ds:acme:")
+    # a data set claim of acme and a job claim of "datasets:acme" under one header value
+    assert ds_keys.claim("acme", "k", "fp-ds", "ds_1")["id"] == "ds_1"
+    assert job_keys.claim("datasets:acme", "k", "fp-job", "job-1")["id"] == "job-1"
+    assert ds_keys.peek("acme", "k") == {"fingerprint": "fp-ds", "id": "ds_1"}
+    with pytest.raises(KeyError):
+        IdempotencyKeys(jobs.r, jobs.prefix, ttl=60, scope="other")
