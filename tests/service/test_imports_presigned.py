@@ -46,17 +46,24 @@ class _Signed:
 
 
 def _everything_stored(service) -> str:
-    """Every key and value of the test's Redis namespace, as one text."""
-    r = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
-    out = []
-    for key in r.scan_iter(f"{service.env['ISA_KEY_PREFIX']}*"):
+    """Every key and value of the test's Redis namespace, as one text (read as bytes: the
+    embedding index holds binary keys; undecodable bytes become U+FFFD)."""
+    r = redis.Redis.from_url(TEST_REDIS_URL)
+    out: list[bytes] = []
+    for key in r.scan_iter(f"{service.env['ISA_KEY_PREFIX']}*".encode()):
         kind = r.type(key)
         out.append(key)
-        if kind == "hash":
-            out.extend(f"{k}={v}" for k, v in r.hgetall(key).items())
-        elif kind == "string":
-            out.append(r.get(key) or "")
-    return "\n".join(out)
+        if kind == b"hash":
+            out.extend(k + b"=" + v for k, v in r.hgetall(key).items())
+        elif kind == b"string":
+            out.append(r.get(key) or b"")
+        elif kind == b"list":
+            out.extend(r.lrange(key, 0, -1))
+        elif kind == b"set":
+            out.extend(r.smembers(key))
+        elif kind == b"zset":
+            out.extend(r.zrange(key, 0, -1))
+    return b"\n".join(out).decode("utf-8", errors="replace")
 
 
 def test_a_presigned_url_imports_and_its_signature_is_kept_nowhere(service):
