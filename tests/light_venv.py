@@ -25,6 +25,7 @@ SERVICE_MODULES = ("fastapi", "uvicorn", "celery", "redis", "mlflow", "prometheu
                    "pydantic_settings", "fsspec", "jinja2")
 #: a constraint no torch release meets: any requirement on torch fails the install
 NO_TORCH = "torch===0+not.in.a.light.install\n"
+LOCK = ROOT / "scripts" / "constraints.txt"
 PIP_TIMEOUT = 900
 
 
@@ -67,7 +68,11 @@ def wheel_venv(tmp_path_factory: pytest.TempPathFactory, extras: str = "") -> Pa
                           capture_output=True, text=True, timeout=300)
     assert made.returncode == 0, made.stderr
     constraints = where / "no-torch.txt"
-    constraints.write_text(NO_TORCH)
+    # the project's lock too (scripts/constraints.txt), less its torch pin: the versions CI
+    # knows resolve, so pip does not backtrack; torch stays forbidden
+    locked = [line for line in LOCK.read_text().splitlines()
+              if line and not line.startswith(("#", "torch=="))]
+    constraints.write_text(NO_TORCH + "\n".join(locked) + "\n")
     target = f"{wheel}[{extras}]" if extras else str(wheel)
     pip = subprocess.run([str(bindir / "python"), "-m", "pip", "install", "-q",
                           "--disable-pip-version-check", "-c", str(constraints), target],

@@ -47,3 +47,29 @@ def test_the_installed_cli_selects_from_the_sample(wheel, tmp_path):
     assert run.returncode == 0, run.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 30 and all({"chosen", "rejected"} <= set(r) for r in rows)
+
+
+def _name(requirement: str) -> str:
+    """A requirement's canonical project name (PEP 503), without extras or versions."""
+    import re
+
+    return re.sub(r"[-_.]+", "-", re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0]).lower()
+
+
+def test_the_lock_pins_every_dependency_pyproject_names():
+    # scripts/bootstrap.sh installs with -c scripts/constraints.txt because pip's resolver
+    # gives up on this graph from an empty venv; a dependency added to pyproject.toml
+    # without rerunning scripts/lock.sh would be resolved unpinned again
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    named = {_name(r) for r in project["dependencies"]}
+    for extra in project["optional-dependencies"].values():
+        named |= {_name(r) for r in extra}
+    named.discard("isa-service")
+    lock = (ROOT / "scripts" / "constraints.txt").read_text().splitlines()
+    pinned = {_name(line): line for line in lock if "==" in line and not line.startswith("#")}
+    assert named - set(pinned) == set(), "rerun scripts/lock.sh"
+    assert pinned["torch"] == "torch==2.13.0"
+    # the CUDA-only dependencies of PyPI's torch stay out: our torch is the local CPU build
+    assert not [n for n in pinned if n.startswith(("nvidia-", "cuda-")) or n == "triton"]
