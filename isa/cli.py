@@ -38,7 +38,7 @@ app.add_typer(remote_app, name="remote")
 err = Console(stderr=True, soft_wrap=True)
 
 # Options several commands share, declared once (same names and help everywhere).
-EncoderOpt = Annotated[str, typer.Option(help="sentence | causal-lm")]
+EncoderOpt = Annotated[str, typer.Option(help="sentence | causal-lm | static")]
 ModelOpt = Annotated[str | None, typer.Option(help="encoder model name or local path")]
 DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")]
 PrecisionOpt = Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")]

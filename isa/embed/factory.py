@@ -10,10 +10,14 @@ from ..errors import ConfigError
 from ..extras import require
 from .base import Encoder
 
-ENCODERS: tuple[str, ...] = ("sentence", "causal-lm")
-#: models that ship in PyPI packages, by encoder (see ARCHITECTURE: no hub downloads)
+DEFAULT_STATIC_BASE = "all-MiniLM-L6-v2"
+
+ENCODERS: tuple[str, ...] = ("sentence", "causal-lm", "static")
+#: models that ship in PyPI packages, by encoder (see ARCHITECTURE: no hub downloads);
+#: the static encoder's table is distilled locally from the packaged MiniLM
 PACKAGED_MODELS: dict[str, tuple[str, ...]] = {
-    "sentence": ("all-MiniLM-L6-v2",), "causal-lm": ("SmolLM2-135M-Instruct",)}
+    "sentence": ("all-MiniLM-L6-v2",), "causal-lm": ("SmolLM2-135M-Instruct",),
+    "static": ("all-MiniLM-L6-v2",)}
 
 
 def make_encoder(name: str = "sentence", *, model: str | None = None, device: str = "auto",
@@ -23,13 +27,15 @@ def make_encoder(name: str = "sentence", *, model: str | None = None, device: st
     """Load an encoder.
 
     Args:
-        name: ``"sentence"`` (sentence-transformers, default all-MiniLM-L6-v2) or
-            ``"causal-lm"`` (a causal LM's last token, default SmolLM2-135M-Instruct).
+        name: ``"sentence"`` (sentence-transformers, default all-MiniLM-L6-v2),
+            ``"causal-lm"`` (a causal LM's last token, default SmolLM2-135M-Instruct) or
+            ``"static"`` (a token lookup table distilled from all-MiniLM-L6-v2: no
+            transformer at encoding time; see ``isa.embed.static``).
         model: a packaged model name or a local folder (never a hub download).
         device, precision, batch_size: as the encoder classes take them (``None``: the
             encoder's default).
         max_seq_length: truncation in tokens (``None``: the encoder's default).
-        cache_dir: where de-quantised causal LMs are kept.
+        cache_dir: where de-quantised causal LMs and distilled static tables are kept.
         backend: the sentence encoder's runtime, ``"torch"`` (default) or ``"openvino"``.
         options: further keyword arguments of the encoder class.
     """
@@ -46,6 +52,12 @@ def make_encoder(name: str = "sentence", *, model: str | None = None, device: st
             raise ConfigError(f"backend {backend!r} is for the sentence encoder",
                               code="invalid_encoder")
         kwargs["backend"] = backend
+    if name == "static":
+        require("embed", "the static encoder", "model2vec")
+        from .static import StaticEncoder
+
+        return StaticEncoder(model or DEFAULT_STATIC_BASE, max_seq_length=max_seq_length,
+                             cache_dir=cache_dir, **kwargs)
     if name == "sentence":
         require("embed", "the sentence encoder", "torch", "sentence_transformers")
         from .sentence import DEFAULT_SENTENCE_MODEL, SentenceTransformerEncoder

@@ -88,7 +88,14 @@ class EncoderSpec(_Strict):
         return out
 
     def check_model(self, models: dict[str, str]) -> None:
-        """Raise ``ConfigError`` unless the model is packaged or one of ``models``."""
+        """Raise ``ConfigError`` unless the model is packaged or one of ``models``, and
+        the settings apply to this encoder (checked at POST, not in the worker)."""
+        if self.backend not in (None, "torch") and self.name != "sentence":
+            raise ConfigError(f"backend {self.backend!r} is for the sentence encoder",
+                              code="invalid_encoder")
+        if self.name == "static" and self.precision not in (None, "auto", "float32"):
+            raise ConfigError("the static encoder computes in float32 (precision 'auto' or "
+                              f"'float32', not {self.precision!r})", code="invalid_encoder")
         known = [*PACKAGED_MODELS[self.name], *models]
         if self.model is not None and self.model not in known:
             raise ConfigError(f"unknown {self.name} encoder model {self.model!r}; available: "

@@ -54,6 +54,8 @@ def test_twenty_concurrent_requests_per_idempotency_key_make_one_job_each(servic
     ({"budget": {"count": 10 ** 30}}, "validation_error"),
     ({"encoder": {"name": "sentence", "model": "/etc"}}, "validation_error"),
     ({"encoder": {"name": "sentence", "model": "not-a-packaged-model"}}, "unknown_model"),
+    ({"encoder": {"name": "static", "precision": "bfloat16"}}, "invalid_encoder"),
+    ({"encoder": {"name": "causal-lm", "backend": "openvino"}}, "invalid_encoder"),
     ({"queue": "gpu"}, "queue_unavailable"),
     ({"method": "clean", "params": {"base": "nope"}}, "unknown_method"),
 ])

@@ -8,6 +8,7 @@ import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from tests.conftest import ALPACA_SAMPLE, HH_SAMPLE, read_rows, write_jsonl
 
@@ -146,3 +147,34 @@ def test_an_overlapping_data_set_embeds_only_its_new_texts(service, tmp_path):
     new = {join_prompt(r["prompt"], r[s]) for r in rows[60:80] for s in ("chosen", "rejected")}
     assert emb["newly_embedded"] == len(new - old) > 0
     assert emb["cached"] == emb["unique"] - len(new - old)
+
+
+def test_a_select_job_with_the_static_encoder(service, tmp_path):
+    pytest.importorskip("model2vec")
+    from isa.embed.static import distill_static
+
+    distill_static()  # what the worker image does at build: the job does not wait for it
+    c = service.client()
+    rows = read_rows(HH_SAMPLE, 200)
+    path = write_jsonl(tmp_path / "static.jsonl", rows)
+    ds = service.wait_dataset(c, service.upload(c, path)["id"])
+    assert ds["status"] == "ready", ds
+    body = {"type": "select", "dataset_id": ds["id"], "method": "isa",
+            "budget": {"count": 20}, "encoder": {"name": "static"}, "seed": 0}
+    job = service.wait_job(c, c.post("/v1/jobs", json=body).json()["id"])
+    assert job["status"] == "succeeded", job
+    res = job["result"]
+    assert res["rows_selected"] == 20
+    assert res["embedding"]["encoder"].startswith("static:all-MiniLM-L6-v2:")
+    assert res["embedding"]["newly_embedded"] == res["embedding"]["unique"] == 400
+    subset = _jsonl(c.get(res["files"]["jsonl"]).content)
+    assert len(subset) == 20 and all(row in rows for row in subset)
+    # its vectors are cached under their own name: a rerun embeds nothing, while the
+    # sentence encoder on the same rows finds none of them
+    again = service.wait_job(c, c.post("/v1/jobs", json={**body, "budget": {"count": 30}}
+                                       ).json()["id"])
+    assert again["result"]["embedding"]["newly_embedded"] == 0
+    other = service.wait_job(c, c.post("/v1/jobs", json={
+        **body, "encoder": {"name": "sentence", "max_seq_length": 40}}).json()["id"])
+    assert other["status"] == "succeeded", other
+    assert other["result"]["embedding"]["cached"] == 0

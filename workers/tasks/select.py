@@ -195,6 +195,8 @@ def _finish(job: JobRun, run: SelectionRun) -> None:
         "reference": None if result.reference_stats is None else {
             "model": result.reference_name, **result.reference_stats.to_dict()},
         "embedding": None if not result.method.needs_embeddings else {
+            # the cache name: the model and every setting that changes its vectors
+            "encoder": result.encoder_name,
             "texts": record.get("texts", result.units.n_items),
             "unique": record.get("texts_unique"),
             "cached": record.get("texts_cached"),
