@@ -210,6 +210,24 @@ def select(
                   f"({s.texts - s.unique:,} repeats skipped)")
 
 
+def _bounds_text(bounds: dict[str, Any]) -> str:
+    """``[1, 64]``, ``(0, 1]``, ``≥ 1``: a parameter's range as a reader writes it."""
+    lo = bounds.get("minimum", bounds.get("exclusiveMinimum"))
+    hi = bounds.get("maximum", bounds.get("exclusiveMaximum"))
+    left = "(" if "exclusiveMinimum" in bounds else "["
+    right = ")" if "exclusiveMaximum" in bounds else "]"
+    def num(v: float) -> str:
+        return f"{v:,}" if isinstance(v, int) else f"{v:g}"
+
+    if lo is not None and hi is not None:
+        return f"{left}{num(lo)}, {num(hi)}{right}"
+    if lo is not None:
+        return f"{'>' if left == '(' else '≥'} {num(lo)}"
+    if hi is not None:
+        return f"{'<' if right == ')' else '≤'} {num(hi)}"
+    return ""
+
+
 @app.command()
 def methods(as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False
             ) -> None:
@@ -225,8 +243,10 @@ def methods(as_json: Annotated[bool, typer.Option("--json", help="machine-readab
         table.add_column("parameter")
         table.add_column("default")
         table.add_column("type")
+        table.add_column("bounds")
         for p in m["params"]:
-            table.add_row(p["name"], repr(p["default"]), str(p["type"]))
+            table.add_row(p["name"], repr(p["default"]), str(p["type"]),
+                          _bounds_text(p.get("bounds") or {}))
         console.print(table)
         console.print()
 

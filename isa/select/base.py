@@ -10,12 +10,23 @@ applied outside, on ``ranking_``.
 from __future__ import annotations
 
 import inspect
+import types
 from collections.abc import Callable, Mapping
 from functools import cache
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_type_hints
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    ClassVar,
+    Literal,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from ..errors import ConfigError, MethodInputError
 
@@ -29,6 +40,21 @@ PROMPT_GROUP, CHOSEN_CHARS, REJECTED_CHARS = "_prompt_group", "_chosen_chars", "
 _DETAILS, _ITEM_DETAILS = "details.", "item_details."
 #: parameter types shared by several methods (their values are checked by make_method)
 CovarianceType = Literal["diag", "full", "spherical", "tied"]
+# Bounded parameter types: a constructor's annotations are its parameters' contract, which
+# make_method (and so the gateway, at POST) checks before any work, so that no job fails
+# later in a worker for a parameter. The bounds are what the method can honour, not tuning.
+#: a seed (numpy's legacy generators take 32 bits)
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+#: folds of a cross-fitted probe
+Folds = Annotated[int, Field(ge=2, le=20)]
+#: a logistic regression's inverse regularisation strength
+InverseReg = Annotated[float, Field(gt=0, le=1e6)]
+#: dimensions kept by PCA before a mixture (capped at the embedding width when fitted)
+PcaDims = Annotated[int, Field(ge=1, le=4096)]
+#: a weight or a similarity in [0, 1]
+Unit = Annotated[float, Field(ge=0, le=1)]
+#: a cosine similarity
+Cosine = Annotated[float, Field(ge=-1, le=1)]
 
 
 class SelectionMethod:
@@ -254,9 +280,6 @@ def make_method(name: str, **params: Any) -> SelectionMethod:
         field = ".".join(str(x) for x in err["loc"])
         raise ConfigError(f"method {name!r}, parameter {field!r}: {err['msg']}",
                           code="invalid_parameters", parameter=field) from None
-    if params.get("random_state", 0) < 0:
-        raise ConfigError(f"method {name!r}: random_state must be ≥ 0",
-                          code="invalid_parameters", parameter="random_state")
     for nested in ("base", "quality"):  # composite methods name another method
         if isinstance(params.get(nested), str):
             make_method(params[nested], **(params.get(f"{nested}_params") or {}))
@@ -266,11 +289,38 @@ def make_method(name: str, **params: Any) -> SelectionMethod:
 @cache
 def _params_model(cls: type) -> type[BaseModel]:
     """A pydantic model of a method's constructor: its parameters, types and defaults."""
-    hints = get_type_hints(cls.__init__)
+    hints = get_type_hints(cls.__init__, include_extras=True)  # keep the bounds
     fields = {p.name: (hints.get(p.name, Any), p.default)
               for p in list(inspect.signature(cls.__init__).parameters.values())[1:]}
     return create_model(f"{cls.__name__}Params", __config__=ConfigDict(
         extra="forbid", strict=True), **fields)
+
+
+def _type_name(hint: Any) -> str:
+    """A parameter's type as a reader writes it (``int | None``), its bounds left to
+    ``_bounds``."""
+    origin = get_origin(hint)
+    if origin is Annotated:
+        return _type_name(get_args(hint)[0])
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in get_args(hint))
+    if origin is Literal:
+        return f"Literal[{', '.join(repr(a) for a in get_args(hint))}]"
+    if hint is type(None):
+        return "None"
+    return getattr(hint, "__name__", str(hint))
+
+
+_BOUND_KEYS = ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum")
+
+
+def _bounds(prop: dict[str, Any]) -> dict[str, Any]:
+    """A parameter's numeric bounds from its JSON schema (``anyOf`` for ``int | None``)."""
+    for part in [prop, *prop.get("anyOf", [])]:
+        found = {k: part[k] for k in _BOUND_KEYS if k in part}
+        if found:
+            return found
+    return {}
 
 
 def describe_methods() -> list[dict[str, Any]]:
@@ -279,11 +329,13 @@ def describe_methods() -> list[dict[str, Any]]:
     for name in sorted(METHODS):
         cls = METHODS[name]
         sig = inspect.signature(cls.__init__)
+        hints = get_type_hints(cls.__init__, include_extras=True)
+        schema = _params_model(cls).model_json_schema()["properties"]
         params = []
         for p in list(sig.parameters.values())[1:]:
-            ann = p.annotation if isinstance(p.annotation, str) else getattr(
-                p.annotation, "__name__", str(p.annotation))
-            params.append({"name": p.name, "default": p.default, "type": ann})
+            params.append({"name": p.name, "default": p.default,
+                           "type": _type_name(hints.get(p.name, Any)),
+                           "bounds": _bounds(schema.get(p.name, {}))})
         out.append({"name": name, "summary": cls.summary,
                     "needs_embeddings": cls.needs_embeddings, "params": params})
     return out

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
+from pydantic import Field
 
 from ..errors import ConfigError, MethodInputError
-from .base import SelectionMethod, register, unit_features
+from .base import Seed, SelectionMethod, register, unit_features
 
 
 @register
@@ -22,7 +23,7 @@ class RandomSelection(SelectionMethod):
     summary = "Uniform random sample (seeded)"
     needs_embeddings = False
 
-    def __init__(self, random_state: int = 0) -> None:
+    def __init__(self, random_state: Seed = 0) -> None:
         self.random_state = random_state
 
     def _fit(self, X, groups, n_units, meta, n_select):  # type: ignore[no-untyped-def]
@@ -47,7 +48,9 @@ class DensitySampling(SelectionMethod):
     name = "density"
     summary = "Inverse-propensity sampling on an LSH kernel density estimate"
 
-    def __init__(self, n_tables: int = 32, n_bits: int = 10, random_state: int = 0) -> None:
+    def __init__(self, n_tables: Annotated[int, Field(ge=1, le=256)] = 32,
+                 n_bits: Annotated[int, Field(ge=1, le=30)] = 10,
+                 random_state: Seed = 0) -> None:
         self.n_tables = n_tables
         self.n_bits = n_bits
         self.random_state = random_state
@@ -91,7 +94,8 @@ class KCenterGreedy(SelectionMethod):
     summary = "Greedy k-center (farthest-point) coreset for coverage"
     uses_budget_hint = True
 
-    def __init__(self, max_centers: int | None = None, random_state: int = 0) -> None:
+    def __init__(self, max_centers: Annotated[int, Field(ge=1)] | None = None,
+                 random_state: Seed = 0) -> None:
         self.max_centers = max_centers
         self.random_state = random_state
 
@@ -141,7 +145,7 @@ class MarginSelection(SelectionMethod):
     needs_embeddings = False
 
     def __init__(self, column: str | None = None, order: Literal["high", "low"] = "high",
-                 random_state: int = 0) -> None:
+                 random_state: Seed = 0) -> None:
         self.column = column
         self.order = order
         self.random_state = random_state

@@ -18,12 +18,13 @@ The pipeline computes the reference columns (``REF_COLUMNS``) for a method whose
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
+from pydantic import Field
 
 from ..errors import ConfigError, MethodInputError
-from .base import SelectionMethod, register
+from .base import Seed, SelectionMethod, register
 
 REF_LOGP_CHOSEN = "ref_logp_chosen"
 REF_LOGP_REJECTED = "ref_logp_rejected"
@@ -100,7 +101,7 @@ class ImplicitMargin(SelectionMethod):
     uses_reference = True
 
     def __init__(self, order: Literal["hard", "easy", "middle"] = "middle",
-                 normalize: bool = True, random_state: int = 0) -> None:
+                 normalize: bool = True, random_state: Seed = 0) -> None:
         self.order = order
         self.normalize = normalize
         self.random_state = random_state
@@ -132,7 +133,7 @@ class AlignmentPotential(SelectionMethod):
     uses_reference = True
 
     def __init__(self, column: str | None = None, normalize: bool = True,
-                 random_state: int = 0) -> None:
+                 random_state: Seed = 0) -> None:
         self.column = column
         self.normalize = normalize
         self.random_state = random_state
@@ -168,8 +169,9 @@ class MarginBayes(SelectionMethod):
     needs_embeddings = False
     uses_reference = True
 
-    def __init__(self, column: str | None = None, beta: float = 1.0, normalize: bool = True,
-                 random_state: int = 0) -> None:
+    def __init__(self, column: str | None = None,
+                 beta: Annotated[float, Field(gt=0, le=1000)] = 1.0, normalize: bool = True,
+                 random_state: Seed = 0) -> None:
         self.column = column
         self.beta = beta
         self.normalize = normalize

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
+from pydantic import Field
 
 from ..errors import ConfigError
 from ..extras import require
-from .base import CovarianceType, SelectionMethod, reduce_items, register
+from .base import CovarianceType, PcaDims, Seed, SelectionMethod, reduce_items, register
 
 
 def isa_delta(log_likelihood: np.ndarray, bounds: tuple[float, float] | None = None
@@ -73,11 +74,15 @@ class ISA(SelectionMethod):
     name = "isa"
     summary = "Paper-faithful ISA: GMM log-likelihood → entropy change Δ, keep the largest Δ"
 
-    def __init__(self, n_components: int = 2, covariance_type: CovarianceType = "diag",
-                 pca_components: int | None = None,
+    def __init__(self, n_components: Annotated[int, Field(ge=1, le=64)] = 2,
+                 covariance_type: CovarianceType = "diag",
+                 pca_components: PcaDims | None = None,
                  pair_reduce: Literal["sum", "mean", "max", "min"] = "sum",
-                 max_fit_samples: int = 200_000, max_iter: int = 100, tol: float = 1e-3,
-                 reg_covar: float = 1e-6, random_state: int = 0) -> None:
+                 max_fit_samples: Annotated[int, Field(ge=2, le=10**8)] = 200_000,
+                 max_iter: Annotated[int, Field(ge=1, le=10_000)] = 100,
+                 tol: Annotated[float, Field(gt=0, le=1)] = 1e-3,
+                 reg_covar: Annotated[float, Field(ge=0, le=1)] = 1e-6,
+                 random_state: Seed = 0) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.pca_components = pca_components

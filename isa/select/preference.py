@@ -10,9 +10,10 @@ is scored by a model that saw it (or another answer to its prompt).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
+from pydantic import Field
 
 from ..errors import ConfigError, MethodInputError
 from ..extras import require
@@ -20,6 +21,10 @@ from .base import (
     CHOSEN_CHARS,
     PROMPT_GROUP,
     REJECTED_CHARS,
+    Cosine,
+    Folds,
+    InverseReg,
+    Seed,
     SelectionMethod,
     make_method,
     pair_differences,
@@ -58,7 +63,7 @@ def cross_fit_margins(diff: np.ndarray, folds: np.ndarray, *, C: float = 1.0) ->
 class _CrossFitted(SelectionMethod):
     """Shared parameters and the out-of-fold margins of the preference methods."""
 
-    def __init__(self, n_folds: int = 5, C: float = 1.0, random_state: int = 0) -> None:
+    def __init__(self, n_folds: Folds = 5, C: InverseReg = 1.0, random_state: Seed = 0) -> None:
         self.n_folds = n_folds
         self.C = C
         self.random_state = random_state
@@ -88,8 +93,8 @@ class ConsistencySelection(_CrossFitted):
     name = "consistency"
     summary = "Out-of-fold reward model's agreement with each pair's label (easy first)"
 
-    def __init__(self, order: Literal["easy", "hard", "ambiguous"] = "easy", n_folds: int = 5,
-                 C: float = 1.0, random_state: int = 0) -> None:
+    def __init__(self, order: Literal["easy", "hard", "ambiguous"] = "easy", n_folds: Folds = 5,
+                 C: InverseReg = 1.0, random_state: Seed = 0) -> None:
         super().__init__(n_folds=n_folds, C=C, random_state=random_state)
         self.order = order
 
@@ -116,7 +121,7 @@ class LabelCleaning(_CrossFitted):
     summary = "Drop pairs an out-of-fold reward model confidently disagrees with, then base"
 
     def __init__(self, base: str = "random", base_params: dict | None = None,
-                 n_folds: int = 5, C: float = 1.0, random_state: int = 0) -> None:
+                 n_folds: Folds = 5, C: InverseReg = 1.0, random_state: Seed = 0) -> None:
         super().__init__(n_folds=n_folds, C=C, random_state=random_state)
         self.base = base
         self.base_params = base_params
@@ -174,8 +179,9 @@ class QualityDiversity(SelectionMethod):
     uses_budget_hint = True
 
     def __init__(self, quality: str = "consistency", quality_params: dict | None = None,
-                 threshold: float = 0.9, per_prompt_cap: int | None = 2,
-                 random_state: int = 0) -> None:
+                 threshold: Cosine = 0.9,
+                 per_prompt_cap: Annotated[int, Field(ge=1)] | None = 2,
+                 random_state: Seed = 0) -> None:
         self.quality = quality
         self.quality_params = quality_params
         self.threshold = threshold
@@ -237,7 +243,7 @@ class LengthBalanced(SelectionMethod):
     summary = "A base method's order, alternating chosen-longer and chosen-shorter pairs"
 
     def __init__(self, base: str = "random", base_params: dict | None = None,
-                 random_state: int = 0) -> None:
+                 random_state: Seed = 0) -> None:
         self.base = base
         self.base_params = base_params
         self.random_state = random_state

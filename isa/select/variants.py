@@ -3,10 +3,23 @@ named method, measured against random and paper-faithful ISA in bench/quality.py
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
+from pydantic import Field
 
 from ..errors import ConfigError
-from .base import PROMPT_GROUP, CovarianceType, SelectionMethod, register, unit_features
+from .base import (
+    PROMPT_GROUP,
+    Cosine,
+    CovarianceType,
+    PcaDims,
+    Seed,
+    SelectionMethod,
+    Unit,
+    register,
+    unit_features,
+)
 from .baselines import MarginSelection
 from .isa import ISA
 
@@ -29,8 +42,9 @@ def _first_item(groups: np.ndarray, n_units: int) -> np.ndarray:
 
 
 class _ISABased(SelectionMethod):
-    def __init__(self, covariance_type: CovarianceType = "diag", pca_components: int | None = None,
-                 random_state: int = 0) -> None:
+    def __init__(self, covariance_type: CovarianceType = "diag",
+                 pca_components: PcaDims | None = None,
+                 random_state: Seed = 0) -> None:
         self.covariance_type = covariance_type
         self.pca_components = pca_components
         self.random_state = random_state
@@ -78,8 +92,9 @@ class ISAClusterStratified(_ISABased):
     name = "isa_cluster"
     summary = "ISA stratified by k-means cluster (proportional)"
 
-    def __init__(self, n_clusters: int = 20, covariance_type: CovarianceType = "diag",
-                 pca_components: int | None = None, random_state: int = 0) -> None:
+    def __init__(self, n_clusters: Annotated[int, Field(ge=1, le=10_000)] = 20,
+                 covariance_type: CovarianceType = "diag",
+                 pca_components: PcaDims | None = None, random_state: Seed = 0) -> None:
         self.n_clusters = n_clusters
         super().__init__(covariance_type, pca_components, random_state)
 
@@ -110,8 +125,8 @@ class ISADedup(_ISABased):
     summary = "ISA with near-duplicate removal while walking its order"
     uses_budget_hint = True
 
-    def __init__(self, threshold: float = 0.9, covariance_type: CovarianceType = "diag",
-                 pca_components: int | None = None, random_state: int = 0) -> None:
+    def __init__(self, threshold: Cosine = 0.9, covariance_type: CovarianceType = "diag",
+                 pca_components: PcaDims | None = None, random_state: Seed = 0) -> None:
         self.threshold = threshold
         super().__init__(covariance_type, pca_components, random_state)
 
@@ -154,9 +169,9 @@ class ISAMarginBlend(_ISABased):
     name = "isa_margin"
     summary = "Rank blend of ISA's information score and the preference margin"
 
-    def __init__(self, alpha: float = 0.5, column: str | None = None,
-                 covariance_type: CovarianceType = "diag", pca_components: int | None = None,
-                 random_state: int = 0) -> None:
+    def __init__(self, alpha: Unit = 0.5, column: str | None = None,
+                 covariance_type: CovarianceType = "diag", pca_components: PcaDims | None = None,
+                 random_state: Seed = 0) -> None:
         self.alpha = alpha
         self.column = column
         super().__init__(covariance_type, pca_components, random_state)

@@ -51,6 +51,10 @@ def test_twenty_concurrent_requests_per_idempotency_key_make_one_job_each(servic
     ({"params": {"n_components": "two"}}, "invalid_parameters"),
     ({"params": {"random_state": -1}}, "invalid_parameters"),
     ({"params": {"covariance_type": "weird"}}, "invalid_parameters"),
+    ({"params": {"n_components": -1}}, "invalid_parameters"),
+    ({"params": {"pca_components": 10 ** 9}}, "invalid_parameters"),
+    ({"params": {"max_iter": 0}}, "invalid_parameters"),
+    ({"method": "density", "params": {"n_bits": 99}}, "invalid_parameters"),
     ({"budget": {"count": 10 ** 30}}, "validation_error"),
     ({"encoder": {"name": "sentence", "model": "/etc"}}, "validation_error"),
     ({"encoder": {"name": "sentence", "model": "not-a-packaged-model"}}, "unknown_model"),
@@ -69,6 +73,29 @@ def test_bad_parameters_are_refused_at_post(service, tmp_path, change, code):
     assert r.status_code in (409, 422), r.text
     assert r.json()["error"]["code"] == code, r.json()
     assert c.get("/v1/jobs", params={"limit": 500}).json()["count"] == before
+
+
+def test_every_parameter_beyond_its_bound_is_refused_at_post(service, tmp_path):
+    from tests.isa.test_method_bounds import BOUNDED, edges
+
+    c = service.client()
+    ds = _ready(service, c, tmp_path, read_rows(ALPACA_SAMPLE, 10))
+    before = c.get("/v1/jobs", params={"limit": 500}).json()["count"]
+    for method, param, kind, bounds in BOUNDED:
+        for value in edges(kind, bounds)[1]:
+            r = c.post("/v1/jobs", json={"type": "select", "dataset_id": ds["id"],
+                                         "method": method, "params": {param: value},
+                                         "budget": {"count": 2}})
+            assert r.status_code == 422, (method, param, value, r.text)
+            error = r.json()["error"]
+            assert error["code"] == "invalid_parameters" and param in error["message"], error
+    # nothing was created, and a parameter at its edge runs to the end
+    assert c.get("/v1/jobs", params={"limit": 500}).json()["count"] == before
+    r = c.post("/v1/jobs", json={"type": "select", "dataset_id": ds["id"], "method": "isa",
+                                 "params": {"max_iter": 1, "tol": 1.0, "n_components": 1},
+                                 "budget": {"count": 2}, "encoder": {"name": "static"}})
+    assert r.status_code == 201, r.text
+    assert service.wait_job(c, r.json()["id"])["status"] == "succeeded"
 
 
 def test_oversized_bodies_are_refused_while_streaming(service, tmp_path):
