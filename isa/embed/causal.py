@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, EncoderError
-from .base import Encoder, ProgressFn, l2_normalize
+from .base import Encoder, ProgressFn, fit_to_window, l2_normalize
 from .device import resolve_device, resolve_precision, torch_dtype
 from .models import SMOLLM2, causal_model_folder, resolve_causal_model
 
@@ -106,7 +106,8 @@ class CausalLMEncoder(Encoder):
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, len(texts), self.batch_size):
-                batch = list(texts[start:start + self.batch_size])
+                batch = fit_to_window(texts[start:start + self.batch_size],
+                                      self.max_length, self._truncation_side)
                 enc = tokenizer(batch, return_tensors="pt", padding=True, truncation=True,
                                 max_length=self.max_length).to(self.device)
                 hidden = model(**enc).last_hidden_state
@@ -121,5 +122,6 @@ class CausalLMEncoder(Encoder):
         return out
 
     def count_tokens(self, texts: Sequence[str]) -> int:
-        enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
+        enc = self.tokenizer(fit_to_window(texts, self.max_length, self._truncation_side),
+                             truncation=True, max_length=self.max_length)
         return sum(len(ids) for ids in enc["input_ids"])

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, EncoderError
-from .base import Encoder, ProgressFn, l2_normalize
+from .base import Encoder, ProgressFn, fit_to_window, l2_normalize
 from .device import resolve_device, resolve_precision, torch_dtype
 
 DEFAULT_SENTENCE_MODEL = "all-MiniLM-L6-v2"
@@ -194,8 +194,10 @@ class SentenceTransformerEncoder(Encoder):
     def encode(self, texts: Sequence[str], *, progress: ProgressFn | None = None) -> np.ndarray:
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for start in range(0, len(texts), self.chunk_size):
-            chunk = list(texts[start:start + self.chunk_size])
             model = self.model  # loads on the first texts the cache lacked
+            # cut before tokenising: the tokenizer would read a 1M-character field whole
+            chunk = fit_to_window(texts[start:start + self.chunk_size],
+                                  model.max_seq_length, self._truncation_side)
             vecs = self._encode_openvino(chunk) if self.backend == "openvino" else \
                 model.encode(chunk, batch_size=self.batch_size, convert_to_numpy=True,
                                   normalize_embeddings=True, show_progress_bar=False)
@@ -207,5 +209,6 @@ class SentenceTransformerEncoder(Encoder):
 
     def count_tokens(self, texts: Sequence[str]) -> int:
         tok = self.model.tokenizer
-        enc = tok(list(texts), truncation=True, max_length=self.model.max_seq_length)
+        enc = tok(fit_to_window(texts, self.model.max_seq_length, self._truncation_side),
+                  truncation=True, max_length=self.model.max_seq_length)
         return sum(len(ids) for ids in enc["input_ids"])

@@ -22,16 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, EncoderError
-from .base import Encoder, ProgressFn, l2_normalize
+from .base import Encoder, ProgressFn, fit_to_window, l2_normalize
 from .models import DEFAULT_MODEL_CACHE
 from .sentence import DEFAULT_SENTENCE_MODEL, resolve_sentence_model
 
 #: one distillation or load at a time in a process
 _LOADING = threading.RLock()
-#: characters kept per token of the window before tokenising (a token of English text is
-#: 3-5 characters; 8 leaves room for whitespace and markup): a 1 MB field is cut to what
-#: the window can read *before* the tokenizer sees it
-_CHARS_PER_TOKEN = 8
 
 
 def _is_static_folder(folder: Path) -> bool:
@@ -153,8 +149,7 @@ class StaticEncoder(Encoder):
     def _token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """The last ``max_tokens`` token ids of each text, the text cut to what the window
         can read before it is tokenised."""
-        keep = self.max_tokens * _CHARS_PER_TOKEN
-        ids = self.model.tokenize([t[-keep:] for t in texts])
+        ids = self.model.tokenize(fit_to_window(texts, self.max_tokens, "left"))
         return [row[-self.max_tokens:] for row in ids]
 
     def _vectors(self, ids: list[list[int]]) -> np.ndarray:

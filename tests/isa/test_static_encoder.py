@@ -89,3 +89,4 @@ def test_a_saved_static_folder_loads_as_it_is(encoder, tmp_path, texts):
     mine = make_encoder("static", model=str(folder))
     assert mine.name == "static:my-static:saved:len512:left"
     assert np.allclose(mine.encode(texts[:4]), encoder.encode(texts[:4]), atol=1e-6)
+
