@@ -80,9 +80,29 @@ end
 return {0, cur}
 """
 
+# KEYS: record. ARGV: field, value, ... Writes only to a record that exists: a worker still
+# busy with a deleted data set or job must not write a partial record back (it would
+# outlive the delete, counted nowhere and seen by no listing).
+_HSET_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
+# KEYS: record, the tenant's stored-bytes counter. ARGV: size. An import's size, counted
+# against the quota only while the record exists (a delete already gave its bytes back).
+_SET_SIZE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local old = tonumber(redis.call('HGET', KEYS[1], 'size_bytes') or '0')
+redis.call('HSET', KEYS[1], 'size_bytes', ARGV[1])
+redis.call('INCRBY', KEYS[2], tonumber(ARGV[1]) - old)
+return 1
+"""
+
 # KEYS: record. ARGV: done increment, embedded increment. Progress never passes its total
-# (a redelivered chunk task reports its texts again).
+# (a redelivered chunk task reports its texts again); a deleted record stays deleted.
 _ADD_PROGRESS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local total = tonumber(redis.call('HGET', KEYS[1], 'progress_total') or '0')
 local done = redis.call('HINCRBY', KEYS[1], 'progress_done', ARGV[1])
 if total > 0 and done > total then
@@ -177,6 +197,8 @@ class RecordStore:
         self.on_end = on_end
         self._transition = client.register_script(_TRANSITION)
         self._add_progress = client.register_script(_ADD_PROGRESS)
+        self._hset_if_exists = client.register_script(_HSET_IF_EXISTS)
+        self._set_size = client.register_script(_SET_SIZE)
 
     def key(self, record_id: str) -> str:
         return f"{self.prefix}{self.kind}:{record_id}"
@@ -260,8 +282,17 @@ class RecordStore:
             return None
         return self._decode(raw)
 
-    def update(self, record_id: str, **fields: Any) -> None:
-        self.r.hset(self.key(record_id), mapping=self._encode({**fields, "updated_at": now()}))
+    def update(self, record_id: str, **fields: Any) -> bool:
+        """Set fields of an existing record; False (and nothing written) if it is gone."""
+        return self._write(record_id, {**fields, "updated_at": now()})
+
+    def _write(self, record_id: str, fields: dict[str, Any]) -> bool:
+        flat: list[Any] = []
+        for k, v in self._encode(fields).items():
+            flat += [k, v]
+        if not flat:
+            return bool(self.r.exists(self.key(record_id)))
+        return bool(self._hset_if_exists(keys=[self.key(record_id)], args=flat))
 
     def transition(self, record_id: str, status: str, *, only_from: tuple[str, ...] | None = None,
                    **fields: Any) -> tuple[bool, str]:
@@ -384,11 +415,7 @@ class DatasetStore(RecordStore):
 
     def set_size(self, record_id: str, tenant: str, size: int) -> None:
         """An imported file's size, once read (counted against the tenant's quota)."""
-        old = int(self.r.hget(self.key(record_id), "size_bytes") or 0)
-        pipe = self.r.pipeline(transaction=True)
-        pipe.hset(self.key(record_id), "size_bytes", size)
-        pipe.incrby(self._bytes_key(tenant), size - old)
-        pipe.execute()
+        self._set_size(keys=[self.key(record_id), self._bytes_key(tenant)], args=[size])
 
     def delete(self, record_id: str, tenant: str) -> None:
         size = self.r.hget(self.key(record_id), "size_bytes")
@@ -403,16 +430,15 @@ class JobStore(RecordStore):
     states = JOB_STATES
     transitions = JOB_TRANSITIONS
     terminal = TERMINAL
-    json_fields = frozenset({"request", "result", "error", "webhook"})
+    json_fields = frozenset({"request", "result", "error", "webhook", "score_cache"})
     int_fields = frozenset({"progress_done", "progress_total", "embedded_new", "texts",
                             "texts_unique", "texts_cached", "attempts"})
     float_fields = frozenset({"created_at", "updated_at", "started_at", "finished_at",
                               "latest_loss"})
 
     def set_progress(self, job_id: str, stage: str, done: int, total: int) -> None:
-        self.r.hset(self.key(job_id), mapping={"stage": stage, "progress_done": done,
-                                               "progress_total": total,
-                                               "updated_at": now()})
+        self._write(job_id, {"stage": stage, "progress_done": done, "progress_total": total,
+                             "updated_at": now()})
 
     def add_progress(self, job_id: str, done: int, embedded: int = 0) -> None:
         """Count ``done`` more units of the current stage (never past its total)."""
@@ -420,6 +446,28 @@ class JobStore(RecordStore):
 
     def status(self, job_id: str) -> str | None:
         return self.r.hget(self.key(job_id), "status")
+
+    def _derived_key(self, dataset_id: str) -> str:
+        return f"{self.prefix}dataset:{dataset_id}:jobs"
+
+    def link_datasets(self, job_id: str, dataset_ids: list[str]) -> None:
+        """Record that the job reads these data sets (its results derive from them)."""
+        pipe = self.r.pipeline(transaction=False)
+        for dataset_id in dataset_ids:
+            pipe.sadd(self._derived_key(dataset_id), job_id)
+        pipe.execute()
+
+    def of_dataset(self, dataset_id: str) -> list[str]:
+        """The jobs that read the data set (some may be deleted since)."""
+        return sorted(self.r.smembers(self._derived_key(dataset_id)))
+
+    def forget_dataset(self, dataset_id: str) -> None:
+        self.r.delete(self._derived_key(dataset_id))
+
+    def delete(self, record_id: str, tenant: str) -> None:
+        super().delete(record_id, tenant)
+        self.r.delete(*(f"{self.key(record_id)}:workers:{kind}"
+                        for kind in ("embedding", "scoring")))
 
     def count_task(self, job_id: str, worker: str, kind: str = "embedding") -> None:
         """One more of the job's fanned-out ``kind`` tasks ran on ``worker`` (a Celery

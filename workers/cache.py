@@ -23,6 +23,11 @@ class ArtifactScoreCache(ScoreCache):
     def _index(self, key: str) -> str:
         return f"{self.prefix}scorecache:{key}"
 
+    def locations(self, key: str) -> dict[str, str]:
+        """Where an entry lives (its Redis index key, its artifact): what a job records so
+        that deleting its data set can delete the scores derived from it."""
+        return {"index": self._index(key), "artifact": Keys.score_state(key)}
+
     def get(self, key: str) -> dict[str, np.ndarray] | None:
         artifact = self.r.get(self._index(key))
         if artifact is None or not self.artifacts.exists(artifact):

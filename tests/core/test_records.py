@@ -105,3 +105,36 @@ def test_idempotency_scopes_never_share_a_key_whatever_the_tenant_name(jobs):
     assert ds_keys.peek("acme", "k") == {"fingerprint": "fp-ds", "id": "ds_1"}
     with pytest.raises(KeyError):
         IdempotencyKeys(jobs.r, jobs.prefix, ttl=60, scope="other")
+
+
+def test_writes_to_a_deleted_record_write_nothing(jobs):
+    # a worker still busy with a deleted job (or data set) must not write it back
+    from core.records import DatasetStore
+
+    jobs.create("t", "gone", "queued", {"type": "select", "request": {}})
+    jobs.transition("gone", "running")
+    assert jobs.update("gone", stage="embedding") is True
+    jobs.delete("gone", "t")
+    assert jobs.update("gone", stage="scoring", progress_done=5) is False
+    jobs.set_progress("gone", "embedding", 10, 100)
+    jobs.add_progress("gone", 3, embedded=3)
+    assert jobs.transition("gone", "succeeded")[0] is False
+    assert not jobs.r.exists(jobs.key("gone")) and jobs.get("gone") is None
+    datasets = DatasetStore(jobs.r, jobs.prefix)
+    datasets.create("t", "ds", "uploaded", {"size_bytes": 0})
+    datasets.set_size("ds", "t", 1000)
+    assert datasets.stored_bytes("t") == 1000
+    datasets.delete("ds", "t")
+    datasets.set_size("ds", "t", 5000)  # the import's read ends after the delete
+    assert datasets.update("ds", status="ready", rows_valid=3) is False
+    assert datasets.stored_bytes("t") == 0 and not jobs.r.exists(datasets.key("ds"))
+
+
+def test_jobs_are_linked_to_the_data_sets_they_read(jobs):
+    jobs.create("t", "j1", "queued", {"type": "evaluate", "request": {}})
+    jobs.link_datasets("j1", ["ds-a", "ds-b"])
+    jobs.create("t", "j2", "queued", {"type": "select", "request": {}})
+    jobs.link_datasets("j2", ["ds-a"])
+    assert jobs.of_dataset("ds-a") == ["j1", "j2"] and jobs.of_dataset("ds-b") == ["j1"]
+    jobs.forget_dataset("ds-a")
+    assert jobs.of_dataset("ds-a") == []

@@ -39,6 +39,21 @@ def test_idempotency_replay_and_conflict(service, tmp_path):
     assert other_tenant.status_code == 404  # ... and cannot see tenant A's data set
     listed = c.get("/v1/jobs", params={"type": "select"}).json()
     assert [j["id"] for j in listed["data"]].count(first.json()["id"]) == 1
+    # once the job ended and its data set is gone with keep_results, a replay still
+    # answers the job; without it the job went too, and the key is free again
+    assert service.wait_job(c, first.json()["id"])["status"] == "succeeded"
+    assert c.delete(f"/v1/datasets/{ds['id']}", params={"keep_results": "true"}
+                    ).status_code == 204
+    late = c.post("/v1/jobs", json=body, headers={"Idempotency-Key": "k-1"})
+    assert (late.status_code, late.json()["id"]) == (200, first.json()["id"]), late.text
+    fresh = c.post("/v1/jobs", json=body, headers={"Idempotency-Key": "k-2"})
+    assert fresh.status_code == 404 and fresh.json()["error"]["code"] == "dataset_not_found"
+    ds2 = _ready_dataset(service, c, tmp_path, name="again.jsonl")
+    body2 = {**body, "dataset_id": ds2["id"]}
+    made = c.post("/v1/jobs", json=body2, headers={"Idempotency-Key": "k-3"}).json()["id"]
+    assert c.delete(f"/v1/datasets/{ds2['id']}").status_code == 204
+    gone = c.post("/v1/jobs", json=body2, headers={"Idempotency-Key": "k-3"})
+    assert gone.status_code == 404 and c.get(f"/v1/jobs/{made}").status_code == 404
 
 
 def test_listings_page_by_cursor_and_filter(service, tmp_path):

@@ -142,10 +142,14 @@ def test_tenants_hit_their_quotas_with_429(supervised, tmp_path):
     supervised.kill_worker()
     body = {"type": "select", "dataset_id": first["id"], "method": "random",
             "budget": {"count": 2}}
-    queued = [c.post("/v1/jobs", json=body).json()["id"] for _ in range(2)]
+    queued = [c.post("/v1/jobs", json=body, headers={"Idempotency-Key": f"q-{i}"}
+                     ).json()["id"] for i in range(2)]
     over = c.post("/v1/jobs", json=body)
     assert over.status_code == 429 and over.json()["error"]["code"] == "job_quota_exceeded"
     assert int(over.headers["retry-after"]) > 0
+    # a client retrying a create whose answer it lost gets its job, quota or not
+    replay = c.post("/v1/jobs", json=body, headers={"Idempotency-Key": "q-0"})
+    assert (replay.status_code, replay.json()["id"]) == (200, queued[0]), replay.text
     assert c.post(f"/v1/jobs/{queued[0]}/cancel").json()["status"] == "cancelled"
     assert c.post("/v1/jobs", json=body).status_code == 201
     supervised.start_worker()

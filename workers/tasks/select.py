@@ -70,6 +70,9 @@ def _selection(job: JobRun, progress: StageProgress | None = None) -> SelectionR
 def _start(job: JobRun) -> None:
     run, ctx = _selection(job), job.ctx
     run.read()
+    key = run.plan.score_key()
+    if key is not None:  # deleting the data set deletes these scores with the job
+        ctx.jobs.update(job.id, score_cache=ctx.scores(job.tenant).locations(key))
     restored = run.restore_scores()
     ctx.metrics.incr("score_cache_hits" if restored else "score_cache_misses")
     if scoring.applies(job, run):

@@ -10,7 +10,14 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Form, Header, Query, Request, Response, UploadFile, status
 
-from app.api.deps import Artifacts, CurrentTenant, DatasetIdempotency, Datasets, SettingsDep
+from app.api.deps import (
+    Artifacts,
+    CurrentTenant,
+    DatasetIdempotency,
+    Datasets,
+    Jobs,
+    SettingsDep,
+)
 from app.api.errors import ApiError, error_responses, not_found
 from app.api.idempotency import claim_or_replay, released_on_failure
 from app.api.pagination import After, Limit, Offset, read_page
@@ -297,16 +304,49 @@ def preview_rows(dataset_id: str, tenant: CurrentTenant, datasets: Datasets,
                operation_id="delete_dataset",
                responses=error_responses(404))
 def delete_dataset(dataset_id: str, tenant: CurrentTenant, datasets: Datasets,
-                   artifacts: Artifacts, idem: DatasetIdempotency) -> None:
-    """Delete a data set and its file. The Idempotency-Key that created it is freed: a
+                   artifacts: Artifacts, idem: DatasetIdempotency, jobs: Jobs,
+                   keep_results: Annotated[bool, Query(
+                       description="keep the jobs that read this data set, with their "
+                                   "subsets and scores")] = False) -> None:
+    """Delete a data set, its file and, unless ``keep_results=true``, everything derived
+    from it: every job that read it (a running one stops at its next batch) with its
+    subsets, scores and cached scores. The Idempotency-Key that created it is freed: a
     repeat of that request afterwards makes a new data set (rather than answering 409
     "in progress" for the rest of the day about a record that is gone)."""
     doc = datasets.get(dataset_id, tenant)
     if doc is None:
         raise not_found("dataset", dataset_id)
     datasets.delete(dataset_id, tenant)
+    if not keep_results:
+        delete_derived_jobs(dataset_id, tenant, jobs, artifacts, idem)
+    jobs.forget_dataset(dataset_id)
     # an import deleted before a worker read it: its presigned query goes too
     datasets.r.delete(query_key(datasets.prefix, dataset_id))
     artifacts.delete_prefix(Keys.dataset(dataset_id))
     if doc.get("idempotency_claim"):
         idem.release_key(doc["idempotency_claim"], dataset_id)
+
+
+def delete_derived_jobs(dataset_id: str, tenant: str, jobs: Any, artifacts: Any,
+                        idem: Any) -> int:
+    """Delete the tenant's jobs that read the data set, their files and the score-cache
+    entry each filled, and free their Idempotency-Keys (a retry of a deleted job's create
+    is a new request, not "in progress" for a day); returns how many. A worker still
+    running one sees its record gone (a cancel) and can write nothing back (record writes
+    need the record). A cached score file is content-addressed: another tenant holding
+    the same file recomputes it."""
+    deleted = 0
+    for job_id in jobs.of_dataset(dataset_id):
+        doc = jobs.get(job_id, tenant)
+        if doc is None:
+            continue
+        jobs.delete(job_id, tenant)
+        artifacts.delete_prefix(Keys.job(job_id))
+        if doc.get("idempotency_claim"):
+            idem.release_key(doc["idempotency_claim"], job_id)
+        cached = doc.get("score_cache")
+        if cached:
+            jobs.r.delete(cached["index"])
+            artifacts.delete_prefix(cached["artifact"])
+        deleted += 1
+    return deleted

@@ -94,13 +94,15 @@ def create_job(body: JobRequest, response: Response, tenant: CurrentTenant, jobs
             if ds["status"] == "invalid":
                 raise ApiError(409, "dataset_invalid", f"data set {dataset_id} failed "
                                "validation", error=ds.get("error"))
-        _enqueue(body, request, job_id, tenant, jobs, settings)
+        claim = idem.key_of(tenant, idempotency_key) if idempotency_key is not None else None
+        _enqueue(body, request, job_id, tenant, jobs, settings, claim)
     return job_public(jobs.get(job_id))  # type: ignore[arg-type]
 
 
 def _enqueue(body: Any, request: dict[str, Any], job_id: str, tenant: str, jobs: Jobs,
-             settings: SettingsDep) -> None:
-    """The job's record, then its first task."""
+             settings: SettingsDep, claim: str | None = None) -> None:
+    """The job's record (with the Redis key of its Idempotency-Key claim, freed when the
+    job is deleted), then its first task."""
     queue = body.queue or settings.default_queue
     if body.type == "align" and body.queue is None:
         queue = settings.align_queue or ("gpu" if gpu_queue_served() else "cpu")
@@ -110,7 +112,10 @@ def _enqueue(body: Any, request: dict[str, Any], job_id: str, tenant: str, jobs:
                        "send the job without 'queue' (or to 'cpu')", queue=queue)
     jobs.create(tenant, job_id, "queued", {"type": body.type, "request": request,
                                            "stage": "queued", "progress_done": 0,
-                                           "progress_total": 0, "queue": queue})
+                                           "progress_total": 0, "queue": queue,
+                                           "idempotency_claim": claim})
+    # before the task is sent: deleting one of these data sets deletes this job's results
+    jobs.link_datasets(job_id, body.dataset_ids())
     try:
         celery_app.send_task(TASK_FOR_JOB_TYPE[body.type], args=(job_id,), queue=queue)
     except BaseException:  # the broker away: no job that would never run
