@@ -14,7 +14,7 @@ import app.docs as docs
 import app.ui as ui
 from app.api.deps import _redis
 from app.api.errors import install_error_handlers
-from app.api.routes import datasets, health, jobs, webhooks
+from app.api.routes import datasets, health, jobs, methods, webhooks
 from app.keyfile import announce, ensure_keys_file
 from app.limits import BodyLimitMiddleware
 from app.metrics import MetricsMiddleware
@@ -60,6 +60,7 @@ def create_app() -> FastAPI:
     app.include_router(datasets.router)
     app.include_router(jobs.router)
     app.include_router(webhooks.router)
+    app.include_router(methods.router)
     docs.install(app)
     ui.install(app)  # the browser dashboard at /ui (not part of the OpenAPI contract)
     return app

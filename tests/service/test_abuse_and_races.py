@@ -183,3 +183,16 @@ def test_a_cache_hit_never_tells_one_tenant_what_another_holds(service, tmp_path
     assert a["embedding"]["newly_embedded"] == a["embedding"]["unique"]
     # tenant B's identical rows: nothing from A's caches
     assert b["embedding"]["cached"] == 0 and b["score_cache_hit"] is False
+
+
+def test_methods_are_listed_with_the_bounds_post_checks(service):
+    c = service.client()
+    assert service.client(None).get("/v1/methods").status_code == 401
+    listed = {m["name"]: m for m in c.get("/v1/methods").json()["data"]}
+    from isa.select import METHODS
+
+    assert set(listed) == set(METHODS)
+    params = {p["name"]: p for p in listed["isa"]["params"]}
+    assert params["n_components"] == {"name": "n_components", "default": 2, "type": "int",
+                                      "bounds": {"minimum": 1, "maximum": 64}}
+    assert params["pca_components"]["type"] == "int | None"
