@@ -101,9 +101,17 @@ def _write_csv(records: Iterable[dict[str, Any]], out: Any) -> int:
     return len(rows)
 
 
+#: what makes a spreadsheet read a cell as a formula: these first characters (and their
+#: full-width forms, which some spreadsheets fold to them), also after leading spaces,
+#: which spreadsheets skip (" =1+1" runs too)
+_FORMULA_START = frozenset("=+-@\uff1d\uff0b\uff0d\uff20")
+
+
 def _csv_safe(text: str) -> str:
     """A text cell a spreadsheet will not run as a formula (OWASP CSV injection)."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+    if text[:1] in ("\t", "\r") or text.lstrip(" \t\r\n\u00a0\u3000")[:1] in _FORMULA_START:
+        return "'" + text
+    return text
 
 
 def _write_parquet(records: Iterable[dict[str, Any]], out: Any) -> int:

@@ -46,3 +46,17 @@ def test_unknown_output_format(tmp_path):
     with pytest.raises(ConfigError) as exc:
         write_records(iter(ROWS), tmp_path / "o.yaml")
     assert exc.value.code == "unknown_output_format"
+
+
+def test_csv_cells_never_start_a_formula(tmp_path):
+    import csv
+
+    risky = ["=1+1", " =HYPERLINK(\"http://x\")", "\u00a0+A1", "\uff1dSUM(A1)", "-2+3",
+             "@cmd", "\t=1", "\r=1", "\n =1"]
+    plain = ["a = b", "1-2", "x@y.z", "", "'quoted"]
+    path = tmp_path / "o.csv"
+    write_records(iter([{"t": t} for t in risky + plain]), path)
+    with open(path, newline="") as fh:
+        cells = [row[0] for row in csv.reader(fh)][1:]
+    assert cells[:len(risky)] == ["'" + t for t in risky]
+    assert cells[len(risky):] == plain
