@@ -16,6 +16,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from core.contract import JOB_TYPES
 
 logger = logging.getLogger("isa.api")
+#: python-multipart's longest header line in a part (its MAX_HEADER_SIZE default)
+MULTIPART_HEADER_LIMIT = 4096 + 128
 #: seconds a client is asked to wait when the store is unavailable
 RETRY_AFTER_S = 5
 
@@ -109,11 +111,20 @@ def install_error_handlers(app: FastAPI) -> None:
         code = getattr(exc, "code", None) or _STATUS_CODES.get(exc.status_code, "http_error")
         details = {"limit": exc.limit} if hasattr(exc, "limit") else None
         headers = getattr(exc, "headers", None)
+        message = str(exc.detail)
+        if exc.status_code == 400 and message == "Invalid multipart data.":
+            # Starlette's one message for every python-multipart failure; the one clients
+            # hit is a part header over its limit, most often a very long file name
+            code, message = "invalid_multipart", (
+                "the multipart body could not be read: a part's headers are malformed or "
+                f"too long (a header line, with its file name, is at most "
+                f"{MULTIPART_HEADER_LIMIT} bytes)")
+            details = {"limit": MULTIPART_HEADER_LIMIT}
         if exc.status_code == 405:
             # Starlette's Allow names the methods of the first route matching the path;
             # a path served by several routes (GET and DELETE) allows all of theirs
             headers = {**(headers or {}), "Allow": ", ".join(_allowed(app, request))}
-        return JSONResponse(_body(code, str(exc.detail), details), status_code=exc.status_code,
+        return JSONResponse(_body(code, message, details), status_code=exc.status_code,
                             headers=headers)
 
 

@@ -196,3 +196,17 @@ def test_methods_are_listed_with_the_bounds_post_checks(service):
     assert params["n_components"] == {"name": "n_components", "default": 2, "type": "int",
                                       "bounds": {"minimum": 1, "maximum": 64}}
     assert params["pca_components"]["type"] == "int | None"
+
+
+def test_a_very_long_file_name_gets_an_error_that_says_so(service):
+    c = service.client()
+    before = c.get("/v1/datasets").json()["count"]
+    r = c.post("/v1/datasets", files={"file": ("a" * 5000 + ".jsonl", b'{"prompt": "p"}\n')})
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert error["code"] == "invalid_multipart" and "file name" in error["message"]
+    assert error["details"]["limit"] == 4224
+    assert c.get("/v1/datasets").json()["count"] == before
+    # a long name within the limit is kept, cut to 255 characters in the record
+    ok = c.post("/v1/datasets", files={"file": ("b" * 3000 + ".jsonl", b'{"prompt": "p"}\n')})
+    assert ok.status_code == 201 and len(ok.json()["filename"]) == 255
