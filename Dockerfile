@@ -19,7 +19,7 @@ FROM base AS api
 RUN pip install -c constraints.txt ".[service,s3,gcs]" \
  && python -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is not None)"
 EXPOSE 8000
-CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["python", "-m", "app.serve", "--host", "0.0.0.0", "--port", "8000"]
 
 FROM base AS worker
 # torch pinned first (CPU wheels; a GPU image would install the CUDA build instead)

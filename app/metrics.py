@@ -1,8 +1,10 @@
-"""Per-process HTTP metrics (requests and latency by route), as a plain ASGI middleware
-(Starlette's BaseHTTPMiddleware costs a task and a stream per request)."""
+"""HTTP metrics (requests and latency by route), as a plain ASGI middleware (Starlette's
+BaseHTTPMiddleware costs a task and a stream per request). Per process, or summed over
+the gateway's processes in Prometheus' multiprocess mode (``app/serve.py``)."""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -13,6 +15,19 @@ REQUESTS = Counter("isa_http_requests", "HTTP requests", ["method", "route", "st
                    registry=REGISTRY)
 LATENCY = Histogram("isa_http_request_seconds", "HTTP request latency", ["method", "route"],
                     registry=REGISTRY)
+
+
+def http_registry() -> CollectorRegistry:
+    """What ``/metrics`` reports of HTTP: this process's counters, or, when the gateway
+    runs several processes (``app.serve`` sets ``PROMETHEUS_MULTIPROC_DIR``), every
+    process's, summed from their files."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    from prometheus_client import multiprocess
+
+    merged = CollectorRegistry()
+    multiprocess.MultiProcessCollector(merged)
+    return merged
 
 
 class MetricsMiddleware:

@@ -35,4 +35,5 @@ fi
 .venv/bin/celery -A workers.worker worker -Q cpu -c 1 --loglevel INFO &
 pids+=($!)
 echo "API on http://127.0.0.1:8000 (docs: /docs); API key: $(echo "$ISA_API_KEYS" | head -c 60)"
-.venv/bin/uvicorn app.main:app --host 127.0.0.1 --port 8000
+# one gateway process per CPU (ISA_API_WORKERS to choose), as in production (app/serve.py)
+.venv/bin/python -m app.serve --host 127.0.0.1 --port 8000

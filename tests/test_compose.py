@@ -48,6 +48,10 @@ def test_commands_name_real_modules_and_declared_queues():
     served: set[str] = set()
     for name, svc in APP_SERVICES.items():
         command = svc["command"]
+        if command[:3] == ["python", "-m", "app.serve"]:
+            # the production start (app/serve.py) serves app.main:app
+            assert importlib.util.find_spec("app.serve") is not None
+            command = ["uvicorn", "app.main:app", *command[3:]]
         if command[0] == "uvicorn":
             module, attr = command[1].split(":")
             assert callable(getattr(importlib.import_module(module), attr)), command

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from app.api.deps import Datasets, Jobs, MetricsStore, RedisDep, SettingsDep
 from app.api.errors import ApiError, error_responses
-from app.metrics import REGISTRY
+from app.metrics import http_registry
 from core.celery_app import celery_app
 
 router = APIRouter(tags=["health"])
@@ -74,7 +74,7 @@ def readyz(r: RedisDep) -> JSONResponse:
             responses={200: _PROMETHEUS, **error_responses(401, 403, 503)})
 def metrics(request: Request, jobs: Jobs, datasets: Datasets, store: MetricsStore,
             settings: SettingsDep) -> Response:
-    """Prometheus text format: HTTP requests of this process, plus job/data set counts,
+    """Prometheus text format: HTTP requests (of every gateway process), plus job/data set counts,
     stage durations and cache hits shared by all workers through Redis. Counts span every
     tenant: served with the metrics key (``ISA_METRICS_KEY``), or, without one, only to
     the loopback interface."""
@@ -106,5 +106,5 @@ def metrics(request: Request, jobs: Jobs, datasets: Datasets, store: MetricsStor
             return [g, d, stage_sum, stage_count, cache]
 
     shared.register(_Shared())  # type: ignore[arg-type]
-    body = generate_latest(REGISTRY) + generate_latest(shared)
+    body = generate_latest(http_registry()) + generate_latest(shared)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
