@@ -1,15 +1,21 @@
-"""Encoding: what a truncation length, a precision or another runtime costs and changes.
+"""Encoding: what an encoder, a runtime or a truncation costs and changes.
 
-    .venv/bin/python bench/encoding.py [--pairs 2312]
+    .venv/bin/python bench/encoding.py [--pairs 1200] [--all-settings]
 
-On HH-RLHF harmless (where the length of an answer is no shortcut), every encoder
-setting embeds the same prompt + completion texts; each is reported beside the default
-(torch, bf16 where the CPU has it, 256 tokens) measured in the same run: texts/s, cosine
-to the default's vectors, the overlap of the ISA 5% subset with the default's, and the
-quality yardstick (a linear probe, 5 prompt-grouped folds: the full pool and the ISA 5%
-subset). OpenVINO runs when the ``openvino`` package is installed (``pip install
-openvino``; not a dependency: it has to win first). On a CUDA machine the GPU settings
-(fp16, large length-sorted batches) run too: that part is ``bench/gpu.py``'s.
+On HH-RLHF harmless (where the length of an answer is no shortcut) and on AlpacaEval
+(where it is), every encoder embeds the same prompt + completion texts with the library's
+own encoders (``isa.make_encoder``), each beside the default (sentence, torch, bf16 where
+the CPU has it, 256 tokens) measured in the same run: texts/s and the ratio to the
+default, cosine to the default's vectors (where the widths match), the overlap of the 5%
+subsets of paper ``isa`` and of the recommended ``length_balanced`` (base consistency)
+with the default's, and the quality yardstick: a linear probe over 5 prompt-grouped folds
+(accuracy and length-balanced accuracy; full pool, ``isa`` 5%, ``length_balanced`` 5%),
+each with the spread over folds.
+
+Rows: sentence torch bf16 (default), sentence OpenVINO bf16 (when ``openvino`` is
+installed), static (a token table distilled from the same MiniLM: ``encoder: static``);
+``--all-settings`` adds 128/64 tokens, float32 and OpenVINO f32. The static table's one-off
+distillation is timed apart. On a CUDA machine the GPU settings are ``bench/gpu.py``'s.
 Writes bench/results/encoding.md.
 """
 
@@ -29,153 +35,174 @@ from data_dir import add_data_dir, data_file  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 OUT = ROOT / "bench" / "results"
+DOMAINS = {"HH-RLHF harmless": "hh_rlhf_harmless_base_test.jsonl.gz",
+           "AlpacaEval": "alpaca_eval_prefs_test.jsonl.gz"}
+METHODS = {"isa": ("isa", {}), "length_balanced": ("length_balanced", {"base": "consistency"})}
 
 
-class OpenVINOEncoder:
-    """MiniLM converted to OpenVINO from the same PyTorch weights; mean pooling and L2
-    normalisation as the sentence-transformers model does them."""
-
-    def __init__(self, *, max_seq_length: int = 256, precision: str = "bf16",
-                 batch_size: int = 16) -> None:
-        import openvino as ov
-        import torch
-
-        from isa import SentenceTransformerEncoder
-
-        st = SentenceTransformerEncoder(precision="float32", max_seq_length=max_seq_length)
-        self.tok, self.max_len, self.batch = st.model.tokenizer, max_seq_length, batch_size
-        hf = st.model[0].auto_model.eval()
-        example = self.tok(["an example"], return_tensors="pt")
-        with torch.no_grad():
-            model = ov.convert_model(hf, example_input=dict(example))
-        self.inputs = list(example.keys())
-        self.compiled = ov.Core().compile_model(model, "CPU",
-                                                {"INFERENCE_PRECISION_HINT": precision})
-        self.name = f"openvino:{precision}:len{max_seq_length}"
-        self.dim = st.dim
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        from isa.embed.base import l2_normalize
-
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
-        for start in range(0, len(order), self.batch):
-            idx = order[start:start + self.batch]
-            enc = self.tok([texts[i] for i in idx], padding=True, truncation=True,
-                           max_length=self.max_len, return_tensors="np")
-            hidden = self.compiled({k: enc[k] for k in self.inputs})[0]
-            mask = enc["attention_mask"][..., None].astype(np.float32)
-            out[idx] = (hidden * mask).sum(1) / np.maximum(mask.sum(1), 1e-9)
-        return l2_normalize(out)
+def _settings(all_settings: bool, openvino: bool) -> list[tuple[str, dict]]:
+    rows = [("sentence torch (default)", {"name": "sentence"})]
+    if openvino:
+        rows.append(("sentence openvino bf16", {"name": "sentence", "backend": "openvino",
+                                                "precision": "bfloat16"}))
+    rows.append(("static (distilled MiniLM)", {"name": "static"}))
+    if all_settings:
+        rows += [("sentence torch, 128 tokens", {"name": "sentence", "max_seq_length": 128}),
+                 ("sentence torch, 64 tokens", {"name": "sentence", "max_seq_length": 64}),
+                 ("sentence torch float32", {"name": "sentence", "precision": "float32"})]
+        if openvino:
+            rows.append(("sentence openvino f32", {"name": "sentence", "backend": "openvino",
+                                                   "precision": "float32"}))
+    return rows
 
 
-def _configs(with_gpu: bool) -> list[tuple[str, dict]]:
-    configs = [("torch default (auto precision, 256)", {}),
-               ("torch, 128 tokens", {"max_seq_length": 128}),
-               ("torch, 64 tokens", {"max_seq_length": 64}),
-               ("torch float32, 256", {"precision": "float32"})]
-    if with_gpu:
-        configs += [("cuda fp16, 256, batch 256", {"device": "cuda", "precision": "float16",
-                                                    "batch_size": 256}),
-                    ("cuda fp16, 128, batch 512", {"device": "cuda", "precision": "float16",
-                                                    "batch_size": 512, "max_seq_length": 128})]
-    return configs
+def _pool(path: Path, pairs: int):  # noqa: ANN202 - (UnitTable, labels, folds)
+    from isa import PreferenceFile
+    from isa.evaluate.split import kfold_by_prompt
+    from isa.pipeline import read_units
+
+    table, _ = read_units(PreferenceFile(path), level="pair", template="prompt_completion")
+    if pairs and pairs < len(table):
+        from isa.evaluate.runner import PairSet
+
+        # a seeded sample of whole pairs (the files are sorted by source, not shuffled)
+        keep = np.sort(np.random.default_rng(0).choice(len(table), pairs, replace=False))
+        table = PairSet(table, np.zeros((len(table.texts), 1)),
+                        np.zeros((len(table), 1))).subset(keep).table
+    return table, np.asarray(table.text_labels), kfold_by_prompt(table.prompt_keys, k=5,
+                                                                 seed=0)
+
+
+def _quality(table, labels, folds, X: np.ndarray) -> dict:  # noqa: ANN001
+    """Probe accuracy (plain and length-balanced) over the folds, and each method's 5%
+    subset of the whole pool."""
+    from isa import Budget
+    from isa.evaluate.runner import PairSet, probe_score, ranking_for
+
+    chosen = np.empty((len(table), X.shape[1]), dtype=np.float32)
+    rejected = np.empty_like(chosen)
+    chosen[table.groups[labels == "chosen"]] = X[labels == "chosen"]
+    rejected[table.groups[labels == "rejected"]] = X[labels == "rejected"]
+    pairs = PairSet(table, X, chosen - rejected)
+    budget = Budget(fraction=0.05)
+    scores: dict[str, list[tuple[float, float]]] = {"full": [], **{m: [] for m in METHODS}}
+    for f in range(len(folds)):
+        train_idx = np.setdiff1d(np.arange(len(table)), folds[f])
+        train, test = pairs.subset(train_idx), pairs.subset(folds[f])
+        k = budget.size(len(train.table))
+        picks = {"full": np.arange(len(train.table)),
+                 **{m: ranking_for(train, method, params, 0, k)[:k]
+                    for m, (method, params) in METHODS.items()}}
+        for name, idx in picks.items():
+            s = probe_score(train, idx, test)
+            scores[name].append((s.accuracy, s.balanced_accuracy or float("nan")))
+    k = budget.size(len(table))
+    subsets = {m: set(ranking_for(pairs, method, params, 0, k)[:k].tolist())
+               for m, (method, params) in METHODS.items()}
+    return {"scores": {n: np.asarray(v) for n, v in scores.items()}, "subsets": subsets}
+
+
+def _cell(values: np.ndarray) -> str:
+    """Mean ± the spread of the fold means (standard error)."""
+    return f"{values.mean():.3f} ± {values.std(ddof=1) / np.sqrt(len(values)):.3f}"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_data_dir(ap)
-    ap.add_argument("--pairs", type=int, default=0, help="0: the whole file")
+    ap.add_argument("--pairs", type=int, default=1200,
+                    help="pairs sampled per domain (seed 0); 0: the whole file")
+    ap.add_argument("--all-settings", action="store_true",
+                    help="also truncation, float32 and OpenVINO f32 rows")
+    ap.add_argument("--domains", default=",".join(DOMAINS),
+                    help="comma-separated, of: " + ", ".join(DOMAINS))
     args = ap.parse_args()
+
+    import importlib.util
 
     import torch
 
-    from isa import Budget, PreferenceFile, SentenceTransformerEncoder
-    from isa.evaluate.runner import PairSet, probe_score, ranking_for
-    from isa.evaluate.split import kfold_by_prompt
-    from isa.pipeline import read_units
+    from isa import make_encoder
+    from isa.embed.static import distill_static, distilled_folder
 
-    source = PreferenceFile(data_file(args.data_dir, "hh_rlhf_harmless_base_test.jsonl.gz"))
-    table, _ = read_units(source, level="pair", template="prompt_completion")
-    if args.pairs:
-        table = PairSet(table, np.zeros((len(table.texts), 1)), np.zeros((len(table), 1))
-                        ).subset(np.arange(args.pairs)).table
-    texts = table.texts
-    labels = np.asarray(table.text_labels)
-    folds = kfold_by_prompt(table.prompt_keys, k=5, seed=0)
-    budget = Budget(fraction=0.05)
-
-    def pairset(X: np.ndarray) -> PairSet:
-        chosen = np.empty((len(table), X.shape[1]), dtype=np.float32)
-        rejected = np.empty_like(chosen)
-        chosen[table.groups[labels == "chosen"]] = X[labels == "chosen"]
-        rejected[table.groups[labels == "rejected"]] = X[labels == "rejected"]
-        return PairSet(table, X, chosen - rejected)
-
-    def quality(X: np.ndarray) -> tuple[float, float, set[int]]:
-        pairs = pairset(X)
-        full, isa = [], []
-        for f in range(5):
-            train_idx = np.setdiff1d(np.arange(len(table)), folds[f])
-            train, test = pairs.subset(train_idx), pairs.subset(folds[f])
-            k = budget.size(len(train.table))
-            full.append(probe_score(train, np.arange(len(train.table)), test).accuracy)
-            isa.append(probe_score(train, ranking_for(train, "isa", {}, 0, k)[:k],
-                                   test).accuracy)
-        whole = ranking_for(pairs, "isa", {}, 0, budget.size(len(table)))
-        return float(np.mean(full)), float(np.mean(isa)), set(
-            whole[:budget.size(len(table))].tolist())
-
-    rows, ref = [], None
-    encoders: list[tuple[str, object]] = [
-        (label, lambda kw=kw: SentenceTransformerEncoder(**kw))
-        for label, kw in _configs(torch.cuda.is_available())]
-    try:
-        import openvino  # noqa: F401
-
-        encoders += [("openvino bf16, 256", lambda: OpenVINOEncoder(precision="bf16")),
-                     ("openvino f32, 256", lambda: OpenVINOEncoder(precision="f32"))]
-    except ImportError:
+    openvino = importlib.util.find_spec("openvino") is not None
+    if not openvino:
         print("openvino is not installed: its rows are skipped")
-    print(f"== {len(texts):,} texts of {len(table):,} HH pairs; torch threads "
-          f"{torch.get_num_threads()}", flush=True)
-    for label, make in encoders:
-        enc = make()
-        enc.encode(texts[:32])  # warm up
-        t = time.perf_counter()
-        X = enc.encode(texts)
-        seconds = time.perf_counter() - t
-        full, isa, subset = quality(X)
-        row = {"label": label, "name": enc.name, "texts_s": len(texts) / seconds,
-               "full": full, "isa": isa}
-        if ref is None:
-            ref = (X, subset)
-        cos = (X * ref[0]).sum(1)
-        row |= {"cos_min": float(cos.min()), "cos_mean": float(cos.mean()),
-                "overlap": len(subset & ref[1]) / len(ref[1])}
-        print(row, flush=True)
-        rows.append(row)
-    base = rows[0]["texts_s"]
-    lines = [
-        "# Encoding settings: speed against what they change (bench/encoding.py)",
-        "",
-        f"{len(texts):,} prompt + completion texts of {len(table):,} HH-RLHF harmless pairs; "
-        f"torch threads {torch.get_num_threads()}. Beside the first row, measured in the same "
-        "run: cosine to its vectors, overlap of the ISA 5% subset, and the probe's "
-        "accuracy (5 prompt-grouped folds; full pool and ISA 5%).",
-        "",
-        "| setting | encoder name | texts/s | × default | cosine min / mean | ISA 5% overlap "
-        "| probe, full pool | probe, ISA 5% |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(f"| {r['label']} | `{r['name']}` | {r['texts_s']:.0f} | "
-                     f"{r['texts_s'] / base:.2f} | {r['cos_min']:.4f} / {r['cos_mean']:.5f} | "
-                     f"{r['overlap']:.1%} | {r['full']:.3f} | {r['isa']:.3f} |")
-    lines += ["", "Regenerate: `.venv/bin/python bench/encoding.py`"]
-    text = "\n".join(lines) + "\n"
+    already = (distilled_folder() / "model.safetensors").is_file()
+    t = time.perf_counter()
+    distill_static()
+    distill_s = None if already else time.perf_counter() - t
+    settings = _settings(args.all_settings, openvino)
+    sections = []
+    for domain in [d.strip() for d in args.domains.split(",")]:
+        table, labels, folds = _pool(data_file(args.data_dir, DOMAINS[domain]), args.pairs)
+        texts = table.texts
+        print(f"== {domain}: {len(texts):,} texts of {len(table):,} pairs; torch threads "
+              f"{torch.get_num_threads()}", flush=True)
+        rows, ref = [], None
+        for label, spec in settings:
+            enc = make_encoder(device="cpu", **spec)
+            t = time.perf_counter()
+            enc.encode(texts[:32])  # load (OpenVINO compiles here) and warm up
+            load_s = time.perf_counter() - t
+            t = time.perf_counter()
+            X = enc.encode(texts)
+            seconds = time.perf_counter() - t
+            q = _quality(table, labels, folds, X)
+            if ref is None:
+                ref = (X, q["subsets"])
+            same = X.shape[1] == ref[0].shape[1]
+            cos = (X * ref[0]).sum(1) if same else None
+            row = {"label": label, "name": enc.name, "dim": X.shape[1], "load_s": load_s,
+                   "texts_s": len(texts) / seconds, "scores": q["scores"],
+                   "cos": (float(cos.min()), float(cos.mean())) if cos is not None else None,
+                   "overlap": {m: len(q["subsets"][m] & ref[1][m]) / len(ref[1][m])
+                               for m in METHODS}}
+            print({k: v for k, v in row.items() if k != "scores"},
+                  {n: v.mean(0).round(3).tolist() for n, v in q["scores"].items()}, flush=True)
+            rows.append(row)
+        sections.append((domain, len(table), len(texts), rows))
+    text = _report(sections, args, distill_s, torch.get_num_threads())
     print(text)
     (OUT / "encoding.md").write_text(text)
+
+
+def _report(sections, args, distill_s, threads) -> str:  # noqa: ANN001
+    lines = [
+        "# Encoders: speed against what they change (bench/encoding.py)",
+        "",
+        f"Each domain: {args.pairs or 'all'} pairs sampled (seed 0), their prompt + completion "
+        f"texts embedded by each encoder on the CPU, torch threads {threads}. Beside the first "
+        "row, measured in the same run: texts/s ratio, cosine to its vectors (same width "
+        "only), overlap of the 5% subsets (paper `isa`; `length_balanced` base consistency, "
+        "the README's recommendation), and the probe (5 prompt-grouped folds, mean ± standard "
+        "error over folds): accuracy / length-balanced accuracy, trained on the full pool, "
+        "`isa` 5% and `length_balanced` 5%.",
+        "",
+        "The static table is distilled once from the packaged MiniLM: "
+        + (f"{distill_s:.0f} s in this run." if distill_s is not None
+           else "it was already distilled (run once with an empty model cache to time it)."),
+    ]
+    for domain, n_pairs, n_texts, rows in sections:
+        base = rows[0]["texts_s"]
+        lines += ["", f"## {domain}: {n_texts:,} texts of {n_pairs:,} pairs", "",
+                  "| encoder | name | dim | texts/s | × default | load s | cosine min / mean "
+                  "| overlap isa / lb | probe full: acc / bal | isa 5%: acc / bal "
+                  "| lb 5%: acc / bal |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            s = r["scores"]
+            cos = f"{r['cos'][0]:.4f} / {r['cos'][1]:.5f}" if r["cos"] else "n/a"
+            cells = [f"{_cell(s[n][:, 0])} / {_cell(s[n][:, 1])}"
+                     for n in ("full", "isa", "length_balanced")]
+            lines.append(
+                f"| {r['label']} | `{r['name']}` | {r['dim']} | {r['texts_s']:,.0f} | "
+                f"{r['texts_s'] / base:.2f} | {r['load_s']:.1f} | {cos} | "
+                f"{r['overlap']['isa']:.0%} / {r['overlap']['length_balanced']:.0%} | "
+                + " | ".join(cells) + " |")
+    flags = " --all-settings" if args.all_settings else ""
+    lines += ["", f"Regenerate: `.venv/bin/python bench/encoding.py --pairs {args.pairs}{flags}`"]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
