@@ -58,9 +58,17 @@ class JobRun:
     def dataset(self, dataset_id: str) -> dict[str, Any]:
         """The tenant's data set record, which must be ready."""
         ds = self.ctx.datasets.get(dataset_id, self.tenant)
-        if ds is None or ds["status"] != "ready":
-            raise ConfigError(f"data set {dataset_id!r} is missing or not ready",
-                              code="dataset_not_ready")
+        if ds is None:
+            raise ConfigError(f"data set {dataset_id!r} does not exist (it may have been "
+                              "deleted)", code="dataset_not_found", dataset_id=dataset_id)
+        if ds["status"] == "invalid":
+            # it failed validation after the job was accepted: say why, as a 409 at POST would
+            raise ConfigError(f"data set {dataset_id!r} failed validation",
+                              code="dataset_invalid", dataset_id=dataset_id,
+                              error=ds.get("error"))
+        if ds["status"] != "ready":
+            raise ConfigError(f"data set {dataset_id!r} is still {ds['status']}",
+                              code="dataset_not_ready", dataset_id=dataset_id)
         return ds
 
     def open(self, dataset: dict[str, Any]) -> PreferenceFile:

@@ -58,6 +58,9 @@ def test_small_select_reads_once_and_looks_up_each_embedding_once(worker_ctx, co
     assert len(keys) == len(set(keys)) == job["texts_unique"] == 80
     emb = job["result"]["embedding"]
     # embedded in this task: no fanned-out embedding tasks, so no workers counted
+    # the cache name: the precision part is the hardware's (auto)
+    name = emb.pop("encoder")
+    assert name.startswith("st:all-MiniLM-L6-v2:") and name.endswith(":len128:left"), name
     assert emb == {"texts": 80, "unique": 80, "cached": 0, "newly_embedded": 80, "workers": {}}
 
     # another budget: the scores come from the score cache, no embedding is looked up
@@ -83,7 +86,22 @@ def test_a_job_on_another_tenants_data_set_fails_clearly(worker_ctx, tmp_path, h
                      tenant="intruder")
     select_job.run(job_id)
     job = worker_ctx.jobs.get(job_id)
-    assert job["status"] == "failed" and job["error"]["code"] == "dataset_not_ready"
+    assert job["status"] == "failed" and job["error"]["code"] == "dataset_not_found"
+
+
+def test_a_job_whose_data_set_turned_invalid_says_so(worker_ctx, tmp_path, hh_rows):
+    from workers.tasks.select import select_job
+
+    body = {"type": "select", "method": "random", "budget": {"count": 2}}
+    # accepted while it was validating, then it turned invalid (as its validation can)
+    invalid = add_dataset(worker_ctx, write_jsonl(tmp_path / "i.jsonl", hh_rows[:5]))
+    worker_ctx.datasets.update(invalid, status="invalid",
+                               error={"code": "missing_field", "message": "line 3: chosen"})
+    job_id = add_job(worker_ctx, {**body, "dataset_id": invalid})
+    select_job.run(job_id)
+    error = worker_ctx.jobs.get(job_id)["error"]
+    assert error["code"] == "dataset_invalid" and "failed validation" in error["message"]
+    assert error["details"]["error"]["code"] == "missing_field"
 
 
 @pytest.mark.parametrize("stage", ["reading", "embedding", "scoring", "writing"])
