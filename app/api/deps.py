@@ -56,9 +56,14 @@ async def get_jobs(r: RedisDep, s: SettingsDep) -> JobStore:
     return JobStore(r, s.key_prefix, on_end=announce_job_end)
 
 
+@cache
+def _async_jobs(url: str, size: int, prefix: str) -> AsyncJobReader:
+    # one per process: building a JobStore registers its Lua scripts (hashing each)
+    return AsyncJobReader(_async_redis(url, size), JobStore(_redis(url, size), prefix))
+
+
 async def get_async_jobs(s: SettingsDep) -> AsyncJobReader:
-    return AsyncJobReader(_async_redis(s.redis_url, s.redis_pool_size),
-                          JobStore(_redis(s.redis_url, s.redis_pool_size), s.key_prefix))
+    return _async_jobs(s.redis_url, s.redis_pool_size, s.key_prefix)
 
 
 async def get_webhooks(r: RedisDep, s: SettingsDep) -> WebhookStore:
