@@ -34,6 +34,20 @@ class Settings(BaseSettings):
     #: this on); off, a missing file only gets a warning and gives no keys
     create_api_keys_file: bool = False
 
+    # the gateway's production start (app/serve.py) and its connections (app/protocol.py)
+    #: gateway processes; None: one per CPU
+    api_workers: int | None = Field(default=None, ge=1, le=256)
+    #: an idle kept-alive connection closes after this
+    api_keepalive_s: int = Field(default=5, ge=1)
+    #: requests in flight per process beyond which new ones get 503 at once
+    api_max_connections: int = Field(default=2048, ge=1)
+    #: a request's headers must arrive within this (else 408 and the connection closes)
+    api_header_timeout_s: float = Field(default=10.0, gt=0)
+    #: most seconds between two reads of a request body (an upload that stalls is cut)
+    api_body_idle_timeout_s: float = Field(default=30.0, gt=0)
+    #: connections per process still waiting for their headers; more are closed at once
+    api_max_half_open: int = Field(default=512, ge=1)
+
     max_upload_bytes: int = 1024 * 1024 * 1024
     #: per tenant: unfinished jobs at once, and bytes of uploaded data sets (429 beyond)
     max_active_jobs_per_tenant: int = 50
