@@ -245,10 +245,10 @@ def _peak_rss_mb() -> float:
 
 
 def test_a_decompression_bomb_is_refused_at_once(tmp_path):
-    # 256 MiB of newlines gzip to a few hundred KB: refused while inflating, not after
+    # 256 MiB of one byte gzip to a few hundred KB: refused while inflating, not after
     path = tmp_path / "bomb.jsonl.gz"
     with gzip.open(path, "wb", compresslevel=9) as fh:
-        block = b"\n" * (1 << 20)
+        block = b"a" * (1 << 20)
         for _ in range(256):
             fh.write(block)
     assert path.stat().st_size < 1_000_000
@@ -256,6 +256,34 @@ def test_a_decompression_bomb_is_refused_at_once(tmp_path):
         with pytest.raises(IngestError) as exc:
             list(PreferenceFile(path, file_format=fmt))
         assert exc.value.code == "decompression_limit"
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_blank_lines_have_a_budget_and_the_error_names_the_line(tmp_path, alpaca_rows, fmt):
+    # blank lines are no records: only the inflation ratio bounded them (a 4 MB gzip of
+    # newlines held a worker 153 s); now the read stops at 1 MiB of them
+    from isa.ingest.readers import MAX_BLANK_BYTES
+
+    path = tmp_path / f"blank.{fmt}.gz"
+    with gzip.open(path, "wb", compresslevel=9) as fh:
+        fh.write(b"prompt,chosen,rejected\np,c,r\n" if fmt == "csv" else
+                 json.dumps(alpaca_rows[0]).encode() + b"\n")
+        fh.write(b"\n" * (3 << 20))
+    with pytest.raises(IngestError) as exc:
+        list(PreferenceFile(path, file_format=fmt))
+    assert exc.value.code == "too_much_blank_space"
+    line = exc.value.location.line
+    assert MAX_BLANK_BYTES < line <= MAX_BLANK_BYTES + 3, line
+    assert f"line {line:,}" in exc.value.message
+    # a file with a few blank lines between records reads as before
+    ok = tmp_path / f"ok.{fmt}"
+    rows = alpaca_rows[:3]
+    if fmt == "csv":
+        ok.write_text("prompt,chosen,rejected\n\n" + "\n\n".join(
+            f"{r['prompt'][:20]!r},c,r" for r in rows) + "\n\n")
+    else:
+        ok.write_text("\n\n".join(json.dumps(r) for r in rows) + "\n  \n")
+    assert len(list(PreferenceFile(ok, file_format=fmt))) == 3
 
 
 def test_a_huge_string_in_a_json_array_ends_the_read_with_its_record_number(tmp_path,

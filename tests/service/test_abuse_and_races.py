@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -210,3 +211,18 @@ def test_a_very_long_file_name_gets_an_error_that_says_so(service):
     # a long name within the limit is kept, cut to 255 characters in the record
     ok = c.post("/v1/datasets", files={"file": ("b" * 3000 + ".jsonl", b'{"prompt": "p"}\n')})
     assert ok.status_code == 201 and len(ok.json()["filename"]) == 255
+
+
+def test_a_gzip_of_newlines_is_refused_in_seconds_naming_the_line(service, tmp_path):
+    c = service.client()
+    path = tmp_path / "newlines.jsonl.gz"
+    with gzip.open(path, "wb", compresslevel=9) as fh:
+        fh.write(json.dumps(read_rows(ALPACA_SAMPLE, 1)[0]).encode() + b"\n")
+        for _ in range(64):  # 64 MiB of newlines in ~64 KB
+            fh.write(b"\n" * (1 << 20))
+    t0 = time.monotonic()
+    ds = service.wait_dataset(c, service.upload(c, path)["id"], timeout=60)
+    assert ds["status"] == "invalid", ds
+    assert ds["error"]["code"] == "too_much_blank_space", ds["error"]
+    assert "line" in ds["error"]["message"]
+    assert time.monotonic() - t0 < 30
