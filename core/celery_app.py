@@ -23,10 +23,29 @@ TASK_FOR_JOB_TYPE = {"select": TASK_SELECT, "evaluate": TASK_EVALUATE, "curve": 
                      "align": TASK_ALIGN}
 
 
+def broker_is_redis() -> bool:
+    """Whether the broker is Redis (kombu's transport, whose lost messages the supervisor
+    looks for) rather than RabbitMQ (whose acknowledgements need no such search)."""
+    s = get_settings()
+    return (s.broker_url or s.redis_url).startswith(("redis://", "rediss://", "unix://"))
+
+
+def _queues(amqp: bool) -> tuple[Queue, ...]:
+    s = get_settings()
+    # RabbitMQ: quorum queues (replicated, durable; a message survives a broker restart)
+    args = {"x-queue-type": "quorum"} if amqp else None
+    return tuple(Queue(name, queue_arguments=args, durable=True)
+                 for name in ("cpu", "gpu", s.webhook_queue))
+
+
 def make_celery() -> Celery:
     s = get_settings()
-    app = Celery("isa", broker=s.redis_url, backend=s.redis_url)
-    transport = {"visibility_timeout": s.visibility_timeout_s}
+    amqp = not broker_is_redis()
+    app = Celery("isa", broker=s.broker_url or s.redis_url, backend=s.redis_url)
+    backend_transport = {"visibility_timeout": s.visibility_timeout_s}
+    # RabbitMQ: a publish returns once the broker has the message (a gateway's 201 means
+    # the job's message exists); Redis: how long an unacknowledged message stays held
+    transport = {"confirm_publish": True} if amqp else backend_transport
     app.conf.update(
         task_acks_late=True,  # a task is acknowledged when done: a killed worker's task
         task_reject_on_worker_lost=True,  # ... is redelivered to another worker
@@ -35,9 +54,9 @@ def make_celery() -> Celery:
         worker_max_memory_per_child=s.worker_max_memory_mb * 1024 or None,  # KiB
         worker_max_tasks_per_child=s.worker_max_tasks_per_child or None,
         broker_transport_options=transport,
-        result_backend_transport_options=transport,
+        result_backend_transport_options=backend_transport,
         task_default_queue=s.default_queue,
-        task_queues=(Queue("cpu"), Queue("gpu"), Queue(s.webhook_queue)),
+        task_queues=_queues(amqp),
         task_serializer="json",
         accept_content=["json"],
         result_expires=24 * 3600,

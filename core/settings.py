@@ -15,6 +15,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ISA_", env_file=".env", extra="ignore")
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    #: the Celery broker; None: ``redis_url`` (the one-machine start). ``amqp://…`` for
+    #: RabbitMQ: quorum queues, publisher confirms and real acknowledgements (a dead
+    #: worker's messages are redelivered by the broker; nothing reads its internals). Set
+    #: the server's consumer_timeout above ISA_TASK_TIME_LIMIT_S (docker-compose.yml does)
+    broker_url: str | None = None
     #: connections per gateway process and client (sync, async); requests beyond wait
     redis_pool_size: int = 64
     #: every Redis key starts with this, so several deployments (or test runs) share a server

@@ -37,7 +37,16 @@ def test_every_service_has_a_healthcheck_and_waits_for_healthy_dependencies():
             assert other in SERVICES, f"{name} depends on unknown service {other}"
             assert condition == {"condition": "service_healthy"}, (name, other)
             assert SERVICES[other].get("healthcheck"), f"{other} has no healthcheck"
-    assert set(APP_SERVICES["api"]["depends_on"]) == {"redis", "cache"}
+    assert set(APP_SERVICES["api"]["depends_on"]) == {"redis", "cache", "rabbitmq"}
+    # the broker is RabbitMQ, with the consumer timeout raised past the longest task
+    from core.settings import Settings
+
+    env = SERVICES["api"]["environment"]
+    assert env["ISA_BROKER_URL"].startswith("amqp://") and "@rabbitmq:5672" in \
+        env["ISA_BROKER_URL"]
+    erl = SERVICES["rabbitmq"]["environment"]["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"]
+    timeout_ms = int(erl.split("consumer_timeout")[1].split()[0])
+    assert timeout_ms >= (Settings().task_time_limit_s + 60) * 1000
 
 
 def test_commands_name_real_modules_and_declared_queues():

@@ -31,7 +31,7 @@ from typing import Any
 
 from celery.signals import worker_ready
 
-from core.celery_app import TASK_FOR_JOB_TYPE, TASK_VALIDATE, celery_app
+from core.celery_app import TASK_FOR_JOB_TYPE, TASK_VALIDATE, broker_is_redis, celery_app
 from core.records import RECORD_ID, RecordStore, now
 from workers.context import WorkerContext, context
 from workers.embedding_store import sweep_shards
@@ -76,7 +76,8 @@ def supervise_once(ctx: WorkerContext) -> dict[str, list[str]]:
         elif job["status"] == "running":
             _retry(ctx, ctx.jobs, job, acted)
     try:
-        _resend_lost(ctx, acted)
+        if broker_is_redis():  # RabbitMQ keeps every message until it is acknowledged
+            _resend_lost(ctx, acted)
     except Exception:  # noqa: BLE001 - the rest of the round still runs
         log.warning("looking for lost messages failed", exc_info=True)
     for dataset_id in ctx.datasets.stale(s.stale_after_s):
