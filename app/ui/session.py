@@ -1,7 +1,10 @@
 """Dashboard sessions: the login form takes an API key, checks it as the API does
-(``tenant_of_key``) and answers with a session cookie — ``<issued>.<HMAC-SHA256 keyed by
-the API key>``, HttpOnly, SameSite=Strict, Secure over https, for ``SESSION_TTL_S``. The
-key itself is never stored in the browser; rotating it ends its sessions. Forms are
+(``tenant_of_key``) and answers with a session cookie — ``<issued>.<nonce>.<HMAC-SHA256
+keyed by the API key>`` (the nonce: two logins in one second are two sessions), HttpOnly,
+SameSite=Strict, Secure over https, for ``SESSION_TTL_S``. The
+key itself is never stored in the browser; rotating it ends its sessions, and logging out
+ends that one on the server too (its token is listed as revoked in Redis until it would
+have expired), so a copied cookie does not outlive the logout. Forms are
 protected against cross-site requests twice: the cookie is SameSite=Strict, and every POST
 must carry an Origin (or Referer) of this host (``SameOrigin``)."""
 
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 import time
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -16,7 +20,7 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from app.api.deps import SettingsDep, tenant_of_key
+from app.api.deps import RedisDep, SettingsDep, tenant_of_key
 from app.ui.render import LoginRequired, UiError, html_page
 from core.settings import Settings
 
@@ -27,28 +31,29 @@ SESSION_TTL_S = 12 * 3600
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
 
-def _session_mac(key: str, issued: int) -> str:
-    return hmac.new(key.encode(), f"isa-ui-session:{issued}".encode(),
+def _session_mac(key: str, issued: int, nonce: str) -> str:
+    return hmac.new(key.encode(), f"isa-ui-session:{issued}:{nonce}".encode(),
                     hashlib.sha256).hexdigest()
 
 
 def session_token(key: str, issued: int | None = None) -> str:
     """A session for the holder of API key ``key``: it names no key and no tenant."""
     issued = int(time.time()) if issued is None else issued
-    return f"{issued}.{_session_mac(key, issued)}"
+    nonce = secrets.token_hex(8)
+    return f"{issued}.{nonce}.{_session_mac(key, issued, nonce)}"
 
 
 def tenant_of_session(settings: Settings, token: str) -> str | None:
     """The tenant whose API key signed ``token``, if it is still valid."""
-    issued_s, _, mac = token.partition(".")
-    if not issued_s.isdigit() or len(issued_s) > 12 or not mac:
+    issued_s, nonce, mac = (token.split(".") + ["", ""])[:3]
+    if not issued_s.isdigit() or len(issued_s) > 12 or len(nonce) != 16 or not mac:
         return None
     issued = int(issued_s)
     if not -60 <= time.time() - issued <= SESSION_TTL_S:
         return None
     found = None
     for known, tenant in settings.tenants_by_key().items():
-        if hmac.compare_digest(_session_mac(known, issued).encode(), mac.encode()) \
+        if hmac.compare_digest(_session_mac(known, issued, nonce).encode(), mac.encode()) \
                 and found is None:
             found = tenant
     return found
@@ -63,10 +68,16 @@ def clear_session(request: Request, response: Response) -> None:
                            httponly=True, samesite="strict")
 
 
-async def ui_tenant(request: Request, settings: SettingsDep) -> str:
+def _revoked_key(settings: Settings, token: str) -> str:
+    return f"{settings.key_prefix}ui:revoked:{hashlib.sha256(token.encode()).hexdigest()}"
+
+
+async def ui_tenant(request: Request, settings: SettingsDep, r: RedisDep) -> str:
     """The tenant of the request's session cookie, else a redirect to the login form."""
     token = request.cookies.get(SESSION_COOKIE)
     tenant = tenant_of_session(settings, token) if token else None
+    if tenant is not None and r.exists(_revoked_key(settings, token)):
+        tenant = None  # logged out: the cookie may live on in a copy, the session not
     if tenant is None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise LoginRequired(target if request.method == "GET" else "/ui", clear=bool(token))
@@ -122,7 +133,12 @@ async def login(request: Request, settings: SettingsDep) -> Response:
 
 
 @router.api_route("/logout", methods=["GET", "POST"])
-def logout(request: Request) -> RedirectResponse:
+def logout(request: Request, settings: SettingsDep, r: RedisDep) -> RedirectResponse:
+    token = request.cookies.get(SESSION_COOKIE)
+    if token and tenant_of_session(settings, token) is not None:
+        issued = int(token.partition(".")[0])
+        left = issued + SESSION_TTL_S + 60 - int(time.time())  # the validity's own slack
+        r.set(_revoked_key(settings, token), "1", ex=max(left, 1))
     response = RedirectResponse("/ui/login", status_code=303)
     clear_session(request, response)
     return response

@@ -10,6 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import ALPACA_SAMPLE, read_rows, write_jsonl
@@ -226,3 +227,33 @@ def test_a_gzip_of_newlines_is_refused_in_seconds_naming_the_line(service, tmp_p
     assert ds["error"]["code"] == "too_much_blank_space", ds["error"]
     assert "line" in ds["error"]["message"]
     assert time.monotonic() - t0 < 30
+
+
+def test_metrics_without_a_key_are_not_served_through_a_proxy(service):
+    # a reverse proxy on the same host connects from loopback for every outside client
+    c = service.client(None)
+    assert c.get("/metrics").status_code == 200
+    for header in ({"Forwarded": "for=203.0.113.9;proto=https"},
+                   {"X-Forwarded-For": "203.0.113.9"}, {"X-Real-IP": "203.0.113.9"}):
+        r = c.get("/metrics", headers=header)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden", header
+
+
+def test_logging_out_of_the_dashboard_ends_the_session_on_the_server(service):
+    c = httpx.Client(base_url=service.base_url, follow_redirects=False, timeout=30)
+    r = c.post("/ui/login", data={"api_key": "key-a", "next": "/ui"},
+               headers={"Origin": service.base_url})
+    assert r.status_code == 303, r.text
+    token = r.cookies["isa_ui_session"]
+    assert c.get("/ui").status_code == 200
+    assert c.post("/ui/logout", headers={"Origin": service.base_url}).status_code == 303
+    # a copy of the cookie (another tab, a stolen one) no longer opens a page
+    copy = httpx.Client(base_url=service.base_url, follow_redirects=False, timeout=30,
+                        cookies={"isa_ui_session": token})
+    r = copy.get("/ui")
+    assert r.status_code == 303 and r.headers["location"].startswith("/ui/login")
+    # a new login at once is a new session (not the revoked token again), and it works
+    again = c.post("/ui/login", data={"api_key": "key-a", "next": "/ui"},
+                   headers={"Origin": service.base_url})
+    assert again.status_code == 303 and again.cookies["isa_ui_session"] != token
+    assert c.get("/ui").status_code == 200

@@ -19,11 +19,18 @@ from core.celery_app import celery_app
 router = APIRouter(tags=["health"])
 
 
+#: headers a reverse proxy adds: a request carrying one came from wherever the proxy's
+#: client is, although its connection is from loopback (a proxy on the same host)
+_PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip", "x-forwarded-host")
+
+
 def _check_metrics_access(request: Request, key: str | None) -> None:
     if key is None:
-        if request.client is None or request.client.host not in ("127.0.0.1", "::1"):
+        proxied = any(h in request.headers for h in _PROXY_HEADERS)
+        if proxied or request.client is None or \
+                request.client.host not in ("127.0.0.1", "::1"):
             raise ApiError(403, "forbidden", "/metrics is served to the loopback interface "
-                           "only unless ISA_METRICS_KEY is set")
+                           "only, and not through a proxy, unless ISA_METRICS_KEY is set")
         return
     sent = request.headers.get("authorization", "")
     if not hmac.compare_digest(sent.encode(), f"Bearer {key}".encode()):
