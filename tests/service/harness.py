@@ -23,7 +23,7 @@ import redis
 KEYS = {"key-a": "tenant-a", "key-b": "tenant-b", "dev-key": "local",  # dev-key: README tour
         # tenants of their own for tests that count what a tenant has
         **{f"key-{name}": f"tenant-{name}"
-           for name in ("client", "other", "retry", "async", "fuzz", "mlflow", "idem",
+           for name in ("client", "other", "retry", "async", "fuzz", "mlflow", "idem", "erase",
                         "range")}}
 
 

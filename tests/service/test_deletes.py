@@ -81,3 +81,34 @@ def test_a_job_whose_data_set_is_deleted_mid_run_is_not_written_back(service, tm
     nxt = c.post("/v1/jobs", json={"type": "select", "dataset_id": small["id"],
                                    "method": "random", "budget": {"count": 3}}).json()
     assert service.wait_job(c, nxt["id"])["status"] == "succeeded"
+
+
+def test_a_tenant_deletes_everything_it_owns_and_nothing_else(service, tmp_path):
+    # a tenant of its own (key-erase): what it owns is exactly what this test made
+    a, b = service.client("key-a"), service.client("key-erase")
+    theirs = _ready(service, a, write_jsonl(tmp_path / "a.jsonl", read_rows(HH_SAMPLE, 20)))
+    a_job = a.post("/v1/jobs", json={"type": "select", "dataset_id": theirs["id"],
+                                     "method": "random", "budget": {"count": 2}}).json()["id"]
+    mine = [_ready(service, b, write_jsonl(tmp_path / f"b{i}.jsonl", read_rows(HH_SAMPLE, 20)))
+            for i in range(2)]
+    b_jobs = [b.post("/v1/jobs", json={"type": "select", "dataset_id": d["id"],
+                                       "method": "random", "budget": {"count": 2}}).json()["id"]
+              for d in mine]
+    for j in b_jobs:
+        service.wait_job(b, j)
+    # one job outlives its data set (kept on purpose): deleting everything takes it too
+    assert b.delete(f"/v1/datasets/{mine[1]['id']}", params={"keep_results": "true"}
+                    ).status_code == 204
+    bare = b.delete("/v1/datasets")
+    assert bare.status_code == 400 and bare.json()["error"]["code"] == "confirmation_required"
+    r = b.delete("/v1/datasets", params={"all": "true"})
+    assert r.status_code == 200 and r.json() == {"deleted_datasets": 1, "deleted_jobs": 2}
+    assert b.get("/v1/datasets").json()["count"] == 0
+    assert b.get("/v1/jobs").json()["count"] == 0
+    for j in b_jobs:
+        assert b.get(f"/v1/jobs/{j}").status_code == 404 and not _files_of(service, j)
+    left = _namespace(service)
+    assert not [k for k in left for x in (*b_jobs, *(d["id"] for d in mine)) if x in k]
+    # the other tenant's data set and job are untouched
+    assert a.get(f"/v1/datasets/{theirs['id']}").status_code == 200
+    assert service.wait_job(a, a_job)["status"] == "succeeded"

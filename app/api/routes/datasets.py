@@ -9,7 +9,9 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Form, Header, Query, Request, Response, UploadFile, status
+from pydantic import BaseModel
 
+from app.api.deletion import Deletion
 from app.api.deps import (
     Artifacts,
     CurrentTenant,
@@ -316,37 +318,26 @@ def delete_dataset(dataset_id: str, tenant: CurrentTenant, datasets: Datasets,
     doc = datasets.get(dataset_id, tenant)
     if doc is None:
         raise not_found("dataset", dataset_id)
-    datasets.delete(dataset_id, tenant)
-    if not keep_results:
-        delete_derived_jobs(dataset_id, tenant, jobs, artifacts, idem)
-    jobs.forget_dataset(dataset_id)
-    # an import deleted before a worker read it: its presigned query goes too
-    datasets.r.delete(query_key(datasets.prefix, dataset_id))
-    artifacts.delete_prefix(Keys.dataset(dataset_id))
-    if doc.get("idempotency_claim"):
-        idem.release_key(doc["idempotency_claim"], dataset_id)
+    Deletion(tenant, datasets, jobs, artifacts, idem).dataset(doc, keep_results=keep_results)
 
 
-def delete_derived_jobs(dataset_id: str, tenant: str, jobs: Any, artifacts: Any,
-                        idem: Any) -> int:
-    """Delete the tenant's jobs that read the data set, their files and the score-cache
-    entry each filled, and free their Idempotency-Keys (a retry of a deleted job's create
-    is a new request, not "in progress" for a day); returns how many. A worker still
-    running one sees its record gone (a cancel) and can write nothing back (record writes
-    need the record). A cached score file is content-addressed: another tenant holding
-    the same file recomputes it."""
-    deleted = 0
-    for job_id in jobs.of_dataset(dataset_id):
-        doc = jobs.get(job_id, tenant)
-        if doc is None:
-            continue
-        jobs.delete(job_id, tenant)
-        artifacts.delete_prefix(Keys.job(job_id))
-        if doc.get("idempotency_claim"):
-            idem.release_key(doc["idempotency_claim"], job_id)
-        cached = doc.get("score_cache")
-        if cached:
-            jobs.r.delete(cached["index"])
-            artifacts.delete_prefix(cached["artifact"])
-        deleted += 1
-    return deleted
+class Erased(BaseModel):
+    deleted_datasets: int
+    deleted_jobs: int
+
+
+@router.delete("", response_model=Erased, operation_id="delete_all_datasets",
+               responses=error_responses(400))
+def delete_all_datasets(tenant: CurrentTenant, datasets: Datasets, artifacts: Artifacts,
+                        idem: DatasetIdempotency, jobs: Jobs,
+                        all_: Annotated[bool, Query(
+                            alias="all", description="must be true: every data set and job "
+                                                     "of the tenant goes")] = False
+                        ) -> Erased:
+    """Delete everything the tenant owns: every data set, every job (those kept with
+    ``keep_results`` too), their files, cached scores and Idempotency-Keys. Running jobs
+    stop at their next batch. ``?all=true`` is required (a bare DELETE is a mistake)."""
+    if not all_:
+        raise ApiError(400, "confirmation_required", "deleting every data set and job of "
+                       "the tenant needs ?all=true")
+    return Erased(**Deletion(tenant, datasets, jobs, artifacts, idem).everything())
