@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import HH_SAMPLE
+from tests.conftest import HH_SAMPLE, read_rows, write_jsonl
 from tests.service.harness import free_port, wait_http
 
 FAST = {"name": "sentence", "max_seq_length": 128}
@@ -85,20 +85,22 @@ def test_select_evaluate_and_align_jobs_log_runs(service, mlflow_server):
         "metrics.json", "plot.png", "model.zip"}
 
 
-def test_a_failed_job_logs_a_failed_run_named_by_its_error(service, mlflow_server):
+def test_a_failed_job_logs_a_failed_run_named_by_its_error(service, mlflow_server, tmp_path):
     c = service.client("key-mlflow")
-    ds = service.wait_dataset(c, service.upload(c, HH_SAMPLE)["id"])
-    # valid as a request; the library refuses it once it sees the data (600 pairs)
+    small = write_jsonl(tmp_path / "small.jsonl", read_rows(HH_SAMPLE, 20))
+    ds = service.wait_dataset(c, service.upload(c, small)["id"])
+    # valid as a request (64 components is within the bound); the library refuses it once
+    # it sees the data: 40 items cannot fit 64 components
     job = service.wait_job(c, c.post("/v1/jobs", json={
         "type": "select", "dataset_id": ds["id"], "method": "isa",
-        "params": {"n_components": 5000}, "budget": {"count": 10}, "encoder": FAST,
+        "params": {"n_components": 64}, "budget": {"count": 10}, "encoder": FAST,
         "mlflow": {"tracking_uri": mlflow_server, "experiment": "isa-tests"}}).json()["id"])
     assert job["status"] == "failed" and job["error"]["code"] == "invalid_parameters", job
     client, run = _run(mlflow_server, job["error"]["details"]["mlflow"]["run_id"])
     assert run.info.status == "FAILED"
     assert run.data.tags["isa.error_code"] == "invalid_parameters"
-    assert "5000" in run.data.tags["isa.error"] and run.data.tags["isa.job_id"] == job["id"]
-    assert run.data.params["params.n_components"] == "5000" and not run.data.metrics
+    assert "64" in run.data.tags["isa.error"] and run.data.tags["isa.job_id"] == job["id"]
+    assert run.data.params["params.n_components"] == "64" and not run.data.metrics
 
 
 def test_an_unreachable_server_never_fails_the_job(service):

@@ -12,8 +12,8 @@ from workers import supervisor
 
 def test_the_layout_read_is_kombus_own():
     channel = transport.Channel
-    assert supervisor._PRIORITY_SEP == channel.sep
-    assert supervisor._UNACKED == channel.unacked_key
+    assert channel.sep == supervisor._PRIORITY_SEP
+    assert channel.unacked_key == supervisor._UNACKED
     # the lists beside the queue's own: one per non-zero priority step
     assert tuple(channel.priority_steps[1:]) == supervisor._PRIORITIES
     assert channel.priority_steps[0] == 0

@@ -326,18 +326,15 @@ class Erased(BaseModel):
     deleted_jobs: int
 
 
-@router.delete("", response_model=Erased, operation_id="delete_all_datasets",
-               responses=error_responses(400))
+@router.delete("", response_model=Erased, operation_id="delete_all_datasets")
 def delete_all_datasets(tenant: CurrentTenant, datasets: Datasets, artifacts: Artifacts,
                         idem: DatasetIdempotency, jobs: Jobs,
-                        all_: Annotated[bool, Query(
-                            alias="all", description="must be true: every data set and job "
-                                                     "of the tenant goes")] = False
-                        ) -> Erased:
+                        all_: Annotated[Literal["true"], Query(
+                            alias="all", description="required, true: every data set and "
+                                                     "job of the tenant goes")]) -> Erased:
     """Delete everything the tenant owns: every data set, every job (those kept with
     ``keep_results`` too), their files, cached scores and Idempotency-Keys. Running jobs
-    stop at their next batch. ``?all=true`` is required (a bare DELETE is a mistake)."""
-    if not all_:
-        raise ApiError(400, "confirmation_required", "deleting every data set and job of "
-                       "the tenant needs ?all=true")
+    stop at their next batch. ``?all=true`` is required: a bare DELETE is refused (422),
+    being more likely a mistake than a wish."""
+    del all_  # its presence is the confirmation
     return Erased(**Deletion(tenant, datasets, jobs, artifacts, idem).everything())

@@ -12,7 +12,8 @@ from app.api.deps import CurrentTenant
 from app.api.errors import error_responses
 from isa.select import describe_methods
 
-router = APIRouter(prefix="/v1/methods", tags=["methods"], responses=error_responses(401))
+router = APIRouter(prefix="/v1/methods", tags=["methods"],
+                   responses=error_responses(401, 422, 503))
 
 
 class MethodParam(BaseModel):
