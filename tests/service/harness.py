@@ -52,6 +52,26 @@ def wait_http(url: str, procs: list[subprocess.Popen], describe: Callable[[], st
         time.sleep(0.3)
 
 
+@contextmanager
+def production_gateway(folder: Path, env: dict[str, str], *, workers: int = 1
+                       ) -> Iterator[int]:
+    """The gateway as production starts it (``python -m app.serve``) on a free port, with
+    ``env`` over this process's; yields the port once /healthz answers, stops it after."""
+    port = free_port()
+    with open(folder / "api.log", "wb") as log:
+        api = subprocess.Popen([sys.executable, "-m", "app.serve", "--port", str(port),
+                                "--workers", str(workers)], env={**os.environ, **env},
+                               cwd=Path(__file__).resolve().parents[2], stdout=log,
+                               stderr=subprocess.STDOUT)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/healthz", [api],
+                      lambda: (folder / "api.log").read_text(), timeout=60)
+            yield port
+        finally:
+            api.terminate()
+            api.wait(timeout=30)
+
+
 class Service:
     def __init__(self, base_url: str, data_dir: Path, logs: dict[str, Path]) -> None:
         self.base_url, self.data_dir, self.logs = base_url, data_dir, logs

@@ -4,11 +4,7 @@ their HTTP metrics summed over all of them."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
-import time
 import uuid
 
 import httpx
@@ -16,39 +12,21 @@ import pytest
 import redis
 
 from core.records import JobStore, new_id
-from tests.conftest import ROOT, TEST_REDIS_URL
-from tests.service.harness import free_port
+from tests.conftest import TEST_REDIS_URL
+from tests.service.harness import production_gateway
 
 
 @pytest.fixture()
 def gateway(tmp_path):
     prefix = f"isa-gw-{uuid.uuid4().hex[:8]}:"
-    port = free_port()
-    env = {**os.environ, "ISA_REDIS_URL": TEST_REDIS_URL, "ISA_KEY_PREFIX": prefix,
+    env = {"ISA_REDIS_URL": TEST_REDIS_URL, "ISA_KEY_PREFIX": prefix,
            "ISA_DATA_DIR": str(tmp_path), "ISA_API_KEYS": json.dumps({"key-a": "a"}),
            "ISA_API_LOG_LEVEL": "warning",
            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
     (tmp_path / "metrics").mkdir()
     (tmp_path / "metrics" / "stale.db").write_bytes(b"from an earlier run")
-    log = open(tmp_path / "api.log", "wb")  # noqa: SIM115 - closed below
-    api = subprocess.Popen([sys.executable, "-m", "app.serve", "--port", str(port),
-                            "--workers", "2"], env=env, cwd=ROOT, stdout=log,
-                           stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert api.poll() is None and time.monotonic() < deadline, \
-            (tmp_path / "api.log").read_text()
-        time.sleep(0.3)
-    yield base, prefix, tmp_path
-    api.terminate()
-    api.wait(timeout=30)
-    log.close()
+    with production_gateway(tmp_path, env, workers=2) as port:
+        yield f"http://127.0.0.1:{port}", prefix, tmp_path
     r = redis.Redis.from_url(TEST_REDIS_URL)
     for key in r.scan_iter(f"{prefix}*"):
         r.delete(key)

@@ -5,19 +5,16 @@ capped, while prompt clients (and slow uploads that progress) are served."""
 from __future__ import annotations
 
 import json
-import os
 import select
 import socket
-import subprocess
-import sys
 import time
 import uuid
 
 import httpx
 import pytest
 
-from tests.conftest import ROOT, TEST_REDIS_URL
-from tests.service.harness import free_port
+from tests.conftest import TEST_REDIS_URL
+from tests.service.harness import production_gateway
 
 HEADER_S, BODY_S, HALF_OPEN = 1.0, 1.5, 20
 
@@ -25,29 +22,12 @@ HEADER_S, BODY_S, HALF_OPEN = 1.0, 1.5, 20
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
     folder = tmp_path_factory.mktemp("slow")
-    port = free_port()
-    env = {**os.environ, "ISA_REDIS_URL": TEST_REDIS_URL,
-           "ISA_KEY_PREFIX": f"isa-slow-{uuid.uuid4().hex[:8]}:",
+    env = {"ISA_REDIS_URL": TEST_REDIS_URL, "ISA_KEY_PREFIX": f"isa-slow-{uuid.uuid4().hex[:8]}:",
            "ISA_DATA_DIR": str(folder), "ISA_API_KEYS": json.dumps({"key-a": "a"}),
            "ISA_API_LOG_LEVEL": "warning", "ISA_API_HEADER_TIMEOUT_S": str(HEADER_S),
            "ISA_API_BODY_IDLE_TIMEOUT_S": str(BODY_S), "ISA_API_MAX_HALF_OPEN": str(HALF_OPEN)}
-    with open(folder / "api.log", "wb") as log:
-        api = subprocess.Popen([sys.executable, "-m", "app.serve", "--port", str(port),
-                                "--workers", "1"], env=env, cwd=ROOT, stdout=log,
-                               stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert api.poll() is None and time.monotonic() < deadline, \
-                (folder / "api.log").read_text()
-            time.sleep(0.3)
+    with production_gateway(folder, env) as port:
         yield port
-        api.terminate()
-        api.wait(timeout=30)
 
 
 def _read_all(sock: socket.socket, timeout: float) -> bytes:
