@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.artifacts import SCORES, ArtifactStore
-from core.settings import Settings
+from core.settings import Settings, get_settings
 from isa.ingest.dataset import PreferenceFile
 from isa.remote.contract import (
     JOB_TYPES,
@@ -21,6 +21,7 @@ from isa.remote.contract import (
     MethodSpec,
     Progress,
     SelectJob,
+    WaitingForWorker,
     check_methods,
     parse_job_request,
 )
@@ -53,9 +54,10 @@ def open_dataset(record: dict[str, Any], artifacts: ArtifactStore,
         max_decompression_ratio=settings.max_decompression_ratio)
 
 
-def job_public(doc: dict[str, Any]) -> JobPublic:
+def job_public(doc: dict[str, Any], waiting_since: float | None = None) -> JobPublic:
     """A job record as clients see it (the API's answer and the webhook's payload):
-    result file names become links."""
+    result file names become links; ``waiting_since``: no live worker serves its queue
+    since then (``core.presence``)."""
     result = doc.get("result")
     if result and "files" in result:
         jid = doc["id"]
@@ -69,7 +71,9 @@ def job_public(doc: dict[str, Any]) -> JobPublic:
         request=doc["request"], created_at=doc["created_at"],
         started_at=doc.get("started_at"), finished_at=doc.get("finished_at"),
         error=doc.get("error"), result=result, queue=doc.get("queue"),
-        attempts=doc.get("attempts", 0), webhook=doc.get("webhook"))
+        attempts=doc.get("attempts", 0), webhook=doc.get("webhook"),
+        waiting_for_worker=None if waiting_since is None else WaitingForWorker(
+            queue=doc.get("queue") or get_settings().default_queue, since=waiting_since))
 
 
 __all__ = ["COLUMN_MAP_VERSION", "JOB_TYPES", "AlignJob", "CurveJob", "DatasetOptions",

@@ -439,6 +439,17 @@ class JobStore(RecordStore):
     def set_progress(self, job_id: str, stage: str, done: int, total: int) -> None:
         self._write(job_id, {"stage": stage, "progress_done": done, "progress_total": total,
                              "updated_at": now()})
+        # the order the job first reached its stages in (a resumed run replays the early
+        # ones without showing them: workers.lifecycle.ProgressHold)
+        key = f"{self.key(job_id)}:stages"
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zadd(key, {stage: now()}, nx=True)
+        pipe.expire(key, 7 * 86400)
+        pipe.execute()
+
+    def stages(self, job_id: str) -> list[str]:
+        """The stages the job reached, in the order it first reached them."""
+        return list(self.r.zrange(f"{self.key(job_id)}:stages", 0, -1))
 
     def add_progress(self, job_id: str, done: int, embedded: int = 0) -> None:
         """Count ``done`` more units of the current stage (never past its total)."""
@@ -464,10 +475,14 @@ class JobStore(RecordStore):
     def forget_dataset(self, dataset_id: str) -> None:
         self.r.delete(self._derived_key(dataset_id))
 
+    #: keys beside a job's record, removed with it: tasks per worker, the stages it
+    #: reached, its fan-out (workers.fanout)
+    SIDE_KEYS = ("workers:embedding", "workers:scoring", "stages", "fanout", "parts",
+                 "pending", "part-attempts")
+
     def delete(self, record_id: str, tenant: str) -> None:
         super().delete(record_id, tenant)
-        self.r.delete(*(f"{self.key(record_id)}:workers:{kind}"
-                        for kind in ("embedding", "scoring")))
+        self.r.delete(*(f"{self.key(record_id)}:{side}" for side in self.SIDE_KEYS))
 
     def count_task(self, job_id: str, worker: str, kind: str = "embedding") -> None:
         """One more of the job's fanned-out ``kind`` tasks ran on ``worker`` (a Celery
@@ -487,8 +502,9 @@ class JobStore(RecordStore):
 class AsyncJobReader:
     """Reads job records on the event loop (the status-polling hot path)."""
 
-    def __init__(self, client: Any, store: JobStore) -> None:
+    def __init__(self, client: Any, store: JobStore, presence: Any = None) -> None:
         self.r, self.store = client, store
+        self.presence = presence  # core.presence.AsyncPresence: is its queue served?
 
     async def get(self, job_id: str, tenant: str) -> dict[str, Any] | None:
         raw = await self.r.hgetall(self.store.key(job_id))

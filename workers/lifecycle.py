@@ -22,6 +22,7 @@ from core.contract import open_dataset, parse_job_request
 from core.records import TERMINAL, RecordStore, now
 from isa.errors import ConfigError, EngineError
 from isa.ingest.dataset import PreferenceFile
+from workers import fanout
 from workers.context import WorkerContext, context
 from workers.redact import scrub
 from workers.supervisor import heartbeat
@@ -33,6 +34,40 @@ class JobCancelled(Exception):
 
 
 @dataclass
+class ProgressHold:
+    """A resumed job's progress only moves forwards.
+
+    A job sent again after its worker died starts over from its first stage (reading the
+    data, finding its cached embeddings), which would show the client "reading 0/3,000"
+    after "embedding 2,332/3,868". Until the new delivery gets past where the lost one
+    was, its reports of the stages reached before are not shown, and at the stage it was
+    lost in only a report at least as far along is; the record says which ``attempts``
+    this is."""
+
+    stage: str
+    fraction: float  # how far along that stage was
+    earlier: frozenset[str]  # the stages reached before it
+
+    @classmethod
+    def of(cls, ctx: WorkerContext, record: dict[str, Any]) -> ProgressHold | None:
+        stage = record.get("stage")
+        if record.get("status") != "running" or not stage:
+            return None  # a first delivery: nothing shown yet to keep
+        reached = ctx.jobs.stages(record["id"])
+        earlier = frozenset(reached[:reached.index(stage)] if stage in reached else reached)
+        total = int(record.get("progress_total") or 0)
+        fraction = int(record.get("progress_done") or 0) / total if total else 0.0
+        return cls(stage, fraction, earlier)
+
+    def hides(self, stage: str, done: int, total: int) -> bool:
+        if stage in self.earlier:
+            return True
+        if stage == self.stage:
+            return (done / total if total else 0.0) < self.fraction
+        return False  # a stage the lost delivery never reached: the hold is over
+
+
+@dataclass
 class JobRun:
     """A claimed job and what its body needs to report on it."""
 
@@ -41,12 +76,17 @@ class JobRun:
     tenant: str
     request: Any  # one of the core.contract job models
     record: dict[str, Any]
+    hold: ProgressHold | None = None  # a resumed delivery's (see ProgressHold)
 
     def check_cancel(self) -> None:
         if self.cancel_requested():
             raise JobCancelled
 
     def stage(self, stage: str, done: int = 0, total: int = 0) -> None:
+        if self.hold is not None:
+            if self.hold.hides(stage, done, total):
+                return
+            self.hold = None
         self.ctx.jobs.set_progress(self.id, stage, done, total)
 
     def progress(self, stage: str, done: int, total: int) -> None:
@@ -168,6 +208,7 @@ def claim(job_id: str, task: Any, resume: bool = False) -> JobRun | None:
     only = claimable_from(ctx, ctx.jobs, job_id, task, resume, "queued")
     if not ctx.jobs.transition(job_id, "running", only_from=only, started_at=now())[0]:
         return None
+    job.hold = ProgressHold.of(ctx, job.record)
     return job
 
 
@@ -203,9 +244,11 @@ def guard(job: JobRun, body: Callable[[JobRun], None]) -> None:
         job.fail("internal_error", f"{type(exc).__name__}: {exc}")
 
 
-def _supervised(job: JobRun, body: Callable[[JobRun], None]) -> None:
-    """``body`` under the guard, beating for the job all along (see workers.supervisor)."""
-    with heartbeat(job.ctx.jobs, job.id, job.ctx.settings.heartbeat_interval_s):
+def _supervised(job: JobRun, body: Callable[[JobRun], None],
+                also: Callable[[], None] | None = None) -> None:
+    """``body`` under the guard, beating for the job (and ``also``) all along (see
+    workers.supervisor)."""
+    with heartbeat(job.ctx.jobs, job.id, job.ctx.settings.heartbeat_interval_s, also):
         guard(job, body)
 
 
@@ -229,3 +272,30 @@ def run_continuation(job_id: str, body: Callable[[JobRun], None]) -> None:
         job.cancelled()
         return
     _supervised(job, body)
+
+
+def run_part(job_id: str, generation: int, index: int, body: Callable[[JobRun], None]) -> None:
+    """One fanned-out part of a running job (``workers.fanout``): runs ``body`` under the
+    guard while the job is running and the part is of its current generation, beating for
+    the part as well as the job; a finished part counts towards the barrier, the last one
+    sends the follow-up."""
+    ctx = context()
+    status = ctx.jobs.status(job_id)
+    job = load(ctx, job_id) if status in ("running", "cancelling") else None
+    if job is None or not fanout.is_pending(ctx.jobs, job_id, generation, index):
+        # the job ended, fanned out anew, or this part was done by an earlier copy
+        fanout.forget(ctx.jobs, job_id, generation, index)
+        return
+    if status == "cancelling":
+        job.cancelled()
+        return
+
+    def then_finish(job: JobRun) -> None:
+        body(job)
+        fanout.finish(ctx.jobs, job_id, generation, index)
+
+    try:
+        _supervised(job, then_finish,
+                    also=lambda: fanout.beat(ctx.jobs, job_id, generation, index))
+    finally:
+        fanout.forget(ctx.jobs, job_id, generation, index)

@@ -6,7 +6,9 @@ supervisor thread in each worker's main process looks every ``supervise_every_s`
 (one worker acts per round, under a Redis lock) for work whose heartbeat stopped
 ``stale_after_s`` ago — its worker was killed, or lost Redis — and sends its first task
 again (which resumes from the caches), or, after ``max_attempts`` deliveries, fails it
-with ``worker_lost``. A job left ``cancelling`` by a dead worker is cancelled.
+with ``worker_lost``. A job left ``cancelling`` by a dead worker is cancelled. A job's
+fanned-out parts (embedding chunks, scoring shards) beat on their own as well: a part
+whose worker died is sent again alone, while its siblings run (``workers.fanout``).
 
 Work still waiting in a queue (``queued`` jobs, ``uploaded`` data sets) shows no
 heartbeat by design and is left alone while its message waits: a busy worker will reach
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -33,6 +35,7 @@ from celery.signals import worker_ready
 
 from core.celery_app import TASK_FOR_JOB_TYPE, TASK_VALIDATE, broker_is_redis, celery_app
 from core.records import RECORD_ID, RecordStore, now
+from workers import fanout
 from workers.context import WorkerContext, context
 from workers.embedding_store import sweep_shards
 
@@ -40,18 +43,25 @@ log = logging.getLogger("isa.supervisor")
 
 
 @contextmanager
-def heartbeat(store: RecordStore, record_id: str, interval_s: float) -> Iterator[None]:
-    """Beat for ``record_id`` every ``interval_s`` while the block runs."""
+def heartbeat(store: RecordStore, record_id: str, interval_s: float,
+              also: Callable[[], None] | None = None) -> Iterator[None]:
+    """Beat for ``record_id`` (and call ``also``: a fanned-out part's own beat) every
+    ``interval_s`` while the block runs."""
     stop = threading.Event()
+
+    def once() -> None:
+        store.beat(record_id)
+        if also is not None:
+            also()
 
     def beat() -> None:
         while not stop.wait(interval_s):
             try:
-                store.beat(record_id)
+                once()
             except Exception:  # noqa: BLE001 - Redis away: the next beat tries again
                 log.warning("heartbeat of %s failed", record_id, exc_info=True)
 
-    store.beat(record_id)
+    once()
     thread = threading.Thread(target=beat, name=f"heartbeat-{record_id}", daemon=True)
     thread.start()
     try:
@@ -65,7 +75,8 @@ def supervise_once(ctx: WorkerContext) -> dict[str, list[str]]:
     """One round: what was sent again, failed or cancelled (by record id)."""
     s = ctx.settings
     acted: dict[str, list[str]] = {"resent": [], "failed": [], "cancelled": [],
-                                   "revalidated": [], "invalid": [], "requeued": []}
+                                   "revalidated": [], "invalid": [], "requeued": [],
+                                   "parts_resent": []}
     for job_id in ctx.jobs.stale(s.stale_after_s):
         job = ctx.jobs.get(job_id)
         if job is None:
@@ -74,7 +85,11 @@ def supervise_once(ctx: WorkerContext) -> dict[str, list[str]]:
             if ctx.jobs.transition(job_id, "cancelled", finished_at=now())[0]:
                 acted["cancelled"].append(job_id)
         elif job["status"] == "running":
-            _retry(ctx, ctx.jobs, job, acted)
+            if _waits_for_parts(ctx, job):
+                ctx.jobs.beat(job_id)  # its parts wait behind other work: not lost
+            else:
+                _retry(ctx, ctx.jobs, job, acted)
+    _resend_lost_parts(ctx, acted)
     try:
         if broker_is_redis():  # RabbitMQ keeps every message until it is acknowledged
             _resend_lost(ctx, acted)
@@ -159,6 +174,35 @@ def _send_first_task(ctx: WorkerContext, store: RecordStore, record: dict[str, A
                              queue=s.default_queue)
 
 
+def _waits_for_parts(ctx: WorkerContext, job: dict[str, Any]) -> bool:
+    """Whether a running job that stopped beating has fanned-out parts still waiting in
+    the broker (none of them started yet, so none beats): on Redis, only if a message
+    still names the job; RabbitMQ keeps every message until a worker acknowledges it."""
+    if not fanout.pending(ctx.jobs, job["id"]):
+        return False  # nothing fanned out, or the follow-up was lost: resume the job
+    if not broker_is_redis():
+        return True
+    queue = job.get("queue") or ctx.settings.default_queue
+    return job["id"] in waiting_in_broker(ctx, {queue})
+
+
+def _resend_lost_parts(ctx: WorkerContext, acted: dict[str, list[str]]) -> None:
+    """Fanned-out parts whose beat stopped: their worker died while siblings may still
+    run (and keep the job's own beat fresh). Each is sent again on its own."""
+    s = ctx.settings
+    for job_id, generation, index in fanout.lost_parts(ctx.jobs, s.stale_after_s):
+        sent = fanout.resend(ctx.jobs, job_id, generation, index, s.max_attempts)
+        if sent:
+            acted["parts_resent"].append(f"{job_id}:{index}")
+        elif sent is False:
+            error = {"code": "worker_lost", "message": f"part {index} of this job lost its "
+                     f"worker {s.max_attempts} times; giving up",
+                     "details": {"attempts": s.max_attempts, "part": index}}
+            if ctx.jobs.transition(job_id, "failed", finished_at=now(), error=error)[0]:
+                acted["failed"].append(job_id)
+                ctx.metrics.incr("jobs_failed")
+
+
 def _retry(ctx: WorkerContext, store: RecordStore, record: dict[str, Any],
            acted: dict[str, list[str]]) -> None:
     record_id, is_job = record["id"], store is ctx.jobs
@@ -174,9 +218,9 @@ def _retry(ctx: WorkerContext, store: RecordStore, record: dict[str, Any],
         return
     log.warning("%s %s lost its worker; sending it again (attempt %d)", store.kind,
                 record_id, attempts + 1)
-    store.beat(record_id)  # a grace period for the new delivery to start beating
-    if is_job:
-        ctx.jobs.update(record_id, stage="requeued")
+    # a grace period for the new delivery to start beating; the record keeps its stage and
+    # progress (the new delivery moves them only forwards, workers.lifecycle.ProgressHold)
+    store.beat(record_id)
     _send_first_task(ctx, store, record, resume=True)
     acted["resent" if is_job else "revalidated"].append(record_id)
 

@@ -11,7 +11,7 @@ from celery.signals import celeryd_after_setup
 
 from core.celery_app import celery_app
 from core.settings import get_settings
-from workers import supervisor  # noqa: F401  (starts the supervisor when a worker is ready)
+from workers import presence, supervisor  # noqa: F401  (started when a worker is ready)
 from workers.tasks import (  # noqa: F401  (registers tasks)
     align,
     datasets,

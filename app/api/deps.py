@@ -15,6 +15,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from app.api.errors import ApiError
 from core.artifacts import ArtifactStore
+from core.presence import AsyncPresence
 from core.records import AsyncJobReader, DatasetStore, IdempotencyKeys, JobStore, Metrics
 from core.settings import Settings, get_settings
 from core.webhooks import WebhookStore, announce_job_end
@@ -57,13 +58,15 @@ async def get_jobs(r: RedisDep, s: SettingsDep) -> JobStore:
 
 
 @cache
-def _async_jobs(url: str, size: int, prefix: str) -> AsyncJobReader:
+def _async_jobs(url: str, size: int, prefix: str, stale_after_s: float) -> AsyncJobReader:
     # one per process: building a JobStore registers its Lua scripts (hashing each)
-    return AsyncJobReader(_async_redis(url, size), JobStore(_redis(url, size), prefix))
+    client = _async_redis(url, size)
+    return AsyncJobReader(client, JobStore(_redis(url, size), prefix),
+                          AsyncPresence(client, prefix, stale_after_s))
 
 
 async def get_async_jobs(s: SettingsDep) -> AsyncJobReader:
-    return _async_jobs(s.redis_url, s.redis_pool_size, s.key_prefix)
+    return _async_jobs(s.redis_url, s.redis_pool_size, s.key_prefix, s.stale_after_s)
 
 
 async def get_webhooks(r: RedisDep, s: SettingsDep) -> WebhookStore:

@@ -169,6 +169,11 @@ class EmbeddingLookup:
         return [texts[self.first[j]] for j in self.todo(texts)]
 
 
+#: texts encoded between two stores of their vectors into the cache (a power of two: a
+#: multiple of any batch size the encoders use)
+CHECKPOINT_TEXTS = 512
+
+
 def lookup_embeddings(texts: Sequence[str], encoder_name: str,
                       cache: EmbeddingCache | None) -> EmbeddingLookup:
     """Hash every text and ask the cache, once, for each distinct one."""
@@ -200,12 +205,19 @@ def complete_embeddings(texts: Sequence[str], lookup: EmbeddingLookup, encoder: 
     for j, k in enumerate(lookup.unique_keys):
         if k in lookup.found:
             unique[j] = lookup.found[k]
-    if todo:
-        unique[todo] = encoder.encode([texts[lookup.first[j]] for j in todo],
-                                      progress=progress)
+    # with a cache, stored every CHECKPOINT_TEXTS texts: a process killed mid-way leaves
+    # what it finished (a re-sent task embeds only the rest). A multiple of every batch
+    # size, so the batches, and the floats, are the same as in one call.
+    step = CHECKPOINT_TEXTS if cache is not None else max(len(todo), 1)
+    for start in range(0, len(todo), step):
+        part = todo[start:start + step]
+        report = None if progress is None else \
+            (lambda done, _total, at=start: progress(at + done, len(todo)))
+        unique[part] = encoder.encode([texts[lookup.first[j]] for j in part],
+                                      progress=report)
         if cache is not None:
-            cache.put_many(encoder.name, {lookup.unique_keys[j]: unique[j] for j in todo})
-    elif progress is not None:
+            cache.put_many(encoder.name, {lookup.unique_keys[j]: unique[j] for j in part})
+    if not todo and progress is not None:
         progress(0, 0)
     out = (unique[[lookup.position[k] for k in lookup.keys]] if lookup.keys
            else np.empty((0, dim), np.float32))

@@ -333,6 +333,14 @@ class Progress(BaseModel):
     loss: float | None = None  # align jobs: the latest training loss
 
 
+class WaitingForWorker(BaseModel):
+    """No live worker serves the job's queue."""
+
+    queue: str
+    #: since when: the queue's last worker's last sign of life (or the job's creation)
+    since: float
+
+
 class JobPublic(BaseModel):
     id: str
     type: str
@@ -348,6 +356,9 @@ class JobPublic(BaseModel):
     queue: str | None = None
     #: times the supervisor sent the job again after its worker was lost
     attempts: int = 0
+    #: set while no live worker serves the job's queue (none started, or all died): the
+    #: job waits and its stage does not move; None once a worker serves the queue
+    waiting_for_worker: WaitingForWorker | None = None
     #: the webhook of the job's end: url, state (pending, retrying, delivered, failed,
     #: refused) and every attempt (at, status_code or error, ms)
     webhook: dict[str, Any] | None = None

@@ -58,11 +58,19 @@ def test_a_job_whose_worker_is_killed_finishes_after_a_new_worker_starts(supervi
     job_id = _long_select(supervised, c, tmp_path, 64)
     supervised.kill_worker()
     t_kill = time.monotonic()
-    assert c.get(f"/v1/jobs/{job_id}").json()["status"] == "running"
+    doc = c.get(f"/v1/jobs/{job_id}").json()
+    assert doc["status"] == "running" and doc["waiting_for_worker"] is None
+    # no worker serves the queue any more: the job says so, with since when
+    while (waiting := c.get(f"/v1/jobs/{job_id}").json()["waiting_for_worker"]) is None:
+        assert time.monotonic() - t_kill < 30, "the job never said it waits for a worker"
+        time.sleep(0.5)
+    assert waiting["queue"] == "cpu" and waiting["since"] <= time.time()
+    assert c.get("/readyz").json()["checks"]["queues"]["cpu"]["workers"] == []
     supervised.start_worker()
     doc = supervised.wait_job(c, job_id, timeout=RECOVERY_BOUND_S)
     took = time.monotonic() - t_kill
-    assert doc["status"] == "succeeded", doc
+    assert doc["waiting_for_worker"] is None
+    assert doc["status"] == "succeeded", (doc.get("error"), supervised.tail("worker", 30))
     assert doc["result"]["rows_selected"] == 75
     assert doc["progress"]["done"] <= doc["progress"]["total"]
     assert doc["attempts"] == 1  # sent again once, by the supervisor

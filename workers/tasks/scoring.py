@@ -10,11 +10,11 @@ embeddings in one process. Once every text is in the embedding store:
    worker;
 2. each ``score_shard`` reads its keys, its vectors from the store, and writes its
    items' log-likelihoods (16 bytes an item) and their bounds;
-3. ``finish_scoring`` (the chord's callback) loads the unit table (the source is not
-   parsed again, only streamed once to write the subset), joins the log-likelihoods into
-   the method's fitted state, exactly what ``ISA().fit`` gives (isa.select.sharded; the
-   tests compare), puts it in the score cache, and selects and writes as any select
-   job does.
+3. ``finish_scoring`` (sent by the last shard, ``workers.fanout``) loads the unit table
+   (the source is not parsed again, only streamed once to write the subset), joins the
+   log-likelihoods into the method's fitted state, exactly what ``ISA().fit`` gives
+   (isa.select.sharded; the tests compare), puts it in the score cache, and selects and
+   writes as any select job does.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import time
 from typing import Any
 
 import numpy as np
-from celery import chord
 
 from core.artifacts import Keys
 from core.celery_app import TASK_FINISH_SCORING, TASK_SCORE_SHARD, celery_app
@@ -36,7 +35,8 @@ from isa.select import make_method
 from isa.select.isa import ISA
 from isa.select.sharded import ISAModel, score_shard
 from isa.unit_files import read_unit_file, write_unit_file
-from workers.lifecycle import JobRun, run_continuation
+from workers import fanout
+from workers.lifecycle import JobRun, run_continuation, run_part
 
 log = logging.getLogger("isa.scoring")
 
@@ -139,19 +139,18 @@ def fan_out_scoring(job: JobRun, run: SelectionRun) -> None:
     edges = list(range(0, len(units), size)) + [len(units)]
     item_edges = np.searchsorted(units.groups, edges).tolist()
     job.stage("scoring", 0, len(units))
-    queue = job.request.queue or ctx.settings.default_queue
-    header = [celery_app.signature(TASK_SCORE_SHARD, queue=queue, args=(
-        job.id, i, item_edges[i], item_edges[i + 1], edges[i + 1] - edges[i], encoder))
-        for i in range(len(edges) - 1)]
-    chord(header)(celery_app.signature(TASK_FINISH_SCORING, queue=queue, args=(
-        job.id, len(header), time.perf_counter() - t)))
+    shards = [(i, item_edges[i], item_edges[i + 1], edges[i + 1] - edges[i], encoder)
+              for i in range(len(edges) - 1)]
+    fanout.start(ctx.jobs, job.id, TASK_SCORE_SHARD, shards, TASK_FINISH_SCORING,
+                 (job.id, len(shards), time.perf_counter() - t),
+                 job.request.queue or ctx.settings.default_queue)
 
 
 @celery_app.task(name=TASK_SCORE_SHARD)
-def score_shard_task(job_id: str, index: int, start: int, end: int, n_units: int,
-                     encoder: str) -> None:
-    run_continuation(job_id, lambda job: _score_shard(job, index, start, end, n_units,
-                                                      encoder))
+def score_shard_task(job_id: str, generation: int, part: int, index: int, start: int,
+                     end: int, n_units: int, encoder: str) -> None:
+    run_part(job_id, generation, part, lambda job: _score_shard(job, index, start, end,
+                                                                n_units, encoder))
 
 
 def _score_shard(job: JobRun, index: int, start: int, end: int, n_units: int,
@@ -171,7 +170,7 @@ def _score_shard(job: JobRun, index: int, start: int, end: int, n_units: int,
 
 
 @celery_app.task(name=TASK_FINISH_SCORING)
-def finish_scoring(_results: Any, job_id: str, shards: int, fit_s: float) -> None:
+def finish_scoring(job_id: str, shards: int, fit_s: float) -> None:
     run_continuation(job_id, lambda job: _finish_scoring(job, shards, fit_s))
 
 

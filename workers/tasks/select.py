@@ -2,8 +2,8 @@
 
 ``select_job`` plans and reads, restores the scores from the score cache or looks the
 embeddings up once; if few texts are missing it embeds, scores, selects and writes in
-the same task. Otherwise the missing texts fan out to ``embed_chunk`` tasks (a Celery
-chord, any worker) and ``finish_select`` scores, selects and writes once all are in.
+the same task. Otherwise the missing texts fan out to ``embed_chunk`` tasks on any worker
+(``workers.fanout``) and ``finish_select`` scores, selects and writes once all are in.
 ISA jobs larger than one scoring task score as map/reduce instead (``scoring``).
 """
 
@@ -15,9 +15,6 @@ import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
-
-from celery import chord
 
 from core.artifacts import SCORES, SUBSET_FORMATS, Keys
 from core.celery_app import TASK_EMBED_CHUNK, TASK_FINISH_SELECT, TASK_SELECT, celery_app
@@ -33,7 +30,8 @@ from isa.pipeline import (
     texts_of,
 )
 from isa.select import make_method
-from workers.lifecycle import JobRun, run_claimed, run_continuation
+from workers import fanout
+from workers.lifecycle import JobRun, run_claimed, run_continuation, run_part
 from workers.tasks import scoring
 
 
@@ -43,13 +41,13 @@ def select_job(job_id: str, resume: bool = False) -> None:
 
 
 @celery_app.task(name=TASK_EMBED_CHUNK)
-def embed_chunk(job_id: str, chunk: int) -> None:
-    run_continuation(job_id, lambda job: _embed_chunk(job, chunk))
+def embed_chunk(job_id: str, generation: int, index: int, chunk: int) -> None:
+    run_part(job_id, generation, index, lambda job: _embed_chunk(job, chunk))
 
 
 @celery_app.task(name=TASK_FINISH_SELECT)
-def finish_select(_results: Any, job_id: str) -> None:
-    run_continuation(job_id, _finish_after_chord)
+def finish_select(job_id: str) -> None:
+    run_continuation(job_id, _finish_after_chunks)
 
 
 def _selection(job: JobRun, progress: StageProgress | None = None) -> SelectionRun:
@@ -116,9 +114,9 @@ def _start_sharded(job: JobRun, run: SelectionRun) -> None:
 
 
 def _fan_out(job: JobRun, todo: Iterable[str]) -> None:
-    """One task per chunk of missing texts, on any worker; the last to finish triggers
-    ``finish_select`` through the chord. Each chunk's texts are a file of their own, so
-    a task reads only its own (the queue may hold millions)."""
+    """One task per chunk of missing texts, on any worker (``workers.fanout``); the last
+    to finish sends ``finish_select``. Each chunk's texts are a file of their own, so a
+    task reads only its own (the queue may hold millions)."""
     ctx, size = job.ctx, job.ctx.settings.embed_chunk_size
     chunks = total = 0
     texts = iter(todo)
@@ -128,10 +126,8 @@ def _fan_out(job: JobRun, todo: Iterable[str]) -> None:
         chunks += 1
         total += len(chunk)
     job.stage("embedding", 0, total)
-    queue = job.request.queue or ctx.settings.default_queue
-    header = [celery_app.signature(TASK_EMBED_CHUNK, args=(job.id, i), queue=queue)
-              for i in range(chunks)]
-    chord(header)(celery_app.signature(TASK_FINISH_SELECT, args=(job.id,), queue=queue))
+    fanout.start(ctx.jobs, job.id, TASK_EMBED_CHUNK, [(i,) for i in range(chunks)],
+                 TASK_FINISH_SELECT, (job.id,), job.request.queue or ctx.settings.default_queue)
 
 
 def _embed_chunk(job: JobRun, chunk: int) -> None:
@@ -154,7 +150,7 @@ def _embed_chunk(job: JobRun, chunk: int) -> None:
     ctx.jobs.count_task(job.id, scoring.worker_name(embed_chunk))
 
 
-def _finish_after_chord(job: JobRun) -> None:
+def _finish_after_chunks(job: JobRun) -> None:
     def progress(stage: str, done: int, total: int) -> None:
         # reading again and assembling the (now cached) embeddings is not news to the
         # client: the job goes on showing the finished embedding until scoring starts

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from app.api.deps import Datasets, Jobs, MetricsStore, RedisDep, SettingsDep
 from app.api.errors import ApiError, error_responses
 from app.metrics import http_registry
+from core import presence
 from core.celery_app import celery_app
 
 router = APIRouter(tags=["health"])
@@ -59,11 +60,14 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz", response_model=Readiness,
             responses={503: {"model": Readiness, "description": "not ready"}})
-def readyz(r: RedisDep) -> JSONResponse:
-    """Redis answers and at least one worker replies to a ping."""
+def readyz(r: RedisDep, settings: SettingsDep) -> JSONResponse:
+    """Redis answers and at least one worker replies to a ping. ``checks.queues`` names
+    the live workers of each queue, and, for a queue none serves, since when (its jobs
+    say ``waiting_for_worker``)."""
     checks: dict[str, object] = {}
     try:
         checks["redis"] = bool(r.ping())
+        checks["queues"] = _queues(r, settings)
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
         checks["redis"] = f"unreachable: {type(exc).__name__}"
     try:
@@ -75,6 +79,16 @@ def readyz(r: RedisDep) -> JSONResponse:
     ready = checks["redis"] is True and checks["workers"] > 0  # type: ignore[operator]
     return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
                         status_code=200 if ready else 503)
+
+
+def _queues(r: Any, s: Any) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for queue in ("cpu", "gpu", s.webhook_queue):
+        live = presence.live_workers(r, s.key_prefix, queue, s.stale_after_s)
+        out[queue] = {"workers": sorted(live)}
+        if not live:
+            out[queue]["no_worker_since"] = presence.last_seen(r, s.key_prefix, queue)
+    return out
 
 
 @router.get("/metrics", response_class=Response,

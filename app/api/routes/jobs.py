@@ -156,9 +156,13 @@ async def get_job(job_id: str, tenant: CurrentTenant, jobs: AsyncJobs) -> Respon
     doc = await jobs.get(job_id, tenant)
     if doc is None:
         raise not_found("job", job_id)
+    waiting = None
+    if doc["status"] in ("queued", "running") and jobs.presence is not None:
+        waiting = await jobs.presence.waiting_since(doc.get("queue") or "cpu",
+                                                    doc["created_at"])
     # the polling hot path: serialised once, here, rather than validated again against
     # response_model and then serialised by FastAPI (the schema stays in /docs)
-    return Response(job_public(doc).model_dump_json(), media_type="application/json")
+    return Response(job_public(doc, waiting).model_dump_json(), media_type="application/json")
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, operation_id="cancel_job",
