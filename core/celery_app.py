@@ -30,12 +30,15 @@ def broker_is_redis() -> bool:
     return (s.broker_url or s.redis_url).startswith(("redis://", "rediss://", "unix://"))
 
 
+def queue_names() -> tuple[str, ...]:
+    """Every queue workers may consume."""
+    return ("cpu", "gpu", get_settings().webhook_queue)
+
+
 def _queues(amqp: bool) -> tuple[Queue, ...]:
-    s = get_settings()
     # RabbitMQ: quorum queues (replicated, durable; a message survives a broker restart)
     args = {"x-queue-type": "quorum"} if amqp else None
-    return tuple(Queue(name, queue_arguments=args, durable=True)
-                 for name in ("cpu", "gpu", s.webhook_queue))
+    return tuple(Queue(name, queue_arguments=args, durable=True) for name in queue_names())
 
 
 def make_celery() -> Celery:

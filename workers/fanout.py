@@ -172,8 +172,3 @@ def resend(jobs: JobStore, job_id: str, generation: int, index: int,
                 job_id, index, generation, attempts)
     return True
 
-
-def attempts(jobs: JobStore, job_id: str) -> dict[int, int]:
-    """Deliveries beyond the first, per part of the current generation."""
-    raw = jobs.r.hgetall(_keys(jobs, job_id)["part-attempts"])
-    return {int(k): int(v) for k, v in raw.items()}

@@ -260,18 +260,24 @@ def run_claimed(job_id: str, task: Any, body: Callable[[JobRun], None],
         _supervised(job, body)
 
 
-def run_continuation(job_id: str, body: Callable[[JobRun], None]) -> None:
-    """A later task of a running job (a chord's member or its callback): runs ``body``
-    under the guard while the job is running, ends a job being cancelled."""
+def _continuing(job_id: str) -> JobRun | None:
+    """A running job for one of its later tasks; None when it ended (a job being
+    cancelled is cancelled here)."""
     ctx = context()
     status = ctx.jobs.status(job_id)
     job = load(ctx, job_id) if status in ("running", "cancelling") else None
-    if job is None:
-        return
-    if status == "cancelling":
+    if job is not None and status == "cancelling":
         job.cancelled()
-        return
-    _supervised(job, body)
+        return None
+    return job
+
+
+def run_continuation(job_id: str, body: Callable[[JobRun], None]) -> None:
+    """A later task of a running job (a fan-out's follow-up): runs ``body`` under the
+    guard while the job is running, ends a job being cancelled."""
+    job = _continuing(job_id)
+    if job is not None:
+        _supervised(job, body)
 
 
 def run_part(job_id: str, generation: int, index: int, body: Callable[[JobRun], None]) -> None:
@@ -280,14 +286,10 @@ def run_part(job_id: str, generation: int, index: int, body: Callable[[JobRun], 
     the part as well as the job; a finished part counts towards the barrier, the last one
     sends the follow-up."""
     ctx = context()
-    status = ctx.jobs.status(job_id)
-    job = load(ctx, job_id) if status in ("running", "cancelling") else None
+    job = _continuing(job_id)
     if job is None or not fanout.is_pending(ctx.jobs, job_id, generation, index):
         # the job ended, fanned out anew, or this part was done by an earlier copy
         fanout.forget(ctx.jobs, job_id, generation, index)
-        return
-    if status == "cancelling":
-        job.cancelled()
         return
 
     def then_finish(job: JobRun) -> None:

@@ -15,7 +15,7 @@ from app.api.deps import Datasets, Jobs, MetricsStore, RedisDep, SettingsDep
 from app.api.errors import ApiError, error_responses
 from app.metrics import http_registry
 from core import presence
-from core.celery_app import celery_app
+from core.celery_app import celery_app, queue_names
 
 router = APIRouter(tags=["health"])
 
@@ -83,7 +83,7 @@ def readyz(r: RedisDep, settings: SettingsDep) -> JSONResponse:
 
 def _queues(r: Any, s: Any) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
-    for queue in ("cpu", "gpu", s.webhook_queue):
+    for queue in queue_names():
         live = presence.live_workers(r, s.key_prefix, queue, s.stale_after_s)
         out[queue] = {"workers": sorted(live)}
         if not live:
