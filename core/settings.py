@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     max_field_chars: int = 1_000_000
     #: a gzip upload may inflate to this many times its size (past 64 MiB)
     max_decompression_ratio: float = 200.0
+    #: seconds a data set's validation may read for; past it the data set is invalid
+    #: (validation_time_exceeded) and the worker is free again. Reading runs at tens of
+    #: MB/s, so the default passes any upload within max_upload_bytes
+    max_validation_s: float = Field(default=1800.0, gt=0)
     idempotency_ttl_s: int = 24 * 3600
     #: a job not finished by then is redelivered: keep it above the longest job
     visibility_timeout_s: int = 12 * 3600

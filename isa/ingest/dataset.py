@@ -79,7 +79,7 @@ class PreferenceFile:
     """A preference data set file, streamed row by row.
 
     Every iteration re-reads the file, so a second pass (e.g. to write a subset) costs
-    no memory. ``report`` describes the latest completed pass.
+    no memory. ``report`` describes the latest pass (counting while it runs).
 
     Args:
         path: the file (JSON Lines, JSON array, Parquet or CSV; gzip allowed).
@@ -158,6 +158,7 @@ class PreferenceFile:
         """Yield every valid row as an ``Example``, applying the ``on_invalid`` policy."""
         fmt = self.file_format or detect_format(self.path)
         report = IngestReport(file=str(self.path), file_format=fmt, shape=self.shape)
+        self.report = report  # live: a reader stopped early (a time budget) can say where
         shape = self.shape
         seen_ids: dict[str, int] = {}
         for rec in iter_raw_records(self.path, file_format=fmt,

@@ -33,9 +33,10 @@ def worker_ctx(tmp_path, monkeypatch) -> Iterator:
         client.delete(key)
 
 
-def add_dataset(ctx, path: Path, tenant: str = "t1", **options) -> str:
+def add_dataset(ctx, path: Path, tenant: str = "t1", expect: str = "ready",
+                **options) -> str:
     """Store ``path`` as an uploaded data set and validate it, as the gateway and the
-    validation task would."""
+    validation task would; the validation must end ``expect``."""
     import hashlib
 
     from core.artifacts import Keys
@@ -49,7 +50,7 @@ def add_dataset(ctx, path: Path, tenant: str = "t1", **options) -> str:
         "filename": path.name, "size_bytes": path.stat().st_size,
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "artifact": artifact,
         "options": DatasetOptions(**options).model_dump()})
-    assert validate_dataset.run(dataset_id) == "ready", ctx.datasets.get(dataset_id)
+    assert validate_dataset.run(dataset_id) == expect, ctx.datasets.get(dataset_id)
     return dataset_id
 
 

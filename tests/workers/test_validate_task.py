@@ -1,0 +1,24 @@
+"""The validation task's body, run in this process on the real Redis: its time budget."""
+
+from __future__ import annotations
+
+from tests.conftest import write_jsonl
+from tests.workers.conftest import add_dataset
+
+
+def test_validation_past_its_time_budget_ends_invalid_and_says_where(worker_ctx, tmp_path,
+                                                                     hh_rows, monkeypatch):
+    rows = hh_rows * 10  # 1,200 rows, each read well within a millisecond
+    path = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    assert add_dataset(worker_ctx, path)  # in budget: ready
+
+    monkeypatch.setattr(worker_ctx.settings, "max_validation_s", 1e-6)
+    late = add_dataset(worker_ctx, path, expect="invalid")
+    record = worker_ctx.datasets.get(late)
+    error = record["error"]
+    assert error["code"] == "validation_time_exceeded"
+    assert error["details"]["limit_s"] == 1e-6
+    # stopped within a row of the budget, not after reading the whole file
+    assert 1 <= error["details"]["rows_read"] < len(rows)
+    assert error["message"].startswith("pairs.jsonl, row ")
+    assert record["report"]["rows_read"] == error["details"]["rows_read"]
