@@ -40,13 +40,34 @@ def withdraw(r: Any, prefix: str, node: str, queues: list[str]) -> None:
 
 def last_seen(r: Any, prefix: str, queue: str) -> float | None:
     """When a worker of ``queue`` last announced itself (None: never, or long ago)."""
-    newest = r.zrevrange(queue_key(prefix, queue), 0, 0, withscores=True)
-    return float(newest[0][1]) if newest else None
+    return _newest(r.zrevrange(queue_key(prefix, queue), 0, 0, withscores=True))
 
 
 def live_workers(r: Any, prefix: str, queue: str, within_s: float) -> list[str]:
     """The nodes that announced ``queue`` within ``within_s``."""
     return list(r.zrangebyscore(queue_key(prefix, queue), time.time() - within_s, "+inf"))
+
+
+def waiting_since(seen: float | None, created_at: float, within_s: float) -> float | None:
+    """For a job created at ``created_at`` whose queue's newest worker announced itself at
+    ``seen``: None when that worker is live, else since when no worker has served the
+    queue (its last sign of life, or the job's creation when there never was one)."""
+    if seen is not None and time.time() - seen < within_s:
+        return None
+    return created_at if seen is None else seen
+
+
+def job_waiting_since(r: Any, prefix: str, job: dict[str, Any], default_queue: str,
+                      within_s: float) -> float | None:
+    """``waiting_since`` for an unfinished job record (None for a finished one)."""
+    if job["status"] not in ("queued", "running"):
+        return None
+    seen = last_seen(r, prefix, job.get("queue") or default_queue)
+    return waiting_since(seen, job["created_at"], within_s)
+
+
+def _newest(rows: list[tuple[Any, float]]) -> float | None:
+    return float(rows[0][1]) if rows else None
 
 
 class AsyncPresence:
@@ -57,14 +78,11 @@ class AsyncPresence:
         self._seen: dict[str, tuple[float, float | None]] = {}  # queue -> (read at, seen)
 
     async def waiting_since(self, queue: str, created_at: float) -> float | None:
-        """None when a live worker serves ``queue``; else since when none has (its last
-        worker's last sign of life, or the job's creation when it never had one)."""
+        """:func:`waiting_since` for ``queue``, its worker's last sign read at most every
+        two seconds."""
         read_at, seen = self._seen.get(queue, (0.0, None))
         if time.monotonic() - read_at > _READ_EVERY_S:
-            newest = await self.r.zrevrange(queue_key(self.prefix, queue), 0, 0,
-                                            withscores=True)
-            seen = float(newest[0][1]) if newest else None
+            seen = _newest(await self.r.zrevrange(queue_key(self.prefix, queue), 0, 0,
+                                                  withscores=True))
             self._seen[queue] = (time.monotonic(), seen)
-        if seen is not None and time.time() - seen < self.within_s:
-            return None
-        return created_at if seen is None else max(seen, 0.0)
+        return waiting_since(seen, created_at, self.within_s)

@@ -27,6 +27,7 @@ from app.ui.render import (
     job_view,
 )
 from app.ui.session import SameOrigin, UiTenant
+from core import presence
 from core.artifacts import SCORES, ArtifactStore, Keys, result_format
 from core.contract import open_dataset
 from core.records import TERMINAL
@@ -105,7 +106,10 @@ def job_page(job_id: str, tenant: UiTenant, jobs: Jobs, datasets: Datasets,
     subset = None
     if doc["type"] == "select" and doc["status"] == "succeeded" and SCORES.name in files:
         subset = _subset(artifacts, settings, datasets, tenant, doc, page)
-    view = job_view(doc)
+    # as GET /v1/jobs/{id} says it: no live worker serves the job's queue
+    waiting = presence.job_waiting_since(jobs.r, settings.key_prefix, doc,
+                                         settings.default_queue, settings.stale_after_s)
+    view = job_view(doc, waiting)
     return html_page("job.html", tenant=tenant, job=view, files=files,
                      summary={k: v for k, v in result.items() if k != "files"},
                      plot="png" in files, subset=subset,

@@ -94,9 +94,9 @@ class LoginRequired(Exception):
         self.next_path, self.clear = next_path, clear
 
 
-def job_view(doc: dict[str, Any]) -> dict[str, Any]:
+def job_view(doc: dict[str, Any], waiting_since: float | None = None) -> dict[str, Any]:
     """The job as the API shows it (``job_public``), with what the pages add."""
-    view = job_public(doc).model_dump()
+    view = job_public(doc, waiting_since).model_dump()
     done, total = view["progress"]["done"], view["progress"]["total"]
     view["live"] = view["status"] in LIVE_JOB
     view["percent"] = 100 * min(done, total) / total if total else (

@@ -152,13 +152,14 @@ def list_jobs(tenant: CurrentTenant, jobs: Jobs,
 
 @router.get("/{job_id}", response_model=JobPublic, responses=error_responses(404),
             operation_id="get_job")
-async def get_job(job_id: str, tenant: CurrentTenant, jobs: AsyncJobs) -> Response:
+async def get_job(job_id: str, tenant: CurrentTenant, jobs: AsyncJobs,
+                  settings: SettingsDep) -> Response:
     doc = await jobs.get(job_id, tenant)
     if doc is None:
         raise not_found("job", job_id)
     waiting = None
     if doc["status"] in ("queued", "running") and jobs.presence is not None:
-        waiting = await jobs.presence.waiting_since(doc.get("queue") or "cpu",
+        waiting = await jobs.presence.waiting_since(doc.get("queue") or settings.default_queue,
                                                     doc["created_at"])
     # the polling hot path: serialised once, here, rather than validated again against
     # response_model and then serialised by FastAPI (the schema stays in /docs)
