@@ -1,7 +1,7 @@
 """Dashboard pages of data sets: the front page (data sets and jobs, the upload form), a
 data set with its validation report and the "start a select job" form. Forms go through
-the API's own route functions (``upload_dataset``, ``create_job``): every rule and quota is
-the API's."""
+the API's own steps (``begin_upload``/``finish_upload``, ``create_job``): every rule and
+quota is the API's."""
 
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ from app.api.deps import (
     SettingsDep,
 )
 from app.api.errors import ApiError
-from app.api.routes.datasets import upload_dataset
+from app.api.routes.datasets import begin_upload, finish_upload
 from app.api.routes.jobs import create_job
+from app.api.uploads import upload_options
 from app.ui.render import LIST_LIMIT, LIVE_DATASET, REFRESH_S, UiError, html_page, job_view
 from app.ui.session import SameOrigin, UiTenant
 from core.contract import parse_job_request
@@ -72,13 +73,22 @@ async def upload(request: Request, tenant: UiTenant, datasets: Datasets, jobs: J
         return await run_in_threadpool(_index, tenant, datasets, jobs, status_code=422,
                                        error=error)
     try:
-        # every argument named: the route's defaults are FastAPI markers, not values
-        doc = await upload_dataset(
-            request=request, response=Response(), tenant=tenant, datasets=datasets,
-            artifacts=artifacts, settings=settings, idem=idem, file=file,
-            format=file_format, shape=shape,  # type: ignore[arg-type]
-            column_map=None, id_field=None, pairing=None, on_invalid=on_invalid,
-            idempotency_key=None)
+        # the API's own steps: the same limits, quota and validation of the options
+        writer = begin_upload(request, tenant, datasets, artifacts, settings, idem, None)
+        try:
+            writer.open(file.filename)
+            while chunk := await file.read(1 << 20):
+                writer.write(chunk)
+            writer.close()
+            options = upload_options({k: v for k, v in (("shape", shape), (
+                "format", file_format), ("on_invalid", on_invalid)) if v is not None})
+        except BaseException as exc:
+            writer.discard(exc)
+            raise
+        finally:
+            await file.close()
+        doc = finish_upload(Response(), writer, options, tenant, datasets, artifacts,
+                            settings, idem, None)
     except ApiError as exc:
         return await run_in_threadpool(_index, tenant, datasets, jobs,
                                        status_code=exc.status, error=exc.message)

@@ -45,6 +45,11 @@ class InvalidPaginationError(BadRequestError):
     """400: ``after`` is not a cursor the service gave, or came with ``offset``."""
 
 
+class InvalidMultipartError(BadRequestError):
+    """400: an upload's body is not a readable multipart/form-data form (no boundary, a
+    part header too long, a body cut short)."""
+
+
 class AuthenticationError(ServiceError):
     """401: no API key, or an unknown one."""
 
@@ -154,7 +159,7 @@ BY_CODE: dict[str, type[ServiceError]] = {
         ValidationError, InvalidOptionsError, IdempotencyKeyReusedError,
         FormatUnavailableError, UnknownModelError, UnknownMethodError,
         InvalidParametersError, InvalidBudgetError, InvalidCallbackUrlError,
-        InvalidTrackingUriError, InvalidPaginationError,
+        InvalidTrackingUriError, InvalidPaginationError, InvalidMultipartError,
         JobQuotaExceededError, StorageQuotaExceededError, InternalError,
         RangeNotSatisfiableError)}
 # codes that end in "_error" themselves

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, Form, Header, Query, Request, Response, UploadFile, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 from pydantic import BaseModel
 
 from app.api.deletion import Deletion
@@ -22,20 +20,25 @@ from app.api.deps import (
 )
 from app.api.errors import ApiError, error_responses, not_found
 from app.api.idempotency import claim_or_replay, released_on_failure
+from app.api.multipart import FileData, FileStart, read_parts
 from app.api.pagination import After, Limit, Offset, read_page
 from app.api.schemas import DatasetPublic, DatasetRows, DatasetsPublic
+from app.api.uploads import (
+    UploadWriter,
+    missing_file,
+    over_quota,
+    stored_suffix,
+    too_large,
+    upload_options,
+    upload_request_body,
+)
 from core.artifacts import Keys
 from core.celery_app import TASK_VALIDATE, celery_app
 from core.contract import COLUMN_MAP_VERSION, DatasetOptions, open_dataset
 from core.imports import QUERY_TTL_S, check_import_url, file_name, query_key, without_query
 from core.records import new_id
 from isa.errors import ConfigError
-from isa.ingest.readers import FILE_FORMATS
-from isa.ingest.shapes import SHAPES
 from isa.remote.contract import DatasetImport, DatasetStatus
-
-FileFormat = Literal[FILE_FORMATS]  # type: ignore[valid-type]
-Shape = Literal[SHAPES]  # type: ignore[valid-type]
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"],
                    responses=error_responses(401, 422, 503))
@@ -43,28 +46,12 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"],
 _LINKS = {name: {"operationId": op, "parameters": {"dataset_id": "$response.body#/id"}}
           for name, op in (("GetDataset", "get_dataset"), ("PreviewRows", "preview_rows"),
                            ("DeleteDataset", "delete_dataset"))}
-_CHUNK = 1 << 20
 #: characters of each text a preview shows (the rows can be far longer)
 PREVIEW_CHARS = 2000
 
 
 def _public(doc: dict[str, Any]) -> DatasetPublic:
     return DatasetPublic.model_validate(doc)
-
-
-async def no_empty_choices(request: Request, _: CurrentTenant) -> None:
-    """FastAPI reads an empty form field as an absent one; for a choice that would quietly
-    turn ``format=`` into "detect it", so the API refuses it, as its schema says. (The
-    dashboard's form, whose "detect" option is empty, calls ``upload_dataset`` itself.)
-    After the API key: a request without one is answered 401 first."""
-    form = await request.form()  # parsed once per request: the route reads the same
-    for name, choices in (("format", FILE_FORMATS), ("shape", SHAPES),
-                          ("on_invalid", ("fail", "skip")),
-                          ("pairing", ("best_vs_worst", "best_vs_each"))):
-        if form.get(name) == "":
-            raise ApiError(422, "invalid_options", f"invalid upload options: {name} is "
-                           f"empty; leave it out or give one of {', '.join(choices)}",
-                           field=name)
 
 
 _REPLAY = {"description": "an Idempotency-Key replay", "model": DatasetPublic, "links": _LINKS}
@@ -74,65 +61,73 @@ IdemKey = Annotated[str | None, Header(max_length=255, description="a retry with
 
 
 @router.post("", response_model=DatasetPublic, status_code=status.HTTP_201_CREATED,
-             operation_id="upload_dataset", dependencies=[Depends(no_empty_choices)],
+             operation_id="upload_dataset",
+             openapi_extra={"requestBody": upload_request_body()},
              responses={200: _REPLAY, 201: {"description": "the data set, to be validated",
                                             "links": _LINKS},
                         **error_responses(400, 409, 413, 429)})
-async def upload_dataset(
-    request: Request, response: Response, tenant: CurrentTenant, datasets: Datasets,
-    artifacts: Artifacts, settings: SettingsDep, idem: DatasetIdempotency, file: UploadFile,
-    # not "X | None": a multipart form has no null, only absent fields
-    format: Annotated[FileFormat, Form()] = None,  # type: ignore[assignment]
-    shape: Annotated[Shape, Form()] = None,  # type: ignore[assignment]
-    column_map: Annotated[str | None, Form(
-        description='JSON {"your_column": "our_field"}, e.g. {"question": "prompt"}')] = None,
-    id_field: Annotated[str | None, Form()] = None,
-    pairing: Annotated[Literal["best_vs_worst", "best_vs_each"] | None, Form(
-        description="how a row of N rated answers (shape ranked) becomes pairs")] = None,
-    on_invalid: Annotated[Literal["fail", "skip"], Form()] = "fail",
-    idempotency_key: IdemKey = None,
-) -> DatasetPublic:
-    """Upload a preference data file; it is validated by a worker (poll ``status``). With
-    an ``Idempotency-Key``, a repeat of the same file and options answers the data set the
-    first request made (200, in whatever state it is; 24 h), the same key with another
-    file or options 422."""
+async def upload_dataset(request: Request, response: Response, tenant: CurrentTenant,
+                         datasets: Datasets, artifacts: Artifacts, settings: SettingsDep,
+                         idem: DatasetIdempotency, idempotency_key: IdemKey = None
+                         ) -> DatasetPublic:
+    """Upload a preference data file (multipart: ``file`` and the read options); it is
+    validated by a worker (poll ``status``). The file streams straight into the artifact
+    store as it arrives. With an ``Idempotency-Key``, a repeat of the same file and
+    options answers the data set the first request made (200, in whatever state it is;
+    24 h), the same key with another file or options 422."""
+    writer = begin_upload(request, tenant, datasets, artifacts, settings, idem,
+                          idempotency_key)
+    fields: dict[str, str] = {}
+    try:
+        async for part in read_parts(request):
+            if isinstance(part, FileData):
+                writer.write(part.data)
+            elif isinstance(part, FileStart):
+                writer.open(part.filename)
+            else:  # the last of a repeated field counts, as in Starlette's form
+                fields[part.name] = part.value
+        if writer.artifact is None:
+            raise missing_file()
+        writer.close()
+        options = upload_options(fields)
+    except BaseException as exc:
+        writer.discard(exc)
+        raise
+    return finish_upload(response, writer, options, tenant, datasets, artifacts, settings,
+                         idem, idempotency_key)
+
+
+def begin_upload(request: Request, tenant: str, datasets: Datasets, artifacts: Artifacts,
+                 settings: SettingsDep, idem: DatasetIdempotency,
+                 idempotency_key: str | None) -> UploadWriter:
+    """The checks before a byte is read (a declared size over the limit or the quota),
+    and the writer of the new data set's file."""
     length = request.headers.get("content-length")
-    if length and int(length) > settings.max_upload_bytes + 64 * 1024:
-        raise _too_large(settings.max_upload_bytes)
+    declared = int(length) if length and length.isdigit() else 0
+    if declared > settings.max_upload_bytes + 64 * 1024:
+        raise too_large(settings.max_upload_bytes)
     # a retry of an upload whose first try is claimed: that one already counts against
-    # the quota, so the quota must not refuse the retry (checked below if it creates)
+    # the quota, so the quota must not refuse the retry (checked again if it creates)
     retry = idempotency_key is not None and idem.peek(tenant, idempotency_key) is not None
     used = datasets.stored_bytes(tenant)
     quota = None if retry else settings.max_stored_bytes_per_tenant
-    if quota is not None and used + (int(length) if length and length.isdigit() else 0) \
-            > quota + 64 * 1024:
-        raise _over_quota(used, quota)
-    try:
-        options = DatasetOptions(format=format, shape=shape, id_field=id_field,
-                                 on_invalid=on_invalid, pairing=pairing,  # type: ignore[arg-type]
-                                 column_map=json.loads(column_map) if column_map else None)
-    except (ValueError, TypeError) as exc:
-        raise ApiError(422, "invalid_options", f"invalid upload options: {exc}") from exc
-    dataset_id = new_id("ds")
-    suffix = "".join(s for s in _suffixes(file.filename or "") if s)
-    artifact = Keys.upload(dataset_id, suffix)
-    digest, size = hashlib.sha256(), 0
-    try:
-        with artifacts.open_write(artifact) as out:
-            while chunk := await file.read(_CHUNK):
-                size += len(chunk)
-                if size > settings.max_upload_bytes:
-                    raise _too_large(settings.max_upload_bytes)
-                if quota is not None and used + size > quota:
-                    raise _over_quota(used, quota)
-                digest.update(chunk)
-                out.write(chunk)
-    finally:
-        await file.close()
+    if quota is not None and used + declared > quota + 64 * 1024:
+        raise over_quota(used, quota)
+    return UploadWriter(artifacts, new_id("ds"), limit=settings.max_upload_bytes, used=used,
+                        quota=quota)
+
+
+def finish_upload(response: Response, writer: UploadWriter, options: DatasetOptions,
+                  tenant: str, datasets: Datasets, artifacts: Artifacts,
+                  settings: SettingsDep, idem: DatasetIdempotency,
+                  idempotency_key: str | None) -> DatasetPublic:
+    """Record the stored file as a data set and send its validation (or, for a replayed
+    Idempotency-Key, drop this copy and answer the first request's data set)."""
+    dataset_id = writer.dataset_id
     # stored without its unset (None) options: a worker of the version before, whose
     # strict model lacks a newer option (pairing), still reads what a new gateway wrote
-    fields = {"filename": (file.filename or "upload")[:255], "size_bytes": size,
-              "sha256": digest.hexdigest(), "artifact": artifact,
+    fields = {"filename": (writer.filename or "upload")[:255], "size_bytes": writer.size,
+              "sha256": writer.sha256, "artifact": writer.artifact,
               "options": options.model_dump(exclude_none=True),
               "column_map_v": COLUMN_MAP_VERSION}
     if idempotency_key is not None:
@@ -155,9 +150,9 @@ async def upload_dataset(
     with released_on_failure(idem, tenant, idempotency_key, dataset_id):
         try:
             used = datasets.stored_bytes(tenant)
-            if retry and used + size > settings.max_stored_bytes_per_tenant:
+            if writer.quota is None and used + writer.size > settings.max_stored_bytes_per_tenant:
                 # the first try's claim was gone (expired, or that try failed): a new upload
-                raise _over_quota(used, settings.max_stored_bytes_per_tenant)
+                raise over_quota(used, settings.max_stored_bytes_per_tenant)
             datasets.create(tenant, dataset_id, "uploaded", fields)
             celery_app.send_task(TASK_VALIDATE, args=(dataset_id,),
                                  queue=settings.default_queue)
@@ -197,9 +192,9 @@ def import_dataset(body: DatasetImport, response: Response, tenant: CurrentTenan
     with released_on_failure(idem, tenant, idempotency_key, dataset_id):
         used = datasets.stored_bytes(tenant)
         if used >= settings.max_stored_bytes_per_tenant:
-            raise _over_quota(used, settings.max_stored_bytes_per_tenant)
+            raise over_quota(used, settings.max_stored_bytes_per_tenant)
         name = file_name(body.url)
-        suffix = "".join(s for s in _suffixes(name) if s)
+        suffix = stored_suffix(name)
         try:
             if query := urlsplit(body.url).query:  # a presigned URL: kept out of the record
                 datasets.r.set(query_key(datasets.prefix, dataset_id), query, ex=QUERY_TTL_S)
@@ -227,24 +222,6 @@ def _forget(datasets: Datasets, artifacts: Artifacts, tenant: str, dataset_id: s
         datasets.r.delete(query_key(datasets.prefix, dataset_id))
     with contextlib.suppress(Exception):
         artifacts.delete_prefix(Keys.dataset(dataset_id))
-
-
-def _suffixes(name: str) -> list[str]:
-    """Known extensions only (the stored name is ours, never the caller's)."""
-    allowed = {".jsonl", ".ndjson", ".json", ".parquet", ".pq", ".csv", ".gz"}
-    parts = name.lower().rsplit("/", 1)[-1].split(".")[1:]
-    return [f".{p}" for p in parts[-2:] if f".{p}" in allowed]
-
-
-def _over_quota(used: int, quota: int) -> ApiError:
-    return ApiError(429, "storage_quota_exceeded", f"the tenant's data sets hold {used:,} "
-                    f"bytes; with this upload they would pass the quota of {quota:,} "
-                    "(delete a data set first)", used=used, quota=quota)
-
-
-def _too_large(limit: int) -> ApiError:
-    return ApiError(413, "upload_too_large",
-                    f"the upload is larger than the limit of {limit:,} bytes", limit=limit)
 
 
 @router.get("", response_model=DatasetsPublic, responses=error_responses(400),
