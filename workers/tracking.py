@@ -12,7 +12,8 @@ worker is there to log it) or by the task time limit (the hard limit follows a m
 later, too close for a call to a server that may be slow).
 
 Tracking never fails a job: an unreachable server is recorded on the job's result as
-``mlflow.error``.
+``mlflow.error``, and so is a job's own tracking URI that no longer passes the outbound
+check when the job ends (``mlflow.code`` ``invalid_tracking_uri``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from core.artifacts import Keys, result_format
+from core.webhooks import check_callback_url
+from isa.errors import ConfigError
 from workers.context import WorkerContext
 
 logger = logging.getLogger("isa.tracking")
@@ -71,6 +74,16 @@ def track_job(ctx: WorkerContext, job_id: str, record: dict[str, Any],
     uri = spec.get("tracking_uri") or ctx.settings.mlflow_tracking_uri
     if not uri:
         return None
+    if spec.get("tracking_uri"):
+        # checked at POST too, but the name may resolve elsewhere by now (DNS rebinding):
+        # a user's server is checked again just before the worker calls it. The
+        # operator's ISA_MLFLOW_TRACKING_URI is trusted (it may be a file store)
+        try:
+            check_callback_url(uri, ctx.settings.outbound_allowed_networks,
+                               field="mlflow.tracking_uri", code="invalid_tracking_uri")
+        except ConfigError as exc:
+            logger.warning("MLflow tracking of job %s refused: %s", job_id, exc.message)
+            return {"error": exc.message, "code": exc.code}
     try:
         return _log_run(ctx, job_id, record, result, uri, spec, error)
     except Exception as exc:  # noqa: BLE001 - tracking must not fail the job
