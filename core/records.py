@@ -89,6 +89,17 @@ redis.call('HSET', KEYS[1], unpack(ARGV))
 return 1
 """
 
+# KEYS: record, its stage history. ARGV: when, the history's TTL, the stage, then field,
+# value pairs. A progress report in one round trip: the fields, and the stage's first
+# time in the history (ZADD NX keeps the order the job first reached its stages in).
+_SET_PROGRESS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('ZADD', KEYS[2], 'NX', ARGV[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+
 # KEYS: record, the tenant's stored-bytes counter. ARGV: size. An import's size, counted
 # against the quota only while the record exists (a delete already gave its bytes back).
 _SET_SIZE = """
@@ -199,6 +210,7 @@ class RecordStore:
         self._add_progress = client.register_script(_ADD_PROGRESS)
         self._hset_if_exists = client.register_script(_HSET_IF_EXISTS)
         self._set_size = client.register_script(_SET_SIZE)
+        self._set_progress = client.register_script(_SET_PROGRESS)
 
     def key(self, record_id: str) -> str:
         return f"{self.prefix}{self.kind}:{record_id}"
@@ -437,15 +449,16 @@ class JobStore(RecordStore):
                               "latest_loss"})
 
     def set_progress(self, job_id: str, stage: str, done: int, total: int) -> None:
-        self._write(job_id, {"stage": stage, "progress_done": done, "progress_total": total,
-                             "updated_at": now()})
-        # the order the job first reached its stages in (a resumed run replays the early
-        # ones without showing them: workers.lifecycle.ProgressHold)
-        key = f"{self.key(job_id)}:stages"
-        pipe = self.r.pipeline(transaction=False)
-        pipe.zadd(key, {stage: now()}, nx=True)
-        pipe.expire(key, 7 * 86400)
-        pipe.execute()
+        """The job's stage and progress, and the stage in its history: the order the job
+        first reached its stages in (a resumed run replays the early ones without
+        showing them: workers.lifecycle.ProgressHold)."""
+        at = now()
+        flat: list[Any] = []
+        for k, v in self._encode({"stage": stage, "progress_done": done,
+                                  "progress_total": total, "updated_at": at}).items():
+            flat += [k, v]
+        self._set_progress(keys=[self.key(job_id), f"{self.key(job_id)}:stages"],
+                           args=[at, 7 * 86400, stage, *flat])
 
     def stages(self, job_id: str) -> list[str]:
         """The stages the job reached, in the order it first reached them."""

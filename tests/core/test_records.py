@@ -138,3 +138,17 @@ def test_jobs_are_linked_to_the_data_sets_they_read(jobs):
     assert jobs.of_dataset("ds-a") == ["j1", "j2"] and jobs.of_dataset("ds-b") == ["j1"]
     jobs.forget_dataset("ds-a")
     assert jobs.of_dataset("ds-a") == []
+
+
+def test_progress_writes_the_stage_and_its_first_time_in_one_step(jobs):
+    jobs.create("t", "j9", "running", {"type": "select", "request": {}})
+    for stage, done in (("reading", 5), ("embedding", 10), ("reading", 7), ("scoring", 1)):
+        jobs.set_progress("j9", stage, done, 20)
+    doc = jobs.get("j9")
+    assert (doc["stage"], doc["progress_done"], doc["progress_total"]) == ("scoring", 1, 20)
+    # the order the stages were first reached in; a stage seen again keeps its place
+    assert jobs.stages("j9") == ["reading", "embedding", "scoring"]
+    assert 0 < jobs.r.ttl(f"{jobs.key('j9')}:stages") <= 7 * 86400
+    # a deleted (or never created) job gets neither its fields nor a history
+    jobs.set_progress("gone", "reading", 1, 2)
+    assert not jobs.r.exists(jobs.key("gone")) and jobs.stages("gone") == []
