@@ -125,6 +125,28 @@ end
 return done
 """
 
+# KEYS: record, its parts' progress. ARGV: the part, its count so far, newly embedded.
+# A part's count is its own total: a re-sent part adds only what passes the count its
+# lost copy reached, so no unit is counted twice (and the job's count never passes its
+# total).
+_ADD_PART_PROGRESS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local before = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+local now = tonumber(ARGV[2])
+if tonumber(ARGV[3]) ~= 0 then
+  redis.call('HINCRBY', KEYS[1], 'embedded_new', ARGV[3])
+end
+if now <= before then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], now)
+redis.call('EXPIRE', KEYS[2], 7 * 86400)
+local total = tonumber(redis.call('HGET', KEYS[1], 'progress_total') or '0')
+local done = redis.call('HINCRBY', KEYS[1], 'progress_done', now - before)
+if total > 0 and done > total then
+  redis.call('HSET', KEYS[1], 'progress_done', total)
+end
+return now - before
+"""
+
 #: allowed predecessors of each job status
 JOB_TRANSITIONS: dict[str, tuple[str, ...]] = {
     "running": ("queued", "running"),  # running -> running: a redelivered task resumes
@@ -211,6 +233,7 @@ class RecordStore:
         self._hset_if_exists = client.register_script(_HSET_IF_EXISTS)
         self._set_size = client.register_script(_SET_SIZE)
         self._set_progress = client.register_script(_SET_PROGRESS)
+        self._add_part_progress = client.register_script(_ADD_PART_PROGRESS)
 
     def key(self, record_id: str) -> str:
         return f"{self.prefix}{self.kind}:{record_id}"
@@ -468,6 +491,14 @@ class JobStore(RecordStore):
         """Count ``done`` more units of the current stage (never past its total)."""
         self._add_progress(keys=[self.key(job_id)], args=[done, embedded])
 
+    def add_part_progress(self, job_id: str, part: str, done: int, embedded: int = 0) -> int:
+        """Part ``part`` of a fanned-out stage has ``done`` units done so far (a re-sent
+        copy counts what its lost copy left done too); the job's progress moves only by
+        what passes the part's count before. Returns that step."""
+        return int(self._add_part_progress(keys=[self.key(job_id),
+                                                 f"{self.key(job_id)}:part-progress"],
+                                           args=[part, done, embedded]))
+
     def status(self, job_id: str) -> str | None:
         return self.r.hget(self.key(job_id), "status")
 
@@ -491,7 +522,7 @@ class JobStore(RecordStore):
     #: keys beside a job's record, removed with it: tasks per worker, the stages it
     #: reached, its fan-out (workers.fanout)
     SIDE_KEYS = ("workers:embedding", "workers:scoring", "stages", "fanout", "parts",
-                 "pending", "part-attempts")
+                 "pending", "part-attempts", "part-progress")
 
     def delete(self, record_id: str, tenant: str) -> None:
         super().delete(record_id, tenant)

@@ -152,3 +152,22 @@ def test_progress_writes_the_stage_and_its_first_time_in_one_step(jobs):
     # a deleted (or never created) job gets neither its fields nor a history
     jobs.set_progress("gone", "reading", 1, 2)
     assert not jobs.r.exists(jobs.key("gone")) and jobs.stages("gone") == []
+
+
+def test_a_resent_part_adds_only_what_passes_its_lost_copys_count(jobs):
+    jobs.create("t", "j10", "running", {"type": "select", "request": {}})
+    jobs.set_progress("j10", "embedding", 0, 30)
+    assert jobs.add_part_progress("j10", "1:0", 8, embedded=8) == 8
+    assert jobs.add_part_progress("j10", "1:1", 10, embedded=10) == 10
+    # part 0's worker dies; its copy finds 5 of the 8 checkpointed and starts from there
+    assert jobs.add_part_progress("j10", "1:0", 5, embedded=0) == 0
+    assert jobs.add_part_progress("j10", "1:0", 7, embedded=2) == 0
+    assert jobs.add_part_progress("j10", "1:0", 15, embedded=8) == 7
+    doc = jobs.get("j10")
+    assert doc["progress_done"] == 25 and doc["embedded_new"] == 28  # work, not progress
+    # never past the total, and a deleted job takes nothing
+    assert jobs.add_part_progress("j10", "1:1", 40) == 30
+    assert jobs.get("j10")["progress_done"] == 30
+    jobs.delete("j10", "t")
+    assert not jobs.r.exists(f"{jobs.key('j10')}:part-progress")
+    assert jobs.add_part_progress("j10", "1:1", 50) == -1

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from core.artifacts import SCORES, SUBSET_FORMATS, Keys
 from core.celery_app import TASK_EMBED_CHUNK, TASK_FINISH_SELECT, TASK_SELECT, celery_app
-from isa.embed.base import embed_texts
+from isa.embed.base import complete_embeddings, lookup_embeddings
 from isa.export import write_scores, write_subsets
 from isa.pipeline import (
     SelectionPlan,
@@ -42,7 +42,8 @@ def select_job(job_id: str, resume: bool = False) -> None:
 
 @celery_app.task(name=TASK_EMBED_CHUNK)
 def embed_chunk(job_id: str, generation: int, index: int, chunk: int) -> None:
-    run_part(job_id, generation, index, lambda job: _embed_chunk(job, chunk))
+    run_part(job_id, generation, index,
+             lambda job: _embed_chunk(job, chunk, part=f"{generation}:{index}"))
 
 
 @celery_app.task(name=TASK_FINISH_SELECT)
@@ -130,22 +131,27 @@ def _fan_out(job: JobRun, todo: Iterable[str]) -> None:
                  TASK_FINISH_SELECT, (job.id,), job.request.queue or ctx.settings.default_queue)
 
 
-def _embed_chunk(job: JobRun, chunk: int) -> None:
+def _embed_chunk(job: JobRun, chunk: int, part: str) -> None:
     ctx = job.ctx
     with ctx.artifacts.open_read(Keys.embed_queue(job.id, chunk)) as fh:
         texts = [json.loads(line) for line in fh]
-    reported = 0
+    encoder, cache = ctx.encoder(job.request.encoder), ctx.embeddings(job.tenant)
+    lookup = lookup_embeddings(texts, encoder.name, cache)
+    # a re-sent copy finds what the lost one checkpointed: those texts are done. The
+    # chunk's progress is counted as its own total so far, so the copy adds only what
+    # goes beyond the lost copy's count (the job's progress never counts a text twice)
+    cached = len(texts) - len(lookup.todo(texts))
+    embedded = 0
 
     def progress(done: int, total: int) -> None:
-        nonlocal reported
+        nonlocal embedded
         job.check_cancel()  # first: a cancelled job's counters stay where they were
-        ctx.jobs.add_progress(job.id, done - reported, embedded=done - reported)
-        reported = done
+        ctx.jobs.add_part_progress(job.id, part, cached + done, embedded=done - embedded)
+        embedded = done
 
     job.check_cancel()
     t = time.perf_counter()
-    embed_texts(texts, ctx.encoder(job.request.encoder), cache=ctx.embeddings(job.tenant),
-                progress=progress)
+    complete_embeddings(texts, lookup, encoder, cache=cache, progress=progress)
     ctx.metrics.observe_stage("embedding", time.perf_counter() - t)
     ctx.jobs.count_task(job.id, scoring.worker_name(embed_chunk))
 
