@@ -149,12 +149,12 @@ def fan_out_scoring(job: JobRun, run: SelectionRun) -> None:
 @celery_app.task(name=TASK_SCORE_SHARD)
 def score_shard_task(job_id: str, generation: int, part: int, index: int, start: int,
                      end: int, n_units: int, encoder: str) -> None:
-    run_part(job_id, generation, part, lambda job: _score_shard(job, index, start, end,
-                                                                n_units, encoder))
+    run_part(job_id, generation, part, lambda job: _score_shard(
+        job, index, start, end, n_units, encoder, part=f"{generation}:{part}"))
 
 
 def _score_shard(job: JobRun, index: int, start: int, end: int, n_units: int,
-                 encoder: str) -> None:
+                 encoder: str, part: str) -> None:
     """Step 2 (map): the log-likelihood of one block's items."""
     ctx = job.ctx
     job.check_cancel()
@@ -165,7 +165,7 @@ def _score_shard(job: JobRun, index: int, start: int, end: int, n_units: int,
     scores = score_shard(method, X)
     _save(job, f"shard-{index:05d}.npz", log_likelihood=scores.log_likelihood,
           component=scores.component, seconds=np.float64(time.perf_counter() - t))
-    ctx.jobs.add_progress(job.id, n_units)
+    ctx.jobs.add_part_progress(job.id, part, n_units)  # a re-sent shard counts once
     ctx.jobs.count_task(job.id, worker_name(score_shard_task), kind="scoring")
 
 
