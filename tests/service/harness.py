@@ -188,6 +188,101 @@ class RedisServer:
         self.proc.wait(timeout=20)
 
 
+class RabbitServer:
+    """A rabbitmq-server node of the test's own (never the machine's): its own node name,
+    free AMQP and distribution ports, config, data and logs under ``folder``, no plugins.
+    ``stop`` then ``start`` restarts it on the same data folder, so durable (quorum) queues
+    and their messages survive. ``RabbitServer.installed()``: whether one can be started."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.port, self.dist_port = free_port(), free_port()
+        self.node = f"rabbit-isa-{uuid.uuid4().hex[:8]}@localhost"
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}//"
+        self.proc: subprocess.Popen | None = None
+        (folder / "enabled_plugins").write_text("")
+        (folder / "rabbitmq-env.conf").write_text("")  # not the machine's
+        (folder / "rabbitmq.conf").write_text(
+            f"listeners.tcp.1 = 127.0.0.1:{self.port}\nloopback_users = none\n")
+        self.env = {
+            **os.environ,
+            "HOME": str(folder),  # an Erlang cookie of its own, shared with rabbitmqctl
+            "RABBITMQ_NODENAME": self.node, "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port), "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(folder / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(folder / "log"),
+            "RABBITMQ_PID_FILE": str(folder / "rabbit.pid"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(folder / "enabled_plugins"),
+            "RABBITMQ_CONF_ENV_FILE": str(folder / "rabbitmq-env.conf"),
+            "RABBITMQ_CONFIG_FILE": str(folder / "rabbitmq.conf"),
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS":
+                "-kernel inet_dist_use_interface {127,0,0,1}",
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+        }
+
+    @staticmethod
+    def scripts() -> Path | None:
+        """The folder of the real rabbitmq-server and rabbitmqctl scripts (Debian's
+        /usr/sbin ones are a wrapper that runs them as the rabbitmq user)."""
+        found = shutil.which("rabbitmq-server") or (
+            "/usr/lib/rabbitmq/bin/rabbitmq-server"
+            if Path("/usr/lib/rabbitmq/bin/rabbitmq-server").exists() else None)
+        if found is None:
+            return None
+        real = Path(found).resolve()
+        folder = real.parent if real.name == "rabbitmq-script-wrapper" else Path(found).parent
+        return folder if (folder / "rabbitmqctl").exists() else None
+
+    @classmethod
+    def installed(cls) -> bool:
+        return cls.scripts() is not None
+
+    def ctl(self, *args: str, timeout: float = 90) -> str:
+        scripts = self.scripts()
+        assert scripts is not None
+        return subprocess.run([str(scripts / "rabbitmqctl"), "-q", "-n", self.node, *args],
+                              env=self.env, capture_output=True, text=True, check=True,
+                              timeout=timeout).stdout
+
+    def start(self, timeout: float = 90) -> None:
+        scripts = self.scripts()
+        assert scripts is not None, "rabbitmq-server is not installed"
+        with open(self.folder / "server.log", "ab") as log:
+            self.proc = subprocess.Popen([str(scripts / "rabbitmq-server")], env=self.env,
+                                         stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:  # the node's applications running, and its AMQP port taking connections
+                self.ctl("wait", "--timeout", "10", str(self.folder / "rabbit.pid"),
+                         timeout=30)
+                with socket.create_connection(("127.0.0.1", self.port), timeout=2):
+                    return
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("rabbitmq-server did not start:\n" + "\n".join(
+                        (self.folder / "server.log").read_text(errors="replace")
+                        .splitlines()[-40:])) from None
+                time.sleep(0.5)
+
+    def stop(self) -> None:
+        """Stop the node the clean way (``rabbitmqctl stop``), killing it if it will not."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            try:
+                self.ctl("stop", str(self.folder / "rabbit.pid"), timeout=60)
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+                self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+
 class S3Server:
     """A local S3-compatible server process (moto's), for data set imports."""
 

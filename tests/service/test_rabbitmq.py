@@ -1,7 +1,8 @@
 """RabbitMQ as the broker (``ISA_BROKER_URL=amqp://…``, docker-compose's default): quorum
-queues, publisher confirms, and a killed worker's job redelivered by the broker itself.
-Each test run gets a virtual host of its own on the machine's RabbitMQ server, and a
-Redis server of its own for the state."""
+queues, publisher confirms, a killed worker's job redelivered by the broker itself, and
+the broker restarting mid-job. The first tests get a virtual host of their own on the
+machine's RabbitMQ server; the restart, a RabbitMQ node of its own (the machine's is never
+stopped). Each test has a Redis server of its own for the state."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import ALPACA_SAMPLE, HH_SAMPLE, read_rows, varied_rows, write_jsonl
-from tests.service.harness import RedisServer, Service, running_service
+from tests.service.harness import RabbitServer, RedisServer, Service, running_service
 
 SUPERVISION = {"ISA_HEARTBEAT_INTERVAL_S": "0.5", "ISA_STALE_AFTER_S": "4",
                "ISA_SUPERVISE_EVERY_S": "1", "ISA_EMBED_CHUNK_SIZE": "256"}
@@ -88,3 +89,98 @@ def test_a_killed_workers_job_is_redelivered_and_finishes(rabbit_service, tmp_pa
     assert job["status"] == "succeeded", job
     assert job["result"]["rows_selected"] > 0
     assert time.monotonic() - t_kill < 240
+
+
+@pytest.fixture()
+def own_rabbit(tmp_path) -> Iterator[RabbitServer]:
+    if not RabbitServer.installed():
+        pytest.skip("needs rabbitmq-server installed (the test starts a node of its own)")
+    server = RabbitServer(tmp_path / "rabbit")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture()
+def restartable_service(own_rabbit, tmp_path) -> Iterator[Service]:
+    redis_server = RedisServer(tmp_path)
+    redis_server.start()
+    data = tmp_path / "svc"
+    data.mkdir()
+    # smaller chunks: a short job that still has parts waiting in the broker over the restart
+    env = {**SUPERVISION, "ISA_EMBED_CHUNK_SIZE": "128", "ISA_BROKER_URL": own_rabbit.url}
+    try:
+        with running_service(redis_server.url, data, concurrency=1, extra_env=env) as svc:
+            yield svc
+    finally:
+        redis_server.stop()
+
+
+#: how long the broker stays down
+BROKER_DOWN_S = 5
+
+
+def test_a_job_survives_a_broker_restart_and_the_worker_reconnects(restartable_service,
+                                                                  own_rabbit, tmp_path):
+    svc = restartable_service
+    c = svc.client()
+    rows = read_rows(ALPACA_SAMPLE, 180)  # 3 chunks of 128 texts: 1 runs, 1 waits
+    job_id = svc.select_while_embedding(c, write_jsonl(tmp_path / "d.jsonl.gz", rows, gz=True),
+                                        max_seq_length=64)
+    assert svc.worker is not None
+    worker = svc.worker
+    dataset_id = c.get(f"/v1/jobs/{job_id}").json()["request"]["dataset_id"]
+    jobs_before = c.get("/v1/jobs").json()["count"]
+    own_rabbit.stop()
+    t_down = time.monotonic()
+    # the state (Redis) is up: the job reads as it is
+    r = c.get(f"/v1/jobs/{job_id}")
+    assert r.status_code == 200 and r.json()["status"] == "running", r.text
+    # a new job's message cannot be sent: 503 with a retry hint, and no job recorded
+    t = time.monotonic()
+    r = c.post("/v1/jobs", json={"type": "select", "dataset_id": dataset_id,
+                                 "method": "random", "budget": {"count": 5}})
+    post_s = time.monotonic() - t
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["code"] == "service_unavailable"
+    assert int(r.headers["retry-after"]) > 0
+    assert c.get("/v1/jobs").json()["count"] == jobs_before
+    # nor a data set's validation: 503, and the upload leaves no file behind
+    up = c.post("/v1/datasets", files={"file": ("x.jsonl", b'{"prompt":"p","chosen":"a",'
+                                                b'"rejected":"b"}\n')})
+    assert up.status_code == 503, up.text
+    assert up.json()["error"]["code"] == "service_unavailable"
+    assert len(list((svc.data_dir / "artifacts" / "datasets").iterdir())) == 1
+    assert c.get("/readyz").status_code == 503  # no worker answers a ping
+    assert c.get("/healthz").status_code == 200  # the process itself is up
+    time.sleep(max(0.0, BROKER_DOWN_S - (time.monotonic() - t_down)))
+    down_s = time.monotonic() - t_down
+    own_rabbit.start()
+    t_up = time.monotonic()
+    doc = svc.wait_job(c, job_id, timeout=240)
+    assert doc["status"] == "succeeded", doc
+    assert doc["result"]["rows_selected"] == 9
+    result = c.get(f"/v1/jobs/{job_id}/result")
+    assert result.status_code == 200
+    assert len(result.text.splitlines()) == 9
+    # the parts waiting in the broker were delivered after the restart: nothing was
+    # sent again by the supervisor (it leaves a RabbitMQ job's waiting parts alone)
+    assert doc["attempts"] == 0, doc
+    # the same worker process reconnected (the test never restarted it) ...
+    assert svc.worker is worker and worker.poll() is None
+    log = svc.tail("worker", 2000)
+    assert "Connection to broker lost" in log
+    assert log.count(f"Connected to amqp://guest:**@127.0.0.1:{own_rabbit.port}//") >= 2
+    # ... the queue is still the durable quorum one, and the gateway sends jobs again
+    queues = dict(line.split("\t")[:2] for line in
+                  own_rabbit.ctl("list_queues", "name", "type").splitlines() if "\t" in line)
+    assert queues.get("cpu") == "quorum", queues
+    again = c.post("/v1/jobs", json={"type": "select", "dataset_id": dataset_id,
+                                     "method": "random", "budget": {"count": 5}})
+    assert again.status_code == 201, again.text
+    assert svc.wait_job(c, again.json()["id"], timeout=60)["status"] == "succeeded"
+    assert c.get("/readyz").status_code == 200
+    print(f"broker restart: down {down_s:.1f} s (a refused POST took {post_s:.1f} s); "
+          f"the job succeeded {time.monotonic() - t_up:.0f} s after the broker came back")
