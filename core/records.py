@@ -28,6 +28,9 @@ from typing import Any
 
 import redis
 
+from core import events
+from core.events import LUA_EVENTS
+
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelling", "cancelled")
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 DATASET_STATES = ("uploaded", "validating", "ready", "invalid")
@@ -89,14 +92,24 @@ redis.call('HSET', KEYS[1], unpack(ARGV))
 return 1
 """
 
-# KEYS: record, its stage history. ARGV: when, the history's TTL, the stage, then field,
-# value pairs. A progress report in one round trip: the fields, and the stage's first
-# time in the history (ZADD NX keeps the order the job first reached its stages in).
-_SET_PROGRESS = """
+# KEYS: record, its stage history, its events. ARGV: when, the history's TTL, the stage,
+# done, total, then field, value pairs. A progress report in one round trip: the fields,
+# the stage's first time in the history (ZADD NX keeps the order the job first reached its
+# stages in), and an event for a new stage or a tenth of the stage done (core.events).
+_SET_PROGRESS = LUA_EVENTS + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+local stage = redis.call('HGET', KEYS[1], 'stage')
+local before = tonumber(redis.call('HGET', KEYS[1], 'progress_done') or '0')
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 redis.call('ZADD', KEYS[2], 'NX', ARGV[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
+local done, total = tonumber(ARGV[4]), tonumber(ARGV[5])
+if stage ~= ARGV[3] then
+  add_event(KEYS[3], ARGV[1], 'stage', 'info', 'stage ' .. ARGV[3],
+            {stage = ARGV[3], done = done, total = total})
+else
+  milestone(KEYS[3], ARGV[1], stage, before, done, total)
+end
 return 1
 """
 
@@ -110,26 +123,30 @@ redis.call('INCRBY', KEYS[2], tonumber(ARGV[1]) - old)
 return 1
 """
 
-# KEYS: record. ARGV: done increment, embedded increment. Progress never passes its total
-# (a redelivered chunk task reports its texts again); a deleted record stays deleted.
-_ADD_PROGRESS = """
+# KEYS: record, its events. ARGV: done increment, embedded increment, when. Progress never
+# passes its total (a redelivered task reports again); a deleted record stays deleted.
+_ADD_PROGRESS = LUA_EVENTS + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local total = tonumber(redis.call('HGET', KEYS[1], 'progress_total') or '0')
+local shown = tonumber(redis.call('HGET', KEYS[1], 'progress_done') or '0')
 local done = redis.call('HINCRBY', KEYS[1], 'progress_done', ARGV[1])
 if total > 0 and done > total then
   redis.call('HSET', KEYS[1], 'progress_done', total)
+  done = total
 end
 if tonumber(ARGV[2]) ~= 0 then
   redis.call('HINCRBY', KEYS[1], 'embedded_new', ARGV[2])
 end
+milestone(KEYS[2], ARGV[3], redis.call('HGET', KEYS[1], 'stage') or '', shown, done, total)
 return done
 """
 
-# KEYS: record, its parts' progress. ARGV: the part, its count so far, newly embedded.
+# KEYS: record, its parts' progress, its events. ARGV: the part, its count so far, newly
+# embedded, when.
 # A part's count is its own total: a re-sent part adds only what passes the count its
 # lost copy reached, so no unit is counted twice (and the job's count never passes its
 # total).
-_ADD_PART_PROGRESS = """
+_ADD_PART_PROGRESS = LUA_EVENTS + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local before = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 local now = tonumber(ARGV[2])
@@ -140,10 +157,13 @@ if now <= before then return 0 end
 redis.call('HSET', KEYS[2], ARGV[1], now)
 redis.call('EXPIRE', KEYS[2], 7 * 86400)
 local total = tonumber(redis.call('HGET', KEYS[1], 'progress_total') or '0')
+local shown = tonumber(redis.call('HGET', KEYS[1], 'progress_done') or '0')
 local done = redis.call('HINCRBY', KEYS[1], 'progress_done', now - before)
 if total > 0 and done > total then
   redis.call('HSET', KEYS[1], 'progress_done', total)
+  done = total
 end
+milestone(KEYS[3], ARGV[4], redis.call('HGET', KEYS[1], 'stage') or '', shown, done, total)
 return now - before
 """
 
@@ -480,8 +500,9 @@ class JobStore(RecordStore):
         for k, v in self._encode({"stage": stage, "progress_done": done,
                                   "progress_total": total, "updated_at": at}).items():
             flat += [k, v]
-        self._set_progress(keys=[self.key(job_id), f"{self.key(job_id)}:stages"],
-                           args=[at, 7 * 86400, stage, *flat])
+        key = self.key(job_id)
+        self._set_progress(keys=[key, f"{key}:stages", events.events_key(key)],
+                           args=[at, 7 * 86400, stage, done, total, *flat])
 
     def stages(self, job_id: str) -> list[str]:
         """The stages the job reached, in the order it first reached them."""
@@ -489,15 +510,17 @@ class JobStore(RecordStore):
 
     def add_progress(self, job_id: str, done: int, embedded: int = 0) -> None:
         """Count ``done`` more units of the current stage (never past its total)."""
-        self._add_progress(keys=[self.key(job_id)], args=[done, embedded])
+        key = self.key(job_id)
+        self._add_progress(keys=[key, events.events_key(key)], args=[done, embedded, now()])
 
     def add_part_progress(self, job_id: str, part: str, done: int, embedded: int = 0) -> int:
         """Part ``part`` of a fanned-out stage has ``done`` units done so far (a re-sent
         copy counts what its lost copy left done too); the job's progress moves only by
         what passes the part's count before. Returns that step."""
-        return int(self._add_part_progress(keys=[self.key(job_id),
-                                                 f"{self.key(job_id)}:part-progress"],
-                                           args=[part, done, embedded]))
+        key = self.key(job_id)
+        return int(self._add_part_progress(
+            keys=[key, f"{key}:part-progress", events.events_key(key)],
+            args=[part, done, embedded, now()]))
 
     def status(self, job_id: str) -> str | None:
         return self.r.hget(self.key(job_id), "status")
@@ -522,11 +545,34 @@ class JobStore(RecordStore):
     #: keys beside a job's record, removed with it: tasks per worker, the stages it
     #: reached, its fan-out (workers.fanout)
     SIDE_KEYS = ("workers:embedding", "workers:scoring", "stages", "fanout", "parts",
-                 "pending", "part-attempts", "part-progress")
+                 "pending", "part-attempts", "part-progress", "events")
 
     def delete(self, record_id: str, tenant: str) -> None:
         super().delete(record_id, tenant)
         self.r.delete(*(f"{self.key(record_id)}:{side}" for side in self.SIDE_KEYS))
+
+    def transition(self, record_id: str, status: str, *, only_from: tuple[str, ...] | None = None,
+                   **fields: Any) -> tuple[bool, str]:
+        """As ``RecordStore.transition``; a status change is an event of the job's log."""
+        moved, prev = super().transition(record_id, status, only_from=only_from, **fields)
+        if moved and prev != status:
+            error = fields.get("error") or {}
+            level = "error" if status == "failed" else "info"
+            message = f"{status}: {error.get('message')}" if error else status
+            self.add_event(record_id, "status", message[:1000], level=level, status=status,
+                           previous=prev, **({"code": error.get("code")} if error else {}))
+        return moved, prev
+
+    def add_event(self, job_id: str, kind: str, message: str, *, level: str = "info",
+                  **data: Any) -> None:
+        """One event in the job's log (``core.events``), if the job still exists."""
+        if self.r.exists(self.key(job_id)):
+            events.add(self.r, self.key(job_id), kind, message, level=level, **data)
+
+    def events(self, job_id: str, *, after: str | None = None, limit: int = 100
+               ) -> tuple[list[dict[str, Any]], bool]:
+        """The job's events after the id ``after``, oldest first, and whether more follow."""
+        return events.read(self.r, self.key(job_id), after=after, limit=limit)
 
     def count_task(self, job_id: str, worker: str, kind: str = "embedding") -> None:
         """One more of the job's fanned-out ``kind`` tasks ran on ``worker`` (a Celery

@@ -194,6 +194,8 @@ def _resend_lost_parts(ctx: WorkerContext, acted: dict[str, list[str]]) -> None:
         sent = fanout.resend(ctx.jobs, job_id, generation, index, s.max_attempts)
         if sent:
             acted["parts_resent"].append(f"{job_id}:{index}")
+            ctx.jobs.add_event(job_id, "resent", f"part {index} lost its worker; sent "
+                               "again", level="warning", part=index)
         elif sent is False:
             error = {"code": "worker_lost", "message": f"part {index} of this job lost its "
                      f"worker {s.max_attempts} times; giving up",
@@ -221,6 +223,9 @@ def _retry(ctx: WorkerContext, store: RecordStore, record: dict[str, Any],
     # a grace period for the new delivery to start beating; the record keeps its stage and
     # progress (the new delivery moves them only forwards, workers.lifecycle.ProgressHold)
     store.beat(record_id)
+    if is_job:
+        ctx.jobs.add_event(record_id, "resent", f"the job lost its worker; sent again "
+                           f"(attempt {attempts + 1})", level="warning", attempt=attempts + 1)
     _send_first_task(ctx, store, record, resume=True)
     acted["resent" if is_job else "revalidated"].append(record_id)
 

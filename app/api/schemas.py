@@ -10,10 +10,11 @@ from isa.remote.contract import (
     DatasetsPublic,
     ErrorInfo,
     ErrorResponse,
+    JobEvents,
     JobPublic,
     JobsPublic,
     Progress,
 )
 
 __all__ = ["DatasetPublic", "DatasetRows", "DatasetsPublic", "ErrorInfo", "ErrorResponse",
-           "JobPublic", "JobsPublic", "Progress"]
+           "JobEvents", "JobPublic", "JobsPublic", "Progress"]

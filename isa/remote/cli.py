@@ -4,7 +4,8 @@
     isa remote upload data.jsonl.gz                       # prints the data set id
     isa remote select ds_… --budget 5% --out subset.jsonl --format trl --scores s.parquet
     isa remote evaluate ds_… --method isa --budget 5% --report report.json
-    isa remote status job_…  |  isa remote download job_… out.png --format png
+    isa remote status job_…  |  isa remote events job_… --follow
+    isa remote download job_… out.png --format png
 
 Options keep the local commands' names (``--method``, ``--budget``, ``--param``,
 ``--format``, ``--level``, ``--template``, ``--seed``, ``--encoder``, ``--model``); the
@@ -255,3 +256,26 @@ def jobs(status_: Annotated[str | None, typer.Option("--status", help="filter")]
             c.jobs(status=status_, page_size=min(limit, 100)), limit)))
     for job in rows:
         out.print(f"{job.id}  {job.type:<8} {job.status:<10} {job.stage or ''}")
+
+
+@app.command()
+def events(job_id: Annotated[str, typer.Argument(help="job id")],
+           follow: Annotated[bool, typer.Option("--follow", "-f", help="go on printing "
+                                                "until the job ends")] = False,
+           as_json: Annotated[bool, typer.Option("--json", help="one JSON object a "
+                                                 "line")] = False) -> None:
+    """A job's events, oldest first: status changes, stages, progress tenths, re-sends."""
+    import datetime as dt
+
+    with _client() as c:
+        def show() -> None:
+            for event in c.iter_job_events(job_id, follow=follow):
+                if as_json:
+                    out.print(event.model_dump_json(), highlight=False)
+                    continue
+                at = dt.datetime.fromtimestamp(event.created_at).strftime("%H:%M:%S")
+                style = {"warning": "yellow", "error": "bold red"}.get(event.level, "")
+                text = f"{at}  {event.type:<8} {escape(event.message)}"
+                out.print(f"[{style}]{text}[/]" if style else text, highlight=False)
+
+        _run(show)

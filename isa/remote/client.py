@@ -41,6 +41,8 @@ from isa.remote.contract import (
     DatasetPublic,
     DatasetRows,
     DatasetsPublic,
+    JobEvent,
+    JobEvents,
     JobPublic,
     JobsPublic,
 )
@@ -474,6 +476,32 @@ class Client:
                 yield self._job(item.model_dump())
             if (after := page.next_after) is None:
                 return
+
+    def job_events(self, job_id: str, *, after: str | None = None,
+                   limit: int = 100) -> JobEvents:
+        """One page of the job's events after the event id ``after``, oldest first."""
+        params: dict[str, Any] = {"limit": limit} | ({"after": after} if after else {})
+        return JobEvents.model_validate(self._request(
+            "GET", f"/v1/jobs/{job_id}/events", params=params).json())
+
+    def iter_job_events(self, job_id: str, *, follow: bool = False,
+                        poll_s: float = 1.0) -> Iterator[JobEvent]:
+        """Every event of the job, oldest first; with ``follow``, also those still to come,
+        until the job ends (as ``isa remote events --follow`` shows them)."""
+        after = None
+        while True:
+            page = self.job_events(job_id, after=after, limit=1000)
+            yield from page.data
+            after = page.next_after
+            if page.has_more:
+                continue
+            if not follow:
+                return
+            if self.job(job_id).status in TERMINAL:
+                # the end's own event may have landed between the read and the check
+                yield from self.job_events(job_id, after=after, limit=1000).data
+                return
+            time.sleep(poll_s)
 
     def cancel(self, job_id: str) -> Job:
         return self._job(self._request("POST", f"/v1/jobs/{job_id}/cancel").json())

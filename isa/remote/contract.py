@@ -364,6 +364,31 @@ class JobPublic(BaseModel):
     webhook: dict[str, Any] | None = None
 
 
+class JobEvent(BaseModel):
+    """One thing that happened to a job (``GET /v1/jobs/{id}/events``)."""
+
+    #: the event's place in the job's log: pass as ``after`` to read what followed it
+    id: str
+    created_at: float
+    #: ``status`` (a status change), ``stage`` (a new stage), ``progress`` (a tenth of a
+    #: stage done), ``resent`` (work sent again after its worker was lost)
+    type: Literal["status", "stage", "progress", "resent"]
+    level: Literal["info", "warning", "error"] = "info"
+    message: str
+    #: the event's figures: status and previous (and an error's code), stage, done, total,
+    #: part or attempt
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobEvents(BaseModel):
+    #: oldest first
+    data: list[JobEvent]
+    #: more events follow the last one (read again with ``after`` = its id)
+    has_more: bool
+    #: the last event's id (``after`` for the next read; also while the job runs on)
+    next_after: str | None = None
+
+
 class WebhookPublic(BaseModel):
     """A tenant's registered webhook URL and the secret its deliveries are signed with."""
 

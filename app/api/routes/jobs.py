@@ -21,10 +21,11 @@ from app.api.errors import ApiError, error_responses, not_found
 from app.api.idempotency import claim_or_replay, released_on_failure
 from app.api.pagination import After, Limit, Offset, read_page
 from app.api.ranges import RANGE_RESPONSES, file_response
-from app.api.schemas import JobPublic, JobsPublic
+from app.api.schemas import JobEvents, JobPublic, JobsPublic
 from core.artifacts import SCORES, ArtifactStore, Keys, ResultFormat, result_format
 from core.celery_app import TASK_FOR_JOB_TYPE, celery_app, gpu_queue_served
 from core.contract import AlignJob, JobRequest, check_methods, job_public
+from core.events import EVENT_ID
 from core.records import TERMINAL, new_id, now
 from core.webhooks import check_callback_url
 from isa.align.models import ModelRegistry
@@ -164,6 +165,26 @@ async def get_job(job_id: str, tenant: CurrentTenant, jobs: AsyncJobs,
     # the polling hot path: serialised once, here, rather than validated again against
     # response_model and then serialised by FastAPI (the schema stays in /docs)
     return Response(job_public(doc, waiting).model_dump_json(), media_type="application/json")
+
+
+@router.get("/{job_id}/events", response_model=JobEvents, operation_id="list_job_events",
+            responses=error_responses(400, 404))
+def list_job_events(job_id: str, tenant: CurrentTenant, jobs: Jobs,
+                    after: Annotated[str | None, Query(
+                        max_length=64, description="an event's id: the events after it "
+                        "(the first ones when left out)")] = None,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> JobEvents:
+    """What happened to the job so far, oldest first: status changes, each new stage and
+    every tenth of a stage done, re-sends after a lost worker. Poll with ``after`` = the
+    previous answer's ``next_after`` to follow a running job."""
+    if jobs.get(job_id, tenant) is None:
+        raise not_found("job", job_id)
+    if after is not None and not EVENT_ID.fullmatch(after):
+        raise ApiError(400, "invalid_pagination", "`after` is not an event id (use an "
+                       "event's `id` or the answer's `next_after`)", field="after")
+    data, has_more = jobs.events(job_id, after=after, limit=limit)
+    return JobEvents(data=data, has_more=has_more,  # type: ignore[arg-type]
+                     next_after=data[-1]["id"] if data else after)
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, operation_id="cancel_job",
