@@ -64,6 +64,10 @@ def make_celery() -> Celery:
         accept_content=["json"],
         result_expires=24 * 3600,
         broker_connection_retry_on_startup=True,
+        # a lost broker connection lets running tasks finish (Celery's default today, said
+        # here since a later Celery flips it): their work lands in the caches, and the
+        # redelivered copy finds the job or part done (tested: a RabbitMQ restart mid-job)
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_hijack_root_logger=False,
         task_track_started=False,
         # the soft limit raises inside the task (its job fails with a clear code); the

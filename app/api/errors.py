@@ -94,9 +94,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(redis.exceptions.TimeoutError)
     @app.exception_handler(kombu.exceptions.OperationalError)
     async def _store_unavailable(_: Request, exc: Exception) -> JSONResponse:
-        # Redis away (restarting, a network cut): the request may be retried as it is
-        logger.warning("Redis unavailable: %s", type(exc).__name__)
-        return JSONResponse(_body("service_unavailable", "the service's store is "
+        # Redis or the broker away (restarting, a network cut): the request may be
+        # retried as it is; the log and the message say which one is away
+        broker = isinstance(exc, kombu.exceptions.OperationalError)
+        logger.warning("%s unavailable: %s", "the broker" if broker else "Redis",
+                       type(exc).__name__)
+        what = "message broker" if broker else "store"
+        return JSONResponse(_body("service_unavailable", f"the service's {what} is "
                                   "unavailable for a moment; retry the request shortly"),
                             status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
 

@@ -145,6 +145,7 @@ def test_a_job_survives_a_broker_restart_and_the_worker_reconnects(restartable_s
     post_s = time.monotonic() - t
     assert r.status_code == 503, r.text
     assert r.json()["error"]["code"] == "service_unavailable"
+    assert "message broker" in r.json()["error"]["message"]  # not "store": Redis is up
     assert int(r.headers["retry-after"]) > 0
     assert c.get("/v1/jobs").json()["count"] == jobs_before
     # nor a data set's validation: 503, and the upload leaves no file behind
