@@ -31,6 +31,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import kombu.exceptions
+
 from core.celery_app import celery_app
 from core.records import JobStore, now
 
@@ -146,8 +148,9 @@ def lost_parts(jobs: JobStore, older_than_s: float) -> list[tuple[str, int, int]
 def resend(jobs: JobStore, job_id: str, generation: int, index: int,
            max_attempts: int) -> bool | None:
     """Send a lost part again (True), or say it has used its ``max_attempts`` deliveries
-    (False: its job fails). None: nothing to do (an older generation, the part finished,
-    or the job ended) — it stops being watched."""
+    (False: its job fails). None: nothing sent — nothing to do (an older generation, the
+    part finished, or the job ended: it stops being watched), or the broker is away (it
+    stays watched, and the try does not count)."""
     keys = _keys(jobs, job_id)
     name = member(job_id, generation, index)
     if current(jobs, job_id) != generation or \
@@ -161,13 +164,20 @@ def resend(jobs: JobStore, job_id: str, generation: int, index: int,
         return False
     spec = json.loads(jobs.r.hget(keys["parts"], index) or "{}")
     queue = jobs.r.hget(keys["fanout"], "queue")
+    try:
+        celery_app.send_task(spec["task"], args=(job_id, generation, index, *spec["args"]),
+                             queue=queue)
+    except kombu.exceptions.OperationalError as exc:
+        # the broker is away: no delivery, none counted; still watched, tried again later
+        jobs.r.hincrby(keys["part-attempts"], index, -1)
+        log.warning("job %s: part %d could not be sent again, the broker is unavailable "
+                    "(%s)", job_id, index, type(exc).__name__)
+        return None
     # unwatched until the new copy starts (and beats): it may wait in the queue behind
     # its siblings for long; if its message is lost, the job's own beat stops and the
     # supervisor resumes the job
     jobs.r.zrem(live_key(jobs), name)
     jobs.r.hincrby(jobs.key(job_id), "attempts", 1)  # the job's record shows the retry
-    celery_app.send_task(spec["task"], args=(job_id, generation, index, *spec["args"]),
-                         queue=queue)
     log.warning("job %s: part %d (generation %d) lost its worker; sent again (delivery %d)",
                 job_id, index, generation, attempts)
     return True

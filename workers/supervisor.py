@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import kombu.exceptions
 from celery.signals import worker_ready
 
 from core.celery_app import TASK_FOR_JOB_TYPE, TASK_VALIDATE, broker_is_redis, celery_app
@@ -222,11 +223,19 @@ def _retry(ctx: WorkerContext, store: RecordStore, record: dict[str, Any],
                 record_id, attempts + 1)
     # a grace period for the new delivery to start beating; the record keeps its stage and
     # progress (the new delivery moves them only forwards, workers.lifecycle.ProgressHold)
+    try:
+        _send_first_task(ctx, store, record, resume=True)
+    except kombu.exceptions.OperationalError as exc:
+        # the broker is away: this was no delivery, so it does not count (a long outage
+        # must not wear the attempts down to worker_lost); the next round tries again
+        ctx.redis.hincrby(store.key(record_id), "attempts", -1)
+        log.warning("%s %s: could not be sent again, the broker is unavailable (%s)",
+                    store.kind, record_id, type(exc).__name__)
+        return
     store.beat(record_id)
     if is_job:
         ctx.jobs.add_event(record_id, "resent", f"the job lost its worker; sent again "
                            f"(attempt {attempts + 1})", level="warning", attempt=attempts + 1)
-    _send_first_task(ctx, store, record, resume=True)
     acted["resent" if is_job else "revalidated"].append(record_id)
 
 

@@ -158,3 +158,35 @@ def test_a_resumed_delivery_that_skips_the_lost_stage_shows_the_next_one(worker_
     run.stage("selecting", 0, 1)  # all cached now: embedding never comes again
     assert jobs.get(job_id)["stage"] == "selecting"
     assert ProgressHold.of(worker_ctx, {**record, "status": "queued"}) is None
+
+
+def test_a_lost_part_waits_out_a_broker_outage_uncounted(worker_ctx, sent, monkeypatch):
+    import kombu.exceptions
+
+    jobs, s = worker_ctx.jobs, worker_ctx.settings
+    job_id = _running(worker_ctx)
+    gen = fanout.start(jobs, job_id, "isa.score_shard", [(0, 0, 10, 5, "enc"),
+                                                         (1, 10, 20, 5, "enc")],
+                       "isa.finish_scoring", (job_id, 2, 0.5), "cpu")
+    sent.clear()
+
+    def down(*_a, **_k):  # noqa: ANN202
+        raise kombu.exceptions.OperationalError("connection refused")
+
+    monkeypatch.setattr("workers.fanout.celery_app.send_task", down)
+    stale = now() - s.stale_after_s - 1
+    for _ in range(s.max_attempts + 2):
+        jobs.beat(job_id)
+        worker_ctx.redis.zadd(fanout.live_key(jobs), {fanout.member(job_id, gen, 1): stale})
+        acted = supervise_once(worker_ctx)
+        assert acted["parts_resent"] == [] and acted["failed"] == []
+        # still watched: the next round tries again
+        assert worker_ctx.redis.zscore(fanout.live_key(jobs), fanout.member(job_id, gen, 1))
+    assert jobs.get(job_id)["status"] == "running" and not jobs.get(job_id).get("attempts")
+    monkeypatch.setattr("workers.fanout.celery_app.send_task",
+                        lambda name, args=(), queue=None, kwargs=None:
+                        sent.append((name, tuple(args), queue)))
+    jobs.beat(job_id)
+    assert supervise_once(worker_ctx)["parts_resent"] == [f"{job_id}:1"]
+    assert sent == [("isa.score_shard", (job_id, gen, 1, 1, 10, 20, 5, "enc"), "cpu")]
+    assert jobs.get(job_id)["attempts"] == 1

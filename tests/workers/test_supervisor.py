@@ -145,3 +145,31 @@ def test_a_duplicate_message_never_claims_running_work(worker_ctx):
     assert claim(job_id, task(redelivered=True)) is not None  # its worker died: resume
     worker_ctx.jobs.beat(job_id)
     assert claim(job_id, task(), resume=True) is not None  # the supervisor's resend
+
+
+def test_a_broker_outage_does_not_wear_a_jobs_attempts_down(worker_ctx, monkeypatch):
+    import kombu.exceptions
+
+    broker = {"up": False}
+    sent: list[tuple] = []
+
+    def send_task(name, args, queue, kwargs=None):  # noqa: ANN202
+        if not broker["up"]:
+            raise kombu.exceptions.OperationalError("connection refused")
+        sent.append((name, args))
+
+    monkeypatch.setattr("workers.supervisor.celery_app.send_task", send_task)
+    job_id = _running(worker_ctx)
+    # many rounds while the broker is away: each fails to send, none counts
+    for _ in range(worker_ctx.settings.max_attempts + 2):
+        _age(worker_ctx, job_id, worker_ctx.settings.stale_after_s + 1)
+        acted = supervise_once(worker_ctx)
+        assert acted["resent"] == [] and acted["failed"] == []
+    job = worker_ctx.jobs.get(job_id)
+    assert job["status"] == "running" and job["attempts"] == 0 and sent == []
+    broker["up"] = True  # back: the next round sends it, as its first re-send
+    _age(worker_ctx, job_id, worker_ctx.settings.stale_after_s + 1)
+    assert supervise_once(worker_ctx)["resent"] == [job_id]
+    assert sent == [("isa.select", (job_id,))]
+    assert worker_ctx.jobs.get(job_id)["attempts"] == 1
+    assert [e["type"] for e in worker_ctx.jobs.events(job_id)[0]] == ["status", "resent"]
