@@ -35,6 +35,8 @@ from core.settings import Settings
 from isa.ingest.records import render_text
 
 logger = logging.getLogger("isa.ui")
+#: events a job page lists (a job has a few dozen; the API pages through all of them)
+EVENTS_SHOWN = 200
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
 
@@ -110,7 +112,9 @@ def job_page(job_id: str, tenant: UiTenant, jobs: Jobs, datasets: Datasets,
     waiting = presence.job_waiting_since(jobs.r, settings.key_prefix, doc,
                                          settings.default_queue, settings.stale_after_s)
     view = job_view(doc, waiting)
-    return html_page("job.html", tenant=tenant, job=view, files=files,
+    events, more = jobs.events(job_id, limit=EVENTS_SHOWN)
+    return html_page("job.html", tenant=tenant, job=view, files=files, events=events,
+                     more_events=more,
                      summary={k: v for k, v in result.items() if k != "files"},
                      plot="png" in files, subset=subset,
                      refresh=REFRESH_S if view["live"] else None,

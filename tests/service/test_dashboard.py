@@ -95,6 +95,13 @@ def test_upload_select_and_browse_the_subset_in_a_browser(service, browser, expe
         # nothing here reloads the page: it refreshes itself while the job runs
         expect(page.locator("#status")).to_have_text("succeeded", timeout=300_000)
         expect(page.locator("#result")).to_contain_text("rows_selected")
+        # its events, oldest first: running first, succeeded last, as the API lists them
+        events = page.locator("#events-table tbody tr")
+        expect(events.first).to_contain_text("running")
+        expect(events.last).to_contain_text("succeeded")
+        with service.client("key-a") as api:
+            listed = api.get(f"/v1/jobs/{job_id}/events", params={"limit": 1000}).json()
+        expect(events).to_have_count(len(listed["data"]))
 
         # the subset browser: the 30 kept rows (5% of 600) by rank, with their texts
         table = page.locator("#subset-table tbody tr")
