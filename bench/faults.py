@@ -1,9 +1,11 @@
 """Faults and load with real processes, the long versions of tests/service/test_faults.py
-and test_load.py: a worker SIGKILLed mid-job, Redis restarted mid-job, and hundreds of
-concurrent pollers. Prints each figure beside the bound the README promises and writes
-bench/results/faults.md.
+and test_load.py: a worker SIGKILLed mid-job, Redis restarted mid-job, hundreds of
+concurrent pollers, and a worker SIGKILLed mid-chunk while a second worker runs the same
+job's other chunks (never restarted). Prints each figure beside the bound the README
+promises and writes bench/results/faults.md.
 
     .venv/bin/python bench/faults.py [--pairs 3000] [--pollers 300] [--seconds 10]
+    .venv/bin/python bench/faults.py --only two-workers   # that scenario alone, printed
 """
 
 from __future__ import annotations
@@ -36,6 +38,36 @@ def make_data(pool: Path, out: Path, n: int) -> None:
         fh.writelines(rows)
 
 
+def two_workers(redis_url: str, folder: Path, data: Path) -> str:
+    """Scenario 4: two worker processes (one slot each) share a job's embedding chunks;
+    one is SIGKILLed mid-chunk and not restarted. Its chunk should be sent again alone
+    once its beat is stale (within stale + supervise), while the other worker's chunks
+    run, and the survivor should finish the job."""
+    from tests.service.harness import kill_worker_mid_chunk, running_service
+
+    stale, every = float(SUPERVISION["ISA_STALE_AFTER_S"]), \
+        float(SUPERVISION["ISA_SUPERVISE_EVERY_S"])
+    beat = float(SUPERVISION["ISA_HEARTBEAT_INTERVAL_S"])
+    folder.mkdir()
+    with running_service(redis_url, folder, concurrency=1, extra_env=SUPERVISION) as svc:
+        svc.start_named_worker("survivor", concurrency=1)
+        c = svc.client()
+        job_id = svc.select_while_embedding(c, data, max_seq_length=128)
+        seen = kill_worker_mid_chunk(svc, c, job_id, timeout=3600, poll_s=0.2,
+                                     fresh_s=2 * beat + 1)
+    doc = seen.job
+    resend = "never" if seen.resend_after_s is None else f"{seen.resend_after_s:.1f} s"
+    after = {n: v - seen.workers_at_kill.get(n, 0) for n, v in seen.workers_at_end.items()}
+    return (f"| worker SIGKILLed mid-chunk while a second worker runs its siblings, not "
+            f"restarted | re-sent within stale + supervise = {stale + every:g} s | chunk "
+            f"{seen.killed_part} re-sent {resend} after the kill, "
+            f"{len(seen.siblings_at_resend)} sibling(s) beating, {seen.pending_at_resend} "
+            f"of {seen.parts} chunks pending; {seen.done_after_s:.0f} s from the kill to "
+            f"{doc.get('status')} | chunks finished after the kill per worker "
+            f"{json.dumps(after)}; job sent again {doc.get('attempts')} time(s), "
+            f"{(doc.get('result') or {}).get('rows_selected')} rows |")
+
+
 def main() -> None:
     from tests.service.harness import RedisServer, poll_concurrently, running_service
 
@@ -43,13 +75,18 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=3000)
     ap.add_argument("--pollers", type=int, default=300)
     ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--only", choices=["two-workers"],
+                    help="run that scenario alone and print it (faults.md is kept)")
     add_data_dir(ap)
     args = ap.parse_args()
+    if args.only:
+        only(args)
+        return
     lines = ["# Faults and load (bench/faults.py)", "",
              f"Supervision: heartbeat {SUPERVISION['ISA_HEARTBEAT_INTERVAL_S']} s, stale after "
              f"{SUPERVISION['ISA_STALE_AFTER_S']} s, supervisor every "
              f"{SUPERVISION['ISA_SUPERVISE_EVERY_S']} s. Data: {args.pairs:,} AlpacaEval pairs, "
-             "ISA 5%, MiniLM, one worker process.", "",
+             "ISA 5%, MiniLM, one worker process (two in the last scenario).", "",
              "| scenario | bound | measured | outcome |", "|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
@@ -102,6 +139,9 @@ def main() -> None:
                              f"{p(0.5):.0f} ms, p99 {p(0.99):.0f} ms, {errors} errors | "
                              f"{json.dumps(statuses)} |")
                 print(lines[-1], flush=True)
+            # 4. one of two workers SIGKILLed mid-chunk, its siblings running on the other
+            lines.append(two_workers(server.url, tmp_path / "svc-two", data))
+            print(lines[-1], flush=True)
         finally:
             if server.proc is not None and server.proc.poll() is None:
                 server.stop()
@@ -112,6 +152,27 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "faults.md").write_text("\n".join(lines))
     print("\n".join(lines))
+
+
+def only(args: argparse.Namespace) -> None:
+    """One scenario alone, on a Redis server of its own; printed, not written."""
+    from tests.service.harness import RedisServer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        data = tmp_path / "pairs.jsonl.gz"
+        make_data(data_file(args.data_dir, "alpaca_eval_prefs_train.jsonl.gz"), data,
+                  args.pairs)
+        (tmp_path / "redis").mkdir()
+        server = RedisServer(tmp_path / "redis", persist=False)
+        server.start()
+        try:
+            print(f"Supervision: {json.dumps(SUPERVISION)}; {args.pairs:,} pairs\n"
+                  "| scenario | bound | measured | outcome |\n|---|---|---|---|", flush=True)
+            print(two_workers(server.url, tmp_path / "svc", data), flush=True)
+        finally:
+            if server.proc is not None and server.proc.poll() is None:
+                server.stop()
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -78,6 +79,8 @@ class Service:
         self.env: dict[str, str] = {}
         self.concurrency = 2
         self.worker: subprocess.Popen | None = None
+        #: more worker processes beside ``worker``, by name (``start_named_worker``)
+        self.named_workers: dict[str, subprocess.Popen] = {}
 
     def start_worker(self) -> None:
         """A Celery worker (its own process group, so a test can kill all of it)."""
@@ -92,6 +95,27 @@ class Service:
         os.killpg(self.worker.pid, signal.SIGKILL)
         self.worker.wait(timeout=20)
         self.worker = None
+
+    def start_named_worker(self, name: str, concurrency: int | None = None
+                           ) -> subprocess.Popen:
+        """One more worker process beside ``worker``, for tests of several workers: node
+        name ``name@<host>`` (as a task's ``request.hostname`` and a job's per-worker task
+        counts name it), log ``logs[name]``, its own process group; stopped with the
+        service."""
+        assert name not in self.named_workers and name not in ("worker", "api"), name
+        self.logs[name] = self.data_dir / f"{name}.log"
+        with open(self.logs[name], "ab") as log:
+            proc = subprocess.Popen(
+                _worker_command(concurrency or self.concurrency, node=f"{name}@%h"),
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.named_workers[name] = proc
+        return proc
+
+    def kill_named_worker(self, name: str) -> None:
+        """SIGKILL a ``start_named_worker`` process group, as ``kill_worker`` does."""
+        proc = self.named_workers.pop(name)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=20)
 
     def client(self, key: str | None = "key-a") -> httpx.Client:
         headers = {"X-API-Key": key} if key else {}
@@ -150,9 +174,10 @@ class Service:
 
 
 
-def _worker_command(concurrency: int) -> list[str]:
+def _worker_command(concurrency: int, node: str | None = None) -> list[str]:
+    node = node or f"test-{uuid.uuid4().hex[:6]}@%h"
     return [str(Path(sys.executable).parent / "celery"), "-A", "workers.worker", "worker",
-            "-Q", "cpu", "-c", str(concurrency), "-n", f"test-{uuid.uuid4().hex[:6]}@%h",
+            "-Q", "cpu", "-c", str(concurrency), "-n", node,
             "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
 
 
@@ -371,13 +396,114 @@ def running_service(redis_url: str, data_dir: Path, *, concurrency: int = 2,
                           f"\n--- worker ---\n{svc.tail('worker')}")
         yield svc
     finally:
-        for p in (api, svc.worker):
+        procs = (api, svc.worker, *svc.named_workers.values())
+        for p in procs:
             if p is not None and p.poll() is None:
                 p.terminate()
-        for p in (api, svc.worker):
+        for p in procs:
             if p is None:
                 continue
             try:
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+@dataclass
+class ChunkKill:
+    """What ``kill_worker_mid_chunk`` saw: one worker SIGKILLed while it embedded a chunk of
+    a job whose other chunks ran on a second worker, never restarted."""
+
+    killed_part: int | None = None  # the part the supervisor sent again (its index)
+    live_at_kill: list[int] = field(default_factory=list)  # the job's parts beating then
+    resend_after_s: float | None = None  # from the kill to the job's attempts going up
+    siblings_at_resend: list[int] = field(default_factory=list)  # other parts beating then
+    pending_at_resend: int = 0  # parts not finished then
+    done_after_s: float | None = None  # from the kill to the job's end
+    job: dict = field(default_factory=dict)  # its last document
+    #: (stage, done, total) as each poll of GET /v1/jobs/{id} saw it, from the start
+    polls: list[tuple[str, int, int]] = field(default_factory=list)
+    workers_at_kill: dict[str, int] = field(default_factory=dict)  # chunks done, per node
+    workers_at_end: dict[str, int] = field(default_factory=dict)
+    parts: int = 0  # the job's chunks
+
+
+
+def _chunks_on(log: Path) -> tuple[int, int]:
+    """Embedding chunk tasks a worker's log says it received, and ended."""
+    lines = [ln for ln in log.read_text(errors="replace").splitlines()
+             if "Task isa.embed_chunk[" in ln]
+    return (sum("] received" in ln for ln in lines),
+            sum("] succeeded in" in ln or "] raised" in ln for ln in lines))
+
+
+def kill_worker_mid_chunk(svc: Service, client: httpx.Client, job_id: str, *,
+                          timeout: float = 600, poll_s: float = 0.1,
+                          fresh_s: float = 2.0) -> ChunkKill:
+    """Watch a select job whose embedding fans out to ``svc.worker`` and (at least) one
+    ``start_named_worker``; SIGKILL ``svc.worker``'s process group just after it started
+    a chunk (it has ended one before, and a part on another worker beats), without
+    starting it again; then follow the job to its end. The re-send is seen in the job
+    record's ``attempts`` (``workers.fanout.resend`` counts it there) and its part in
+    the fan-out's ``part-attempts``; a part beats when ``live:parts`` scored it within
+    ``fresh_s``."""
+    assert svc.worker is not None
+    r = redis.Redis.from_url(svc.env["ISA_REDIS_URL"], decode_responses=True)
+    prefix = svc.env["ISA_KEY_PREFIX"]
+    job_key, live_key = f"{prefix}job:{job_id}", f"{prefix}live:parts"
+    seen = ChunkKill()
+    terminal = {"succeeded", "failed", "cancelled"}
+
+    def beating() -> list[int]:
+        at = time.time()
+        return sorted(int(m.split("|")[2]) for m, score in
+                      r.zrange(live_key, 0, -1, withscores=True)
+                      if m.startswith(f"{job_id}|") and at - score < fresh_s)
+
+    def poll() -> dict:
+        doc = client.get(f"/v1/jobs/{job_id}").json()
+        seen.polls.append((doc["stage"], doc["progress"]["done"], doc["progress"]["total"]))
+        return doc
+
+    deadline = time.monotonic() + timeout
+    started, started_at = 0, 0.0  # the chunks the worker to kill received, and when
+    t_kill = 0.0
+    while True:  # 1. the kill
+        doc = poll()
+        assert doc["status"] in ("queued", "running"), doc
+        assert time.monotonic() < deadline, f"never saw both workers embed: {doc}"
+        received, ended = _chunks_on(svc.logs["worker"])
+        if received > started:
+            started, started_at = received, time.monotonic()
+        live = beating()
+        if doc["stage"] == "embedding" and ended >= 1 and received == ended + 1 and \
+                time.monotonic() - started_at < 1.0 and len(live) >= 2:
+            seen.workers_at_kill = {k: int(v) for k, v in
+                                    r.hgetall(f"{job_key}:workers:embedding").items()}
+            seen.live_at_kill = live
+            t_kill = time.monotonic()
+            svc.kill_worker()
+            break
+        time.sleep(poll_s)
+    while True:  # 2. the re-send, and 3. the end
+        attempts = int(r.hget(job_key, "attempts") or 0)
+        if attempts and seen.resend_after_s is None:
+            seen.resend_after_s = time.monotonic() - t_kill
+            resent = [int(i) for i, n in r.hgetall(f"{job_key}:part-attempts").items()
+                      if int(n) > 0]  # a try the broker refused is given back (0)
+            seen.killed_part = resent[0] if len(resent) == 1 else None
+            seen.siblings_at_resend = [i for i in beating() if i != seen.killed_part]
+            seen.pending_at_resend = int(r.scard(f"{job_key}:pending"))
+        doc = poll()
+        if doc["status"] in terminal:
+            seen.done_after_s = time.monotonic() - t_kill
+            seen.job = doc
+            break
+        assert time.monotonic() < deadline, f"the job did not end: {doc}\n" \
+            f"--- surviving workers ---\n" + "\n".join(
+                svc.tail(name) for name in svc.named_workers)
+        time.sleep(poll_s)
+    seen.workers_at_end = {k: int(v) for k, v in
+                           r.hgetall(f"{job_key}:workers:embedding").items()}
+    seen.parts = int(r.hlen(f"{job_key}:parts"))
+    return seen

@@ -1,4 +1,5 @@
-"""Faults with real processes: a worker killed mid-job, Redis restarted mid-job. The
+"""Faults with real processes: a worker killed mid-job (alone, or beside a second worker
+that goes on with the job's other chunks), Redis restarted mid-job. The
 service here has a Redis server of its own (restartable, with an append-only file) and
 supervision tuned to seconds; the bounds asserted are the ones the README states."""
 
@@ -13,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import ALPACA_SAMPLE, read_rows, varied_rows, write_jsonl
-from tests.service.harness import RedisServer, Service, running_service
+from tests.service.harness import RedisServer, Service, kill_worker_mid_chunk, running_service
 
 #: supervision in seconds (production defaults: beat 10 s, stale 60 s, look every 15 s)
 SUPERVISION = {"ISA_HEARTBEAT_INTERVAL_S": "0.5", "ISA_STALE_AFTER_S": "4",
@@ -75,6 +76,65 @@ def test_a_job_whose_worker_is_killed_finishes_after_a_new_worker_starts(supervi
     assert doc["progress"]["done"] <= doc["progress"]["total"]
     assert doc["attempts"] == 1  # sent again once, by the supervisor
     print(f"killed worker: job finished {took:.0f} s after the kill")
+
+
+def test_a_chunk_whose_worker_is_killed_is_sent_again_while_its_siblings_run(own_redis,
+                                                                             tmp_path):
+    """Two worker processes share a job's embedding chunks; one is SIGKILLed mid-chunk
+    and never comes back. The supervisor sends that chunk again alone, once its beat is
+    ``stale`` old, while the other worker's chunks still beat, and the survivor finishes
+    the job by itself."""
+    stale, every = float(SUPERVISION["ISA_STALE_AFTER_S"]), \
+        float(SUPERVISION["ISA_SUPERVISE_EVERY_S"])
+    beat = float(SUPERVISION["ISA_HEARTBEAT_INTERVAL_S"])
+    data = tmp_path / "svc"
+    data.mkdir()
+    # 64-text chunks: a few seconds each here, ~13 of them on ~800 distinct texts
+    with running_service(own_redis.url, data, concurrency=1,
+                         extra_env={**SUPERVISION, "ISA_EMBED_CHUNK_SIZE": "64"}) as svc:
+        svc.start_named_worker("survivor", concurrency=1)
+        c = svc.client()
+        rows = varied_rows(read_rows(ALPACA_SAMPLE, 250), 2)
+        job_id = svc.select_while_embedding(
+            c, write_jsonl(tmp_path / "d.jsonl.gz", rows, gz=True), max_seq_length=64)
+        seen = kill_worker_mid_chunk(svc, c, job_id, timeout=RECOVERY_BOUND_S)
+        survivor = next(n for n in seen.workers_at_end if n.startswith("survivor@"))
+        doc = seen.job
+        assert svc.worker is None and svc.named_workers["survivor"].poll() is None
+        assert doc["status"] == "succeeded", (doc.get("error"), svc.tail("survivor", 40))
+        # the killed part: beating when the worker died, then sent again, once
+        assert seen.killed_part is not None and seen.killed_part in seen.live_at_kill, seen
+        assert seen.resend_after_s is not None
+        # not before its beat was stale (the last one came at most a beat before the
+        # kill), and within a supervision round of that, plus scheduling on 2 busy cores
+        assert stale - beat - 0.5 <= seen.resend_after_s <= stale + every + 6, seen
+        # ... while a sibling on the other worker still ran and beat
+        assert seen.siblings_at_resend and seen.pending_at_resend >= 2, seen
+        assert doc["attempts"] == 1  # that one part; the job itself was never resumed
+        # the rest of the job ran on the survivor alone: the killed worker's count of
+        # finished chunks stayed where it was, and every chunk was finished once
+        grew = {n: seen.workers_at_end.get(n, 0) - seen.workers_at_kill.get(n, 0)
+                for n in seen.workers_at_end}
+        assert grew[survivor] > 0 and all(v == 0 for n, v in grew.items() if n != survivor)
+        assert sum(seen.workers_at_end.values()) == seen.parts >= 8, seen
+        # progress never moved backwards: within a stage, and no stage came back
+        order: list[str] = []
+        last: dict[str, int] = {}
+        for stage, done, total in seen.polls:
+            if not order or order[-1] != stage:
+                assert stage not in order, f"{stage} came back: {seen.polls}"
+                order.append(stage)
+            assert done >= last.get(stage, 0) and done <= total, (stage, done, seen.polls)
+            last[stage] = done
+        assert order[0] == "embedding" and order[-1] == "done", order
+        assert doc["result"]["rows_selected"] == 25  # 5% of 500 rows
+        lines = c.get(f"/v1/jobs/{job_id}/result?format=jsonl").text.splitlines()
+        assert len(lines) == 25
+        print(f"two workers: part {seen.killed_part} sent again {seen.resend_after_s:.1f} s "
+              f"after the kill (bound {stale + every:g} s + margin), job succeeded "
+              f"{seen.done_after_s:.0f} s after it; {seen.parts} chunks, live at the kill "
+              f"{seen.live_at_kill}, beating at the re-send {seen.siblings_at_resend}, "
+              f"per worker {seen.workers_at_kill} -> {seen.workers_at_end}")
 
 
 def test_a_queued_job_whose_message_was_lost_runs_once_a_worker_is_back(supervised,
