@@ -7,13 +7,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
 import app.docs as docs
 import app.ui as ui
 from app.api.deps import _redis
 from app.api.errors import install_error_handlers
+from app.api.query import known_query_parameters
 from app.api.routes import datasets, health, jobs, methods, webhooks
 from app.keyfile import announce, ensure_keys_file
 from app.limits import BodyLimitMiddleware
@@ -56,11 +57,12 @@ def create_app() -> FastAPI:
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(MetricsMiddleware)
     install_error_handlers(app)
+    strict = [Depends(known_query_parameters)]  # a misspelt filter is an error, not ignored
     app.include_router(health.router)
-    app.include_router(datasets.router)
-    app.include_router(jobs.router)
-    app.include_router(webhooks.router)
-    app.include_router(methods.router)
+    app.include_router(datasets.router, dependencies=strict)
+    app.include_router(jobs.router, dependencies=strict)
+    app.include_router(webhooks.router, dependencies=strict)
+    app.include_router(methods.router, dependencies=strict)
     docs.install(app)
     ui.install(app)  # the browser dashboard at /ui (not part of the OpenAPI contract)
     return app

@@ -316,6 +316,8 @@ class DatasetsPublic(BaseModel):
     count: int
     #: pass as ``after`` for the next page; None on the last page
     next_after: str | None = None
+    #: another page follows (``next_after`` is set)
+    has_more: bool = False
 
 
 class DatasetRows(BaseModel):
@@ -407,3 +409,5 @@ class JobsPublic(BaseModel):
     count: int
     #: pass as ``after`` for the next page; None on the last page
     next_after: str | None = None
+    #: another page follows (``next_after`` is set)
+    has_more: bool = False

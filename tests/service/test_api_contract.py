@@ -70,6 +70,7 @@ def test_listings_page_by_cursor_and_filter(service, tmp_path):
         page = c.get("/v1/jobs", params={"limit": 2, "type": "select",
                                          **({"after": after} if after else {})}).json()
         assert page["count"] == whole["count"] and len(page["data"]) <= 2
+        assert page["has_more"] is (page["next_after"] is not None)
         paged += [j["id"] for j in page["data"]]
         if (after := page["next_after"]) is None:
             break
@@ -82,6 +83,24 @@ def test_listings_page_by_cursor_and_filter(service, tmp_path):
     both = c.get("/v1/jobs", params={"after": whole["data"][0]["id"], "offset": 3})
     assert both.status_code == 400 and both.json()["error"]["code"] == "invalid_pagination"
     assert c.get("/v1/jobs", params={"status": "bogus"}).status_code == 422
+    assert whole["has_more"] is False
+
+
+def test_a_query_parameter_a_route_does_not_take_is_refused(service):
+    c = service.client()
+    # a filter the listing does not have used to answer every job, as if it filtered
+    r = c.get("/v1/jobs", params={"dataset_id": "ds_x", "limit": 5})
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["code"] == "unknown_parameter" and error["details"]["field"] == "dataset_id"
+    assert "after, limit, offset, status, type" in error["message"]
+    for url in ("/v1/datasets?statu=ready", "/v1/jobs/job_x/events?since=1",
+                "/v1/methods?verbose=1", "/v1/webhook?x=1"):
+        r = c.get(url)
+        assert (r.status_code, r.json()["error"]["code"]) == (422, "unknown_parameter"), url
+    # the parameters a route declares still pass, its dependencies' too
+    assert c.get("/v1/jobs", params={"limit": 1, "status": "succeeded"}).status_code == 200
+    assert c.get("/v1/datasets", params={"limit": 1, "offset": 0}).status_code == 200
 
 
 def test_cancel_stops_a_running_job(service, tmp_path):

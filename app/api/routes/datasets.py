@@ -234,7 +234,7 @@ def list_datasets(tenant: CurrentTenant, datasets: Datasets,
     page = read_page(datasets, tenant, limit=limit, after=after, offset=offset,
                      where={"status": status_})
     return DatasetsPublic(data=[_public(d) for d in page.records], count=page.count,
-                          next_after=page.next_after)
+                          next_after=page.next_after, has_more=page.next_after is not None)
 
 
 @router.get("/{dataset_id}", response_model=DatasetPublic, responses=error_responses(404),

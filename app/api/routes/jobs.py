@@ -148,7 +148,7 @@ def list_jobs(tenant: CurrentTenant, jobs: Jobs,
     page = read_page(jobs, tenant, limit=limit, after=after, offset=offset,
                      where={"status": status_, "type": type_})
     return JobsPublic(data=[job_public(d) for d in page.records], count=page.count,
-                      next_after=page.next_after)
+                      next_after=page.next_after, has_more=page.next_after is not None)
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=error_responses(404),
