@@ -8,7 +8,8 @@ database of its own (default db 12, flushed), with job records written straight 
 this machine: ``GET /v1/jobs/{id}`` at 50, 300 and 1,000 connections and
 ``GET /v1/jobs?limit=20`` at 300, a different job per connection's path being no
 different for Redis. Prints req/s, p50/p99, errors (non-2xx and socket errors), and each
-figure's ratio to the single process; writes bench/results/gateway.md.
+figure's ratio to the single process; with ``--pools 64,256``, the 1,000-connection row
+again for each Redis pool size; writes bench/results/gateway.md.
 """
 
 from __future__ import annotations
@@ -66,19 +67,22 @@ def wrk(url: str, connections: int, seconds: float) -> dict:
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
                      out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    failed = int(non2xx.group(1)) if non2xx else 0  # the gateway's 503s
+    socket_errors = sum(int(x) for x in sock.groups()) if sock else 0  # timeouts (10 s)
     return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-            "p50": pct["50"], "p99": pct["99"],
-            "errors": (int(non2xx.group(1)) if non2xx else 0)
-            + (sum(int(x) for x in sock.groups()) if sock else 0)}
+            "p50": pct["50"], "p99": pct["99"], "non2xx": failed,
+            "socket_errors": socket_errors, "errors": failed + socket_errors}
 
 
-def run(workers: int, redis_url: str, seconds: float, log: Path) -> list[dict]:
+def run(workers: int, redis_url: str, seconds: float, log: Path,
+        loads: list[tuple[str, str, int]] = LOADS, pool: int | None = None) -> list[dict]:
     prefix = f"isa-bench-{uuid.uuid4().hex[:6]}:"
     job_ids = _jobs(redis_url, prefix, 20)
     port, data = _port(), Path(tempfile.mkdtemp(prefix="isa-gw-"))
     env = {**os.environ, "ISA_REDIS_URL": redis_url, "ISA_KEY_PREFIX": prefix,
            "ISA_DATA_DIR": str(data), "ISA_API_KEYS": json.dumps({KEY: "bench"}),
-           "ISA_API_LOG_LEVEL": "warning"}
+           "ISA_API_LOG_LEVEL": "warning",
+           **({"ISA_REDIS_POOL_SIZE": str(pool)} if pool else {})}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     with open(log, "ab") as fh:
         api = subprocess.Popen([sys.executable, "-m", "app.serve", "--port", str(port),
@@ -98,7 +102,7 @@ def run(workers: int, redis_url: str, seconds: float, log: Path) -> list[dict]:
         assert httpx.get(f"{base}/v1/jobs/{job_ids[0]}", headers={"X-API-Key": KEY}
                          ).status_code == 200
         rows = []
-        for label, kind, connections in LOADS:
+        for label, kind, connections in loads:
             url = f"{base}/v1/jobs/{job_ids[0]}" if kind == "job" else f"{base}/v1/jobs?limit=20"
             wrk(url, connections, 2)  # warm every process
             row = {"workers": workers, "load": label, "connections": connections,
@@ -117,6 +121,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--workers", default="1,2", help="comma-separated process counts")
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/12")
+    ap.add_argument("--pools", default="", help="comma-separated ISA_REDIS_POOL_SIZE values "
+                    "to compare at 1,000 connections (one process)")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed (apt-get install wrk)")
@@ -136,8 +142,19 @@ def main() -> None:
             lines.append(f"| {n} | `{row['load']}` | {row['connections']:,} | "
                          f"{row['rps']:,.0f} | {row['rps'] / ref['rps']:.2f} | {row['p50']} | "
                          f"{row['p99']} | {row['errors']:,} |")
+    pools = [int(x) for x in args.pools.split(",") if x]
+    if pools:
+        lines += ["", "Redis pool per gateway process (`ISA_REDIS_POOL_SIZE`), one process, "
+                  "1,000 connections: a request that waits longer than 5 s for a pooled "
+                  "connection is answered 503; wrk gives up on an answer after 10 s.", "",
+                  "| pool | req/s | p50 | p99 | 503s | timeouts |", "|---|---|---|---|---|---|"]
+        for size in pools:
+            row, = run(1, args.redis_url, args.seconds, log, [LOADS[2]], pool=size)
+            lines.append(f"| {size} | {row['rps']:,.0f} | {row['p50']} | {row['p99']} | "
+                         f"{row['non2xx']:,} | {row['socket_errors']:,} |")
     lines += ["", f"Regenerate: `.venv/bin/python bench/gateway.py --seconds "
-              f"{args.seconds:.0f} --workers {args.workers}`"]
+              f"{args.seconds:.0f} --workers {args.workers}"
+              + (f" --pools {args.pools}`" if pools else "`")]
     text = "\n".join(lines) + "\n"
     print(text)
     (OUT / "gateway.md").write_text(text)
