@@ -145,6 +145,8 @@ class Settings(BaseSettings):
     #: (5 s, 20 s, 80 s, 320 s, 1280 s: about 28 minutes in all)
     webhook_max_attempts: int = 6
     webhook_retry_base_s: float = 5.0
+    #: after a secret rotation, seconds the old secret goes on signing beside the new one
+    webhook_secret_overlap_s: float = Field(default=24 * 3600.0, ge=0)
 
     # data sets imported from a URL (core/imports.py)
     #: URL prefixes imports may read, e.g. ["s3://team-data/", "https://example.org/d/"];

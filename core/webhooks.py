@@ -22,6 +22,7 @@ import ipaddress
 import logging
 import secrets
 import socket
+import time
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -136,11 +137,26 @@ class WebhookStore:
         return f"{self.prefix}webhook:{tenant}"
 
     def get(self, tenant: str) -> dict[str, Any]:
-        """``{"url": str | None, "secret": str}`` — the secret made if there is none."""
+        """``{"url", "secret", "previous_secret_valid_until"}`` — the secret made if there is
+        none; the last rotation's old secret's end, while it still signs."""
         key = self._key(tenant)
         self.r.hsetnx(key, "secret", new_secret())  # atomic: racing callers share one
         doc = self.r.hgetall(key)
-        return {"url": doc.get("url") or None, "secret": doc["secret"]}
+        until = float(doc.get("previous_until") or 0)
+        return {"url": doc.get("url") or None, "secret": doc["secret"],
+                "previous_secret_valid_until": until if until > time.time() else None}
+
+    def signing_secrets(self, tenant: str) -> list[str]:
+        """The secrets a delivery is signed with: the current one, and the one before it
+        during the rotation's overlap (Standard Webhooks sends several signatures, so a
+        receiver still on the old secret verifies until it switches)."""
+        key = self._key(tenant)
+        self.r.hsetnx(key, "secret", new_secret())
+        doc = self.r.hgetall(key)
+        secrets_ = [doc["secret"]]
+        if doc.get("previous_secret") and float(doc.get("previous_until") or 0) > time.time():
+            secrets_.append(doc["previous_secret"])
+        return secrets_
 
     def set_url(self, tenant: str, url: str | None) -> dict[str, Any]:
         if url is None:
@@ -149,8 +165,18 @@ class WebhookStore:
             self.r.hset(self._key(tenant), "url", url)
         return self.get(tenant)
 
-    def rotate_secret(self, tenant: str) -> dict[str, Any]:
-        self.r.hset(self._key(tenant), "secret", new_secret())
+    def rotate_secret(self, tenant: str, overlap_s: float = 0.0) -> dict[str, Any]:
+        """A new secret; the old one goes on signing for ``overlap_s`` seconds beside it."""
+        key = self._key(tenant)
+        old = self.get(tenant)["secret"]
+        pipe = self.r.pipeline()  # MULTI: no reader sees the new secret without the old
+        pipe.hset(key, "secret", new_secret())
+        if overlap_s > 0:
+            pipe.hset(key, mapping={"previous_secret": old,
+                                    "previous_until": repr(time.time() + overlap_s)})
+        else:
+            pipe.hdel(key, "previous_secret", "previous_until")
+        pipe.execute()
         return self.get(tenant)
 
 

@@ -396,6 +396,9 @@ class WebhookPublic(BaseModel):
 
     url: str | None = None
     secret: str
+    #: after a rotation with an overlap: the old secret signs deliveries too until then
+    #: (each delivery carries both signatures), so a receiver can switch without a gap
+    previous_secret_valid_until: float | None = None
 
 
 class WebhookUpdate(_Strict):

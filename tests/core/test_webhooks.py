@@ -84,3 +84,32 @@ def test_the_webhook_queue_is_never_one_jobs_go_to(queue):
     with pytest.raises(ValidationError, match="webhook deliveries need one of their own"):
         Settings(webhook_queue=queue, default_queue="my-jobs")
     assert Settings(webhook_queue="hooks", default_queue="my-jobs").webhook_queue == "hooks"
+
+
+def test_a_rotation_signs_with_both_secrets_until_its_overlap_ends():
+    import time
+    import uuid
+
+    import redis
+
+    from core.webhooks import WebhookStore
+    from tests.conftest import TEST_REDIS_URL
+
+    client = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
+    hooks = WebhookStore(client, f"isa-hooks-{uuid.uuid4().hex[:8]}:")
+    try:
+        first = hooks.get("t")["secret"]
+        assert hooks.signing_secrets("t") == [first]
+        after = hooks.rotate_secret("t", overlap_s=60)
+        assert after["secret"] != first
+        assert 50 < after["previous_secret_valid_until"] - time.time() <= 60
+        assert hooks.signing_secrets("t") == [after["secret"], first]
+        # the overlap over: the old secret signs no more
+        client.hset(hooks._key("t"), "previous_until", repr(time.time() - 1))
+        assert hooks.signing_secrets("t") == [after["secret"]]
+        assert hooks.get("t")["previous_secret_valid_until"] is None
+        # another tenant's secrets are its own
+        assert first not in hooks.signing_secrets("u")
+    finally:
+        for key in client.scan_iter(f"{hooks.prefix}*"):
+            client.delete(key)

@@ -93,15 +93,27 @@ def test_the_tenants_webhook_gets_each_end_signed(service, receiver):
     assert event["data"]["id"] == job["id"] and event["data"]["result"]["rows_selected"] == 5
     log = _webhook_state(c, job["id"], "delivered")
     assert [a["status_code"] for a in log["attempts"]] == [204]
-    # a rotated secret signs the next delivery; the old one no longer verifies
+    # a rotated secret signs the next delivery, and during the overlap (24 h by default)
+    # the old one too: a receiver still on it goes on verifying until it switches
     new = c.post("/v1/webhook/rotate-secret").json()
     assert new["secret"] != hook["secret"]
+    assert new["previous_secret_valid_until"] > time.time() + 23 * 3600
     job2 = _job(service, c, ds["id"], seed=1)
     receiver.wait_for(2)
     _, headers2, body2 = receiver.calls[1]
+    assert len(headers2["webhook-signature"].split()) == 2
     assert Webhook(new["secret"]).verify(body2, headers2)["data"]["id"] == job2["id"]
-    with pytest.raises(Exception, match="No matching signature"):
-        Webhook(hook["secret"]).verify(body2, headers2)
+    assert Webhook(hook["secret"]).verify(body2, headers2)["data"]["id"] == job2["id"]
+    # without an overlap only the newest secret signs
+    newest = c.post("/v1/webhook/rotate-secret", params={"overlap_s": 0}).json()
+    assert newest["previous_secret_valid_until"] is None
+    job3 = _job(service, c, ds["id"], seed=2)
+    receiver.wait_for(3)
+    _, headers3, body3 = receiver.calls[2]
+    assert Webhook(newest["secret"]).verify(body3, headers3)["data"]["id"] == job3["id"]
+    for old in (hook["secret"], new["secret"]):
+        with pytest.raises(Exception, match="No matching signature"):
+            Webhook(old).verify(body3, headers3)
     assert c.put("/v1/webhook", json={"url": None}).json()["url"] is None
 
 

@@ -68,8 +68,11 @@ def _attempt(ctx: WorkerContext, job: dict[str, Any], url: str,
     ts = int(time.time())
     headers = {"content-type": "application/json", "user-agent": "isa-service-webhooks/1",
                "webhook-id": msg_id, "webhook-timestamp": str(ts),
-               "webhook-signature": sign(ctx.webhooks().get(job["tenant"])["secret"],
-                                         msg_id, ts, body)}
+               # the current secret's signature, and the old one's during a rotation's
+               # overlap: Standard Webhooks lists several, space-separated
+               "webhook-signature": " ".join(
+                   sign(secret, msg_id, ts, body)
+                   for secret in ctx.webhooks().signing_secrets(job["tenant"]))}
     t = time.perf_counter()
     try:
         # to the address just checked (no second lookup), and no redirects: a 3xx must not

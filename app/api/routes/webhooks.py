@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 
 from app.api.deps import CurrentTenant, SettingsDep, Webhooks
 from app.api.errors import ApiError, error_responses
@@ -36,6 +38,12 @@ def set_webhook(body: WebhookUpdate, tenant: CurrentTenant, hooks: Webhooks,
 
 
 @router.post("/rotate-secret", response_model=WebhookPublic, responses=error_responses(400, 413))
-def rotate_secret(tenant: CurrentTenant, hooks: Webhooks) -> WebhookPublic:
-    """A new signing secret; deliveries from now on are signed with it."""
-    return WebhookPublic(**hooks.rotate_secret(tenant))
+def rotate_secret(tenant: CurrentTenant, hooks: Webhooks, settings: SettingsDep,
+                  overlap_s: Annotated[float | None, Query(
+                      ge=0, le=7 * 86400, description="seconds the old secret goes on "
+                      "signing beside the new one (default ISA_WEBHOOK_SECRET_OVERLAP_S, "
+                      "24 h; 0: from now on only the new one)")] = None) -> WebhookPublic:
+    """A new signing secret. During the overlap every delivery carries two signatures, the
+    new secret's and the old one's, so a receiver verifies with either until it switches."""
+    overlap = settings.webhook_secret_overlap_s if overlap_s is None else overlap_s
+    return WebhookPublic(**hooks.rotate_secret(tenant, overlap))
