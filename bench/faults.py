@@ -147,6 +147,11 @@ def main() -> None:
                 server.stop()
     lines += ["", "The load generator is Python (httpx) on the same 2 cores as the service: "
               "it measures itself as much as the gateway.", "",
+              "The rest of the fault and load figures: hostile uploads (worker seconds and "
+              "peak memory) in `hostile_uploads.md` (bench/hostile_uploads.py); 1,000 pollers "
+              "with wrk, and Redis pool sizes, in `gateway.md` (bench/gateway.py --pools); "
+              "slow clients (header and body timeouts, the half-open cap) are "
+              "tests/service/test_slow_clients.py.", "",
               f"Regenerate: `.venv/bin/python bench/faults.py --pairs {args.pairs} --pollers "
               f"{args.pollers} --seconds {args.seconds:g}`", ""]
     OUT.mkdir(parents=True, exist_ok=True)

@@ -3,23 +3,6 @@ stage written with the progress itself, read in order with ``after`` and ``has_m
 
 from __future__ import annotations
 
-import uuid
-
-import pytest
-import redis
-
-from core.records import JobStore
-from tests.conftest import TEST_REDIS_URL
-
-
-@pytest.fixture()
-def jobs():
-    client = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
-    prefix = f"isa-events-{uuid.uuid4().hex[:8]}:"
-    yield JobStore(client, prefix)
-    for key in client.scan_iter(f"{prefix}*"):
-        client.delete(key)
-
 
 def _kinds(events: list[dict]) -> list[tuple]:
     return [(e["type"], e["data"].get("status") or e["data"].get("stage"),

@@ -3,22 +3,10 @@
 from __future__ import annotations
 
 import threading
-import uuid
 
 import pytest
-import redis
 
-from core.records import IdempotencyKeys, JobStore
-from tests.conftest import TEST_REDIS_URL
-
-
-@pytest.fixture()
-def jobs():
-    client = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
-    prefix = f"isa-unit-{uuid.uuid4().hex[:8]}:"
-    yield JobStore(client, prefix)
-    for key in client.scan_iter(f"{prefix}*"):
-        client.delete(key)
+from core.records import IdempotencyKeys
 
 
 def test_a_finished_job_never_runs_again(jobs):

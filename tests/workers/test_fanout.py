@@ -64,12 +64,18 @@ def test_an_older_generation_counts_for_nothing(worker_ctx, sent):
     assert sent == [("isa.finish_select", (job_id,), "cpu")]
 
 
+def _two_shards(ctx) -> tuple[str, int]:
+    """A running job whose scoring is fanned out as two shards: (job id, generation)."""
+    job_id = _running(ctx)
+    gen = fanout.start(ctx.jobs, job_id, "isa.score_shard", [(0, 0, 10, 5, "enc"),
+                                                             (1, 10, 20, 5, "enc")],
+                       "isa.finish_scoring", (job_id, 2, 0.5), "cpu")
+    return job_id, gen
+
+
 def test_a_part_that_stops_beating_is_sent_again_alone_then_fails_its_job(worker_ctx, sent):
     jobs, s = worker_ctx.jobs, worker_ctx.settings
-    job_id = _running(worker_ctx)
-    gen = fanout.start(jobs, job_id, "isa.score_shard", [(0, 0, 10, 5, "enc"),
-                                                         (1, 10, 20, 5, "enc")],
-                       "isa.finish_scoring", (job_id, 2, 0.5), "cpu")
+    job_id, gen = _two_shards(worker_ctx)
     sent.clear()
     stale = now() - s.stale_after_s - 1
     for index in (0, 1):
@@ -164,10 +170,7 @@ def test_a_lost_part_waits_out_a_broker_outage_uncounted(worker_ctx, sent, monke
     import kombu.exceptions
 
     jobs, s = worker_ctx.jobs, worker_ctx.settings
-    job_id = _running(worker_ctx)
-    gen = fanout.start(jobs, job_id, "isa.score_shard", [(0, 0, 10, 5, "enc"),
-                                                         (1, 10, 20, 5, "enc")],
-                       "isa.finish_scoring", (job_id, 2, 0.5), "cpu")
+    job_id, gen = _two_shards(worker_ctx)
     sent.clear()
 
     def down(*_a, **_k):  # noqa: ANN202
