@@ -168,7 +168,9 @@ class Settings(BaseSettings):
     # MLflow tracking (workers/tracking.py): set, every finished job logs a run there; a
     # job may name its own server (public addresses only) and experiment
     mlflow_tracking_uri: str | None = None
-    mlflow_experiment: str = "isa"
+    #: the experiment a job's run goes to, unless the job names one; ``{tenant}`` becomes
+    #: the job's tenant (one experiment per tenant)
+    mlflow_experiment: str = "isa-{tenant}"
 
     @model_validator(mode="after")
     def _webhook_queue_is_its_own(self) -> Settings:

@@ -4,6 +4,7 @@ never fails a job; a tracking URI inside the network is refused like a webhook's
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -43,7 +44,7 @@ def _run(url: str, run_id: str):
     return client, client.get_run(run_id)
 
 
-def test_select_evaluate_and_align_jobs_log_runs(service, mlflow_server):
+def test_select_evaluate_and_align_jobs_log_runs(service, mlflow_server, tmp_path):
     # a tenant of its own: the evaluate job fills its embedding cache
     c = service.client("key-mlflow")
     ds = service.wait_dataset(c, service.upload(c, HH_SAMPLE)["id"])
@@ -59,7 +60,22 @@ def test_select_evaluate_and_align_jobs_log_runs(service, mlflow_server):
     assert run.data.metrics["rows_selected"] == 30 and run.data.metrics["units"] == 600
     assert run.data.metrics["selected_fraction"] == pytest.approx(0.05)
     assert run.data.tags["isa.job_id"] == sel["id"]
-    assert client.list_artifacts(run.info.run_id) == []  # a subset stays in the service
+    # the run spans the job, with the time of each stage and the encoder as it ran
+    assert abs(run.info.start_time - sel["started_at"] * 1000) < 2_000  # not the logging
+    assert run.info.end_time >= int(sel["finished_at"] * 1000) - 5_000
+    stages = {k.split(".", 1)[1] for k in run.data.metrics if k.startswith("stage_seconds.")}
+    assert {"reading", "writing"} <= stages and "tracking" not in stages  # random: no embedding
+    # the data set as its input: lineage by name, digest, rows and shape
+    (inp,) = run.inputs.dataset_inputs
+    assert (inp.dataset.name, inp.dataset.digest) == (HH_SAMPLE.name, ds["sha256"][:36])
+    assert json.loads(inp.dataset.profile)["rows"] == 600
+    assert {t.key: t.value for t in inp.tags}["isa.dataset_id"] == ds["id"]
+    # statistics and a sample of the kept rows; the subset itself stays in the service
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {
+        "subset_stats.json", "subset_sample.jsonl"}
+    sample = Path(client.download_artifacts(run.info.run_id, "subset_sample.jsonl",
+                                            str(tmp_path)))
+    assert len(sample.read_text().splitlines()) == 20
 
     ev = service.wait_job(c, c.post("/v1/jobs", json={
         "type": "evaluate", "dataset_id": ds["id"], "method": "random",
@@ -67,6 +83,19 @@ def test_select_evaluate_and_align_jobs_log_runs(service, mlflow_server):
     assert ev["status"] == "succeeded", ev
     client, run = _run(mlflow_server, ev["result"]["mlflow"]["run_id"])
     assert run.data.metrics["accuracy"] == pytest.approx(ev["result"]["accuracy"])
+    # the interval and the pair counts as metrics of their own, with clear names
+    m = run.data.metrics
+    assert m["accuracy_ci_low"] <= m["accuracy"] <= m["accuracy_ci_high"]
+    assert m["subset_pairs"] < m["pool_pairs"] and m["eval_pairs"] > 0
+    assert run.data.params["encoder.resolved"] == ev["result"]["encoder"]
+    assert "128" in ev["result"]["encoder"]  # the encoder as it ran, its window included
+    # no experiment named: the tenant's own
+    assert client.get_experiment(run.info.experiment_id).name == "isa-tests"
+    dflt = service.wait_job(c, c.post("/v1/jobs", json={
+        "type": "select", "dataset_id": ds["id"], "method": "random", "budget": {"count": 3},
+        "mlflow": {"tracking_uri": mlflow_server}}).json()["id"])
+    _, drun = _run(mlflow_server, dflt["result"]["mlflow"]["run_id"])
+    assert client.get_experiment(drun.info.experiment_id).name == "isa-tenant-mlflow"
     assert "length_rule_accuracy" in run.data.metrics
     assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"report.json",
                                                                        "plot.png"}
@@ -100,7 +129,9 @@ def test_a_failed_job_logs_a_failed_run_named_by_its_error(service, mlflow_serve
     assert run.info.status == "FAILED"
     assert run.data.tags["isa.error_code"] == "invalid_parameters"
     assert "64" in run.data.tags["isa.error"] and run.data.tags["isa.job_id"] == job["id"]
-    assert run.data.params["params.n_components"] == "64" and not run.data.metrics
+    assert run.data.params["params.n_components"] == "64"
+    # no results, only how long it took to fail in each stage
+    assert run.data.metrics and all(k.startswith("stage_seconds.") for k in run.data.metrics)
 
 
 def test_an_unreachable_server_never_fails_the_job(service):

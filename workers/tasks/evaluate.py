@@ -40,10 +40,17 @@ def _evaluate(job: JobRun) -> None:
                                         seeds=range(req.seeds or 1))
         plot = plot_evaluation
         summary = {"accuracy": report["subset"]["accuracy"],
+                   # the 95% interval (one seed; several seeds give their spread instead)
+                   "accuracy_ci_low": report["subset"].get("ci_low"),
+                   "accuracy_ci_high": report["subset"].get("ci_high"),
+                   "accuracy_sd": report["subset"].get("accuracy_sd"),
                    "balanced_accuracy": report["subset"].get("balanced_accuracy"),
                    "full_accuracy": report["full"]["accuracy"],
+                   "full_accuracy_ci_low": report["full"].get("ci_low"),
+                   "full_accuracy_ci_high": report["full"].get("ci_high"),
                    "full_balanced_accuracy": report["full"].get("balanced_accuracy"),
-                   "pairs": report["pairs"]}
+                   # "pairs" kept for clients that read it: the subset's training pairs
+                   "pairs": report["pairs"], "subset_pairs": report["pairs"]}
     else:
         report = runner.budget_curve(train, test, [(m.method, m.params) for m in req.methods],
                                      grid=req.budgets_percent, seeds=req.seeds or 5,
@@ -56,7 +63,8 @@ def _evaluate(job: JobRun) -> None:
             "full_balanced_accuracy": report["full"].get("balanced_accuracy")}
     length = report["length"]
     summary |= {"length_rule_accuracy": length["length_rule_accuracy"],
-                "warning": length["warning"]}
+                "warning": length["warning"], "eval_pairs": len(test.table),
+                "pool_pairs": len(train.table), "encoder": encoder.name}
     report |= {"split": split, "encoder": encoder.name, "eval_pairs": len(test.table),
                "pool_pairs": len(train.table)}
     job.check_cancel()
