@@ -106,24 +106,35 @@ def supervise_once(ctx: WorkerContext) -> dict[str, list[str]]:
 
 
 #: kombu's Redis transport: a queue's priority lists and the messages workers hold
-_PRIORITY_SEP, _PRIORITIES, _UNACKED = "\x06\x16", (3, 6, 9), "unacked"
+_PRIORITY_SEP, _PRIORITIES = "\x06\x16", (3, 6, 9)
+_UNACKED, _UNACKED_INDEX = "unacked", "unacked_index"
 
 
-def waiting_in_broker(ctx: WorkerContext, queues: set[str]) -> set[str]:
+def waiting_in_broker(ctx: WorkerContext, queues: set[str], *,
+                      held_within_s: float | None = None) -> set[str]:
     """Ids of the records some broker message names: waiting in one of ``queues`` (each
     priority list) or taken by a worker and not yet acknowledged (also where a message
     sent with a countdown waits). Read in one transaction, so a message moving between
     the two (a worker taking it, a task sending itself again) is seen in one of them. The
-    ids are read from the messages' ``argsrepr``."""
+    ids are read from the messages' ``argsrepr``. ``held_within_s``: a taken message
+    counts only if it was taken that recently (kombu's ``unacked_index`` says when) — for
+    work that would beat once started, a message held longer by a worker that never
+    started it is a dead worker's, which the broker gives back only after its 12 h
+    visibility timeout."""
     pipe = ctx.redis.pipeline(transaction=True)
     for queue in queues:
         for key in (queue, *(f"{queue}{_PRIORITY_SEP}{p}" for p in _PRIORITIES)):
             pipe.lrange(key, 0, -1)
-    pipe.hvals(_UNACKED)
+    pipe.hgetall(_UNACKED)
+    pipe.zrange(_UNACKED_INDEX, 0, -1, withscores=True)
+    *waiting, held, taken_at = pipe.execute()
+    if held_within_s is not None:
+        since = now() - held_within_s
+        when = dict(taken_at)
+        held = {tag: raw for tag, raw in held.items() if when.get(tag, since) >= since}
     found: set[str] = set()
-    for messages in pipe.execute():
-        for raw in messages:
-            found.update(RECORD_ID.findall(raw))
+    for raw in [m for messages in waiting for m in messages] + list(held.values()):
+        found.update(RECORD_ID.findall(raw))
     return found
 
 
@@ -184,7 +195,10 @@ def _waits_for_parts(ctx: WorkerContext, job: dict[str, Any]) -> bool:
     if not broker_is_redis():
         return True
     queue = job.get("queue") or ctx.settings.default_queue
-    return job["id"] in waiting_in_broker(ctx, {queue})
+    # no part beats, so a part's message taken longer ago than a beat's staleness was
+    # taken by a worker that died before starting it (never given back on Redis)
+    return job["id"] in waiting_in_broker(ctx, {queue},
+                                          held_within_s=ctx.settings.stale_after_s)
 
 
 def _resend_lost_parts(ctx: WorkerContext, acted: dict[str, list[str]]) -> None:

@@ -193,3 +193,35 @@ def test_a_lost_part_waits_out_a_broker_outage_uncounted(worker_ctx, sent, monke
     assert supervise_once(worker_ctx)["parts_resent"] == [f"{job_id}:1"]
     assert sent == [("isa.score_shard", (job_id, gen, 1, 1, 10, 20, 5, "enc"), "cpu")]
     assert jobs.get(job_id)["attempts"] == 1
+
+
+def test_a_part_held_long_by_a_worker_that_never_started_it_does_not_hold_the_job(
+        worker_ctx, sent):
+    """A worker killed between taking a part's message and its first beat leaves the
+    message unacknowledged until Redis' 12 h visibility timeout: once it has been held
+    longer than a beat's staleness with no part beating, the job is resumed."""
+    import uuid
+
+    jobs, s = worker_ctx.jobs, worker_ctx.settings
+    job_id = _running(worker_ctx)
+    queue = f"test-queue-{uuid.uuid4().hex[:8]}"
+    jobs.update(job_id, queue=queue)
+    fanout.start(jobs, job_id, "isa.embed_chunk", [(0,)], "isa.finish_select", (job_id,),
+                 queue)
+    sent.clear()
+    tag = f"tag-{uuid.uuid4().hex[:8]}"
+    raw = f'[{{"headers": {{"argsrepr": "(\'{job_id}\', 1, 0, 0)"}}}}, "", "{queue}"]'
+    worker_ctx.redis.hset("unacked", tag, raw)
+    try:
+        # taken a moment ago: its worker may be starting it
+        worker_ctx.redis.zadd("unacked_index", {tag: now() - 1})
+        worker_ctx.redis.zadd(jobs.live_key(), {job_id: now() - s.stale_after_s - 1})
+        assert supervise_once(worker_ctx)["resent"] == []
+        # held longer than a beat's staleness and never started: its worker is gone
+        worker_ctx.redis.zadd("unacked_index", {tag: now() - s.stale_after_s - 1})
+        worker_ctx.redis.zadd(jobs.live_key(), {job_id: now() - s.stale_after_s - 1})
+        assert supervise_once(worker_ctx)["resent"] == [job_id]
+        assert sent[-1][:2] == ("isa.select", (job_id,))
+    finally:
+        worker_ctx.redis.hdel("unacked", tag)
+        worker_ctx.redis.zrem("unacked_index", tag)

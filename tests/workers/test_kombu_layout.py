@@ -1,5 +1,5 @@
 """The supervisor's lost-message search reads kombu's Redis transport layout (queue
-priority lists, the ``unacked`` hash): pinned here to kombu's own constants, so a kombu
+priority lists, the ``unacked`` hash and its ``unacked_index`` of delivery times): pinned here to kombu's own constants, so a kombu
 release that changes them fails this test instead of silently finding no messages."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ def test_the_layout_read_is_kombus_own():
     channel = transport.Channel
     assert channel.sep == supervisor._PRIORITY_SEP
     assert channel.unacked_key == supervisor._UNACKED
+    assert channel.unacked_index_key == supervisor._UNACKED_INDEX  # when each was taken
     # the lists beside the queue's own: one per non-zero priority step
     assert tuple(channel.priority_steps[1:]) == supervisor._PRIORITIES
     assert channel.priority_steps[0] == 0
