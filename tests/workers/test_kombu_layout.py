@@ -1,6 +1,7 @@
 """The supervisor's lost-message search reads kombu's Redis transport layout (queue
-priority lists, the ``unacked`` hash and its ``unacked_index`` of delivery times): pinned here to kombu's own constants, so a kombu
-release that changes them fails this test instead of silently finding no messages."""
+priority lists, the ``unacked`` hash and its ``unacked_index`` of delivery times): pinned
+here to kombu's own constants, so a kombu release that changes them fails this test
+instead of silently finding no messages."""
 
 from __future__ import annotations
 
