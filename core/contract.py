@@ -72,6 +72,7 @@ def job_public(doc: dict[str, Any], waiting_since: float | None = None) -> JobPu
         started_at=doc.get("started_at"), finished_at=doc.get("finished_at"),
         error=doc.get("error"), result=result, queue=doc.get("queue"),
         attempts=doc.get("attempts", 0), webhook=doc.get("webhook"),
+        metadata=doc.get("metadata") or {},
         waiting_for_worker=None if waiting_since is None else WaitingForWorker(
             queue=doc.get("queue") or get_settings().default_queue, since=waiting_since))
 

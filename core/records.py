@@ -263,6 +263,10 @@ class RecordStore:
         indexed fields; None values are no filter)."""
         key = f"{self.prefix}tenant:{tenant}:{self.kind}s"
         where = {k: v for k, v in (where or {}).items() if v is not None}
+        if "metadata" in where:  # (key, value): an index of its own, not split by status
+            if len(where) > 1:
+                raise ValueError(f"{self.kind}s filtered by metadata take no other filter")
+            return f"{key}:meta:{metadata_digest(*where['metadata'])}"
         for field in self.indexed_fields:
             if field in where:
                 key += f":{field}:{where.pop(field)}"
@@ -279,6 +283,10 @@ class RecordStore:
             if doc.get(field) is not None:
                 keys += [self.index_key(tenant, {field: doc[field]}),
                          self.index_key(tenant, {field: doc[field], "status": doc["status"]})]
+        metadata = doc.get("metadata") or {}
+        if isinstance(metadata, str):  # as stored (a record read raw, to delete it)
+            metadata = json.loads(metadata)
+        keys += [self.index_key(tenant, {"metadata": pair}) for pair in metadata.items()]
         return keys
 
     def counts_key(self) -> str:
@@ -453,7 +461,7 @@ class DatasetStore(RecordStore):
     states = DATASET_STATES
     transitions = DATASET_TRANSITIONS
     terminal = frozenset({"ready", "invalid"})
-    json_fields = frozenset({"options", "report", "error", "hub"})
+    json_fields = frozenset({"options", "report", "error", "hub", "metadata"})
     int_fields = frozenset({"size_bytes", "rows_read", "rows_valid", "rows_skipped",
                             "attempts", "column_map_v", "examples"})
     float_fields = frozenset({"created_at", "updated_at"})
@@ -479,13 +487,19 @@ class DatasetStore(RecordStore):
             self.r.decrby(self._bytes_key(tenant), int(size))
 
 
+def metadata_digest(key: str, value: str) -> str:
+    """A metadata pair's part of its index's name: bounded, whatever the pair holds."""
+    return hashlib.sha256(f"{key}\x00{value}".encode()).hexdigest()[:24]
+
+
 class JobStore(RecordStore):
     kind = "job"
     indexed_fields = ("type",)
     states = JOB_STATES
     transitions = JOB_TRANSITIONS
     terminal = TERMINAL
-    json_fields = frozenset({"request", "result", "error", "webhook", "score_cache"})
+    json_fields = frozenset({"request", "result", "error", "webhook", "score_cache",
+                             "metadata"})
     int_fields = frozenset({"progress_done", "progress_total", "embedded_new", "texts",
                             "texts_unique", "texts_cached", "attempts"})
     float_fields = frozenset({"created_at", "updated_at", "started_at", "finished_at",

@@ -18,10 +18,27 @@ Offset = Annotated[int, Query(ge=0, le=1_000_000, description="records to skip (
                               "steadier while records are being created)")]
 
 
+MetadataFilter = Annotated[str | None, Query(
+    max_length=600, pattern=r"^[A-Za-z0-9_.-]{1,64}:.*$",
+    description="`key:value`: the records carrying that metadata pair (no other filter)")]
+
+
+def metadata_pair(value: str | None) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    key, _, wanted = value.partition(":")
+    return key, wanted
+
+
 def read_page(store: RecordStore, tenant: str, *, limit: int, after: str | None,
               offset: int, where: dict[str, Any] | None = None) -> Page:
     if after is not None and offset:
         raise ApiError(400, "invalid_pagination", "give `after` or `offset`, not both")
+    where = where or {}
+    if where.get("metadata") is not None and any(
+            v is not None for k, v in where.items() if k != "metadata"):
+        raise ApiError(400, "invalid_filter", "filter by `metadata` alone (without "
+                       "status or type)", field="metadata")
     try:
         return store.list(tenant, limit=limit, after=after, offset=offset, where=where)
     except InvalidCursor:

@@ -10,13 +10,14 @@ import json
 from typing import Any, BinaryIO, Literal
 
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from app.api.errors import ApiError
 from core.artifacts import ArtifactStore, Keys
 from core.contract import DatasetOptions
 from isa.ingest.readers import FILE_FORMATS
 from isa.ingest.shapes import SHAPES
+from isa.remote.contract import Metadata
 
 FileFormat = Literal[FILE_FORMATS]  # type: ignore[valid-type]
 Shape = Literal[SHAPES]  # type: ignore[valid-type]
@@ -36,6 +37,8 @@ class UploadFields(BaseModel):
     pairing: Pairing = Field(None, description="how a row of N rated answers (shape "  # type: ignore[assignment]
                              "ranked) becomes pairs")
     on_invalid: OnInvalid = "fail"
+    metadata: str | None = Field(None, description='JSON {"key": "value"}: labels to find '
+                                 "the data set again (at most 16 pairs)")
 
 
 def upload_request_body() -> dict[str, Any]:
@@ -80,6 +83,21 @@ def upload_options(fields: dict[str, str]) -> DatasetOptions:
                               else None)
     except (ValueError, TypeError) as exc:
         raise ApiError(422, "invalid_options", f"invalid upload options: {exc}") from exc
+
+
+_METADATA: TypeAdapter[dict[str, str]] = TypeAdapter(Metadata)
+
+
+def upload_metadata(fields: dict[str, str]) -> dict[str, str] | None:
+    """The upload's ``metadata`` form field (JSON), checked as a job's is."""
+    raw = fields.get("metadata")
+    if not raw:
+        return None
+    try:
+        return _METADATA.validate_json(raw)
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", "metadata", *e["loc"])}
+                                      for e in exc.errors()]) from exc
 
 
 def missing_file() -> RequestValidationError:

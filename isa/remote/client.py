@@ -353,13 +353,14 @@ class Client:
                id_field: str | None = None, on_invalid: str = "fail", wait: bool = True,
                timeout: float | None = None, progress: bool | ProgressCallback | None = None,
                idempotency_key: str | None = None,
-               pairing: str | None = None) -> DatasetPublic:
+               pairing: str | None = None,
+               metadata: dict[str, str] | None = None) -> DatasetPublic:
         """Upload a preference data set (streamed). With ``wait`` (default), return once
         the service has validated it; raise ``DatasetInvalidError`` if it failed. A fresh
         Idempotency-Key is sent unless one is given, the same on every retry."""
         fields = _upload_options({"format": format, "shape": shape, "column_map": column_map,
                                   "id_field": id_field, "on_invalid": on_invalid,
-                                  "pairing": pairing})
+                                  "pairing": pairing, "metadata": metadata})
         key = idempotency_key or uuid.uuid4().hex
         with _bar(progress) as bar, _upload_source(source, filename) as (name, fh, size):
             reader = _ProgressReader(fh, lambda done: bar("upload", done, max(size, 0)))
@@ -401,15 +402,17 @@ class Client:
             time.sleep(poll_s)
             poll_s = min(poll_s * 1.5, 5.0)
 
-    def datasets(self, *, status: str | None = None,
+    def datasets(self, *, status: str | None = None, metadata: tuple[str, str] | None = None,
                  page_size: int = 100) -> Iterator[DatasetPublic]:
-        """Every data set of the tenant (of one ``status``), newest first, fetched a page
-        at a time by cursor: each one exactly once, even while others are created."""
+        """Every data set of the tenant (of one ``status``, or carrying one ``metadata``
+        pair), newest first, fetched a page at a time by cursor: each one exactly once,
+        even while others are created."""
         after = None
         while True:
             page = DatasetsPublic.model_validate(self._request(
-                "GET", "/v1/datasets", params=_list_params(page_size, after,
-                                                           status=status)).json())
+                "GET", "/v1/datasets", params=_list_params(
+                    page_size, after, status=status,
+                    metadata=":".join(metadata) if metadata else None)).json())
             yield from page.data
             if (after := page.next_after) is None:
                 return
@@ -464,14 +467,15 @@ class Client:
         return self._job(self._request("GET", f"/v1/jobs/{job_id}").json())
 
     def jobs(self, *, status: str | None = None, type: str | None = None,
-             page_size: int = 100) -> Iterator[Job]:
-        """The tenant's jobs (of one ``status`` and/or ``type``), newest first, a page at a
-        time by cursor."""
+             metadata: tuple[str, str] | None = None, page_size: int = 100) -> Iterator[Job]:
+        """The tenant's jobs (of one ``status`` and/or ``type``, or carrying one
+        ``metadata`` pair), newest first, a page at a time by cursor."""
         after = None
         while True:
             page = JobsPublic.model_validate(self._request(
-                "GET", "/v1/jobs", params=_list_params(page_size, after, status=status,
-                                                       type=type)).json())
+                "GET", "/v1/jobs", params=_list_params(
+                    page_size, after, status=status, type=type,
+                    metadata=":".join(metadata) if metadata else None)).json())
             for item in page.data:
                 yield self._job(item.model_dump())
             if (after := page.next_after) is None:

@@ -126,8 +126,19 @@ class MlflowSpec(_Strict):
     run_name: str | None = Field(default=None, min_length=1, max_length=200)
 
 
+#: a metadata key: letters, digits and ``_ . -`` (no ``:``, which splits a list filter)
+MetadataKey = Annotated[str, Field(min_length=1, max_length=64,
+                                   pattern=r"^[A-Za-z0-9_.-]+$")]
+#: a small string map a client attaches to a job or a data set to find it again (as
+#: OpenAI's and Stripe's ``metadata``): at most 16 pairs, values up to 512 characters;
+#: ``GET /v1/jobs?metadata=key:value`` lists the records with that pair
+Metadata = Annotated[dict[MetadataKey, Annotated[str, Field(max_length=512)]],
+                     Field(max_length=16)]
+
+
 class _JobBase(_Strict):
     queue: Queue | None = None
+    metadata: Metadata | None = None
     #: log the finished job as an MLflow run (see ``MlflowSpec``)
     mlflow: MlflowSpec | None = None
     #: POSTed the job's record, signed (Standard Webhooks), when the job ends; overrides
@@ -298,12 +309,16 @@ class DatasetPublic(BaseModel):
     source_url: str | None = None
     #: what an ``hf://`` import read (config, split, revision)
     hub: HubSelection | None = None
+    #: the client's own labels (``Metadata``)
+    metadata: dict[str, str] = Field(default_factory=dict)
     created_at: float
     updated_at: float
 
 
 class DatasetImport(DatasetOptions):
     """A data set read from a URL the server allows (``import_allowed_urls``)."""
+
+    metadata: Metadata | None = None
 
     url: str = Field(min_length=1, max_length=2048, pattern=r"^[a-zA-Z][a-zA-Z0-9+.-]*://\S+$")
     #: for an ``hf://datasets/org/name`` URL: the config, split and revision to read
@@ -358,6 +373,8 @@ class JobPublic(BaseModel):
     queue: str | None = None
     #: times the supervisor sent the job again after its worker was lost
     attempts: int = 0
+    #: the client's own labels (``Metadata``; also in ``request``)
+    metadata: dict[str, str] = Field(default_factory=dict)
     #: set while no live worker serves the job's queue (none started, or all died): the
     #: job waits and its stage does not move; None once a worker serves the queue
     waiting_for_worker: WaitingForWorker | None = None

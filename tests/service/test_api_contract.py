@@ -93,7 +93,7 @@ def test_a_query_parameter_a_route_does_not_take_is_refused(service):
     assert r.status_code == 422, r.text
     error = r.json()["error"]
     assert error["code"] == "unknown_parameter" and error["details"]["field"] == "dataset_id"
-    assert "after, limit, offset, status, type" in error["message"]
+    assert "after, limit, metadata, offset, status, type" in error["message"]
     for url in ("/v1/datasets?statu=ready", "/v1/jobs/job_x/events?since=1",
                 "/v1/methods?verbose=1", "/v1/webhook?x=1"):
         r = c.get(url)
@@ -217,3 +217,58 @@ def test_compose_file_parses():
     env = doc["x-app-env"]
     assert env["ISA_CACHE_REDIS_URL"].split("//")[1].split(":")[0] == "cache"
     assert services["worker-gpu"]["profiles"] == ["gpu"]
+
+
+def test_metadata_labels_jobs_and_data_sets_and_lists_them(service, tmp_path):
+    import json
+    import uuid
+
+    from isa.remote import Client
+
+    c = service.client()
+    team = uuid.uuid4().hex[:8]  # a value no other test's records carry
+    with open(ALPACA_SAMPLE, "rb") as fh:
+        up = c.post("/v1/datasets", files={"file": (ALPACA_SAMPLE.name, fh)},
+                    data={"metadata": json.dumps({"team": team, "stage": "pilot"})})
+    assert up.status_code == 201, up.text
+    assert up.json()["metadata"] == {"team": team, "stage": "pilot"}
+    ds = service.wait_dataset(c, up.json()["id"])
+    made = []
+    for n in range(3):
+        r = c.post("/v1/jobs", json={"type": "select", "dataset_id": ds["id"],
+                                     "method": "random", "budget": {"count": n + 1},
+                                     "metadata": {"team": team, "run": str(n)}})
+        assert r.status_code == 201, r.text
+        assert r.json()["metadata"] == {"team": team, "run": str(n)}
+        made.append(r.json()["id"])
+    # listed by one pair: exactly those, newest first, paged like any listing
+    listed = c.get("/v1/jobs", params={"metadata": f"team:{team}", "limit": 2}).json()
+    assert listed["count"] == 3 and listed["has_more"] is True
+    rest = c.get("/v1/jobs", params={"metadata": f"team:{team}",
+                                     "after": listed["next_after"]}).json()
+    assert [j["id"] for j in listed["data"] + rest["data"]] == made[::-1]
+    assert made[1] in [j["id"] for j in c.get("/v1/jobs", params={"metadata": "run:1"}
+                                             ).json()["data"]]
+    assert c.get("/v1/datasets", params={"metadata": f"team:{team}"}).json()["data"][0][
+        "id"] == ds["id"]
+    assert c.get("/v1/datasets", params={"metadata": f"team:{team}x"}).json()["count"] == 0
+    # the client asks the same
+    with Client(service.base_url, api_key="key-a") as client:
+        assert [j.id for j in client.jobs(metadata=("team", team))] == made[::-1]
+        assert [d.id for d in client.datasets(metadata=("stage", "pilot"))][:1] == [ds["id"]]
+    # bounds: 16 pairs, 64-character keys without ':', 512-character values; one filter
+    for bad in ({f"k{i}": "v" for i in range(17)}, {"a:b": "v"}, {"k" * 65: "v"},
+                {"k": "v" * 513}):
+        r = c.post("/v1/jobs", json={"type": "select", "dataset_id": ds["id"],
+                                     "method": "random", "budget": {"count": 1},
+                                     "metadata": bad})
+        assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error", bad
+    r = c.post("/v1/datasets", files={"file": ("x.jsonl", b'{"prompt": "p"}\n')},
+               data={"metadata": json.dumps({"k": 5})})
+    assert r.status_code == 422 and r.json()["error"]["details"]["errors"][0][
+        "field"].startswith("body.metadata")
+    both = c.get("/v1/jobs", params={"metadata": f"team:{team}", "status": "queued"})
+    assert both.status_code == 400 and both.json()["error"]["code"] == "invalid_filter"
+    # deleting the labelled data set takes it out of its label's listing
+    assert c.delete(f"/v1/datasets/{ds['id']}").status_code in (200, 202, 204)
+    assert c.get("/v1/datasets", params={"metadata": f"team:{team}"}).json()["count"] == 0

@@ -21,7 +21,7 @@ from app.api.deps import (
 from app.api.errors import ApiError, error_responses, not_found
 from app.api.idempotency import claim_or_replay, released_on_failure
 from app.api.multipart import FileData, FileStart, read_parts
-from app.api.pagination import After, Limit, Offset, read_page
+from app.api.pagination import After, Limit, MetadataFilter, Offset, metadata_pair, read_page
 from app.api.schemas import DatasetPublic, DatasetRows, DatasetsPublic
 from app.api.uploads import (
     UploadWriter,
@@ -29,6 +29,7 @@ from app.api.uploads import (
     over_quota,
     stored_suffix,
     too_large,
+    upload_metadata,
     upload_options,
     upload_request_body,
 )
@@ -89,12 +90,12 @@ async def upload_dataset(request: Request, response: Response, tenant: CurrentTe
         if writer.artifact is None:
             raise missing_file()
         writer.close()
-        options = upload_options(fields)
+        options, metadata = upload_options(fields), upload_metadata(fields)
     except BaseException as exc:
         writer.discard(exc)
         raise
     return finish_upload(response, writer, options, tenant, datasets, artifacts, settings,
-                         idem, idempotency_key)
+                         idem, idempotency_key, metadata)
 
 
 def begin_upload(request: Request, tenant: str, datasets: Datasets, artifacts: Artifacts,
@@ -120,7 +121,8 @@ def begin_upload(request: Request, tenant: str, datasets: Datasets, artifacts: A
 def finish_upload(response: Response, writer: UploadWriter, options: DatasetOptions,
                   tenant: str, datasets: Datasets, artifacts: Artifacts,
                   settings: SettingsDep, idem: DatasetIdempotency,
-                  idempotency_key: str | None) -> DatasetPublic:
+                  idempotency_key: str | None,
+                  metadata: dict[str, str] | None = None) -> DatasetPublic:
     """Record the stored file as a data set and send its validation (or, for a replayed
     Idempotency-Key, drop this copy and answer the first request's data set)."""
     dataset_id = writer.dataset_id
@@ -129,13 +131,14 @@ def finish_upload(response: Response, writer: UploadWriter, options: DatasetOpti
     fields = {"filename": (writer.filename or "upload")[:255], "size_bytes": writer.size,
               "sha256": writer.sha256, "artifact": writer.artifact,
               "options": options.model_dump(exclude_none=True),
-              "column_map_v": COLUMN_MAP_VERSION}
+              "metadata": metadata or None, "column_map_v": COLUMN_MAP_VERSION}
     if idempotency_key is not None:
         # the body's fingerprint: the file's bytes (their sha256), its name and the options
         # (all of them, None too: a retry across a deploy keeps the first's fingerprint)
         fingerprint = idem.fingerprint({"upload": {
             "filename": fields["filename"], "sha256": fields["sha256"],
-            "options": options.model_dump()}})
+            "options": options.model_dump(),
+            **({"metadata": metadata} if metadata else {})}})
         try:
             existing = claim_or_replay(idem, tenant, idempotency_key, fingerprint,
                                        dataset_id, lambda i: datasets.get(i, tenant))
@@ -204,7 +207,9 @@ def import_dataset(body: DatasetImport, response: Response, tenant: CurrentTenan
                 "source_url": without_query(body.url),
                 "hub": body.hub.model_dump() if body.hub else None,
                 "options": DatasetOptions.model_validate(  # no None: as for an upload
-                    body.model_dump(exclude={"url", "hub"})).model_dump(exclude_none=True),
+                    body.model_dump(exclude={"url", "hub", "metadata"})
+                ).model_dump(exclude_none=True),
+                "metadata": body.metadata or None,
                 "column_map_v": COLUMN_MAP_VERSION, **extra})
             celery_app.send_task(TASK_VALIDATE, args=(dataset_id,),
                                  queue=settings.default_queue)
@@ -228,11 +233,13 @@ def _forget(datasets: Datasets, artifacts: Artifacts, tenant: str, dataset_id: s
             operation_id="list_datasets")
 def list_datasets(tenant: CurrentTenant, datasets: Datasets,
                   status_: Annotated[DatasetStatus | None, Query(alias="status")] = None,
+                  metadata: MetadataFilter = None,
                   limit: Limit = 50, after: After = None,
                   offset: Offset = 0) -> DatasetsPublic:
-    """The tenant's data sets, newest first, optionally of one status."""
+    """The tenant's data sets, newest first, optionally of one status, or those carrying
+    one metadata pair (``metadata=key:value``, alone)."""
     page = read_page(datasets, tenant, limit=limit, after=after, offset=offset,
-                     where={"status": status_})
+                     where={"status": status_, "metadata": metadata_pair(metadata)})
     return DatasetsPublic(data=[_public(d) for d in page.records], count=page.count,
                           next_after=page.next_after, has_more=page.next_after is not None)
 

@@ -19,7 +19,7 @@ from app.api.deps import (
 )
 from app.api.errors import ApiError, error_responses, not_found
 from app.api.idempotency import claim_or_replay, released_on_failure
-from app.api.pagination import After, Limit, Offset, read_page
+from app.api.pagination import After, Limit, MetadataFilter, Offset, metadata_pair, read_page
 from app.api.ranges import RANGE_RESPONSES, file_response
 from app.api.schemas import JobEvents, JobPublic, JobsPublic
 from core.artifacts import SCORES, ArtifactStore, Keys, ResultFormat, result_format
@@ -114,7 +114,8 @@ def _enqueue(body: Any, request: dict[str, Any], job_id: str, tenant: str, jobs:
     jobs.create(tenant, job_id, "queued", {"type": body.type, "request": request,
                                            "stage": "queued", "progress_done": 0,
                                            "progress_total": 0, "queue": queue,
-                                           "idempotency_claim": claim})
+                                           "idempotency_claim": claim,
+                                           "metadata": body.metadata or None})
     # before the task is sent: deleting one of these data sets deletes this job's results
     jobs.link_datasets(job_id, body.dataset_ids())
     try:
@@ -143,10 +144,13 @@ def _check_align(body: AlignJob, tenant: str, jobs: Jobs, settings: SettingsDep)
 def list_jobs(tenant: CurrentTenant, jobs: Jobs,
               status_: Annotated[JobStatus | None, Query(alias="status")] = None,
               type_: Annotated[JobType | None, Query(alias="type")] = None,
+              metadata: MetadataFilter = None,
               limit: Limit = 50, after: After = None, offset: Offset = 0) -> JobsPublic:
-    """The tenant's jobs, newest first, optionally of one status and/or type."""
+    """The tenant's jobs, newest first, optionally of one status and/or type, or those
+    carrying one metadata pair (``metadata=key:value``, alone)."""
     page = read_page(jobs, tenant, limit=limit, after=after, offset=offset,
-                     where={"status": status_, "type": type_})
+                     where={"status": status_, "type": type_,
+                            "metadata": metadata_pair(metadata)})
     return JobsPublic(data=[job_public(d) for d in page.records], count=page.count,
                       next_after=page.next_after, has_more=page.next_after is not None)
 
