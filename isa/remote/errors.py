@@ -45,6 +45,10 @@ class InvalidPaginationError(BadRequestError):
     """400: ``after`` is not a cursor the service gave, or came with ``offset``."""
 
 
+class InvalidFilterError(BadRequestError):
+    """400: listing filters that do not go together (``metadata`` takes no other)."""
+
+
 class InvalidMultipartError(BadRequestError):
     """400: an upload's body is not a readable multipart/form-data form (no boundary, a
     part header too long, a body cut short)."""
@@ -163,6 +167,7 @@ BY_CODE: dict[str, type[ServiceError]] = {
         InvalidParametersError, InvalidBudgetError, UnknownParameterError,
         InvalidCallbackUrlError,
         InvalidTrackingUriError, InvalidPaginationError, InvalidMultipartError,
+        InvalidFilterError,
         JobQuotaExceededError, StorageQuotaExceededError, InternalError,
         RangeNotSatisfiableError)}
 # codes that end in "_error" themselves
