@@ -5,6 +5,7 @@
     isa remote select ds_… --budget 5% --out subset.jsonl --format trl --scores s.parquet
     isa remote evaluate ds_… --method isa --budget 5% --report report.json
     isa remote status job_…  |  isa remote events job_… --follow
+    isa remote jobs --type select  |  isa remote datasets --metadata team:vision
     isa remote download job_… out.png --format png
 
 Options keep the local commands' names (``--method``, ``--budget``, ``--param``,
@@ -247,15 +248,46 @@ def cancel(job_id: Annotated[str, typer.Argument(help="job id")]) -> None:
     out.print(job.status)
 
 
+MetadataOpt = Annotated[str | None, typer.Option(
+    "--metadata", help="key:value — only those carrying this metadata pair")]
+
+
+def _pair(metadata: str | None) -> tuple[str, str] | None:
+    if metadata is None:
+        return None
+    key, sep, value = metadata.partition(":")
+    if not sep:
+        raise typer.BadParameter("key:value", param_hint="--metadata")
+    return key, value
+
+
 @app.command()
 def jobs(status_: Annotated[str | None, typer.Option("--status", help="filter")] = None,
+         type_: Annotated[str | None, typer.Option("--type", help="select, evaluate, "
+                                                   "curve or align")] = None,
+         metadata: MetadataOpt = None,
          limit: Annotated[int, typer.Option(help="at most this many")] = 20) -> None:
     """The tenant's jobs, newest first."""
     with _client() as c:
         rows = _run(lambda: list(itertools.islice(
-            c.jobs(status=status_, page_size=min(limit, 100)), limit)))
+            c.jobs(status=status_, type=type_, metadata=_pair(metadata),
+                   page_size=min(limit, 100)), limit)))
     for job in rows:
         out.print(f"{job.id}  {job.type:<8} {job.status:<10} {job.stage or ''}")
+
+
+@app.command()
+def datasets(status_: Annotated[str | None, typer.Option("--status", help="filter")] = None,
+             metadata: MetadataOpt = None,
+             limit: Annotated[int, typer.Option(help="at most this many")] = 20) -> None:
+    """The tenant's data sets, newest first: id, status, rows, file name."""
+    with _client() as c:
+        rows = _run(lambda: list(itertools.islice(
+            c.datasets(status=status_, metadata=_pair(metadata),
+                       page_size=min(limit, 100)), limit)))
+    for ds in rows:
+        out.print(f"{ds.id}  {ds.status:<10} {ds.rows_valid or 0:>9,}  {escape(ds.filename)}",
+                  highlight=False)
 
 
 @app.command()

@@ -43,6 +43,14 @@ def test_upload_select_download_status(service, tmp_path):
     assert st.returncode == 0 and json.loads(st.stdout)["status"] == "succeeded"
     listed = _isa(service, "jobs")
     assert job_id in listed.stdout
+    # filtered by type: a select job is not an evaluate one
+    assert job_id in _isa(service, "jobs", "--type", "select").stdout
+    assert job_id not in _isa(service, "jobs", "--type", "evaluate").stdout
+    sets = _isa(service, "datasets", "--status", "ready")
+    assert sets.returncode == 0 and dataset_id in sets.stdout and "600" in sets.stdout
+    assert dataset_id not in _isa(service, "datasets", "--metadata", "team:none").stdout
+    bad = _isa(service, "datasets", "--metadata", "no-colon")
+    assert bad.returncode == 2 and "key:value" in bad.stderr
 
 
 def test_refusals_exit_2_with_their_code(service):
