@@ -19,8 +19,17 @@ from typing import Any
 MAX_EVENTS = 2000
 #: seconds an event log outlives its last event (as the stage history)
 EVENTS_TTL_S = 7 * 86400
-#: a stream id, as ``after`` takes it
+#: a stream id, as ``after`` takes it (``valid_event_id`` checks its range too)
 EVENT_ID = re.compile(r"\d{1,20}-\d{1,20}")
+_MAX_PART = 2 ** 64 - 1
+
+
+def valid_event_id(text: str) -> bool:
+    """An id Redis can read after: two 64-bit halves, not the last id there is."""
+    if not EVENT_ID.fullmatch(text):
+        return False
+    ms, seq = (int(x) for x in text.split("-"))
+    return ms <= _MAX_PART and seq <= _MAX_PART and (ms, seq) != (_MAX_PART, _MAX_PART)
 
 # The Lua side of ``add``, for the progress scripts: XADD of one event (a local function
 # they define before use), with the fields ``add`` writes; and the test for a progress

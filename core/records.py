@@ -373,9 +373,14 @@ class RecordStore:
                   record_id, now(), f"{self.prefix}tenant:", f":{self.kind}s",
                   json.dumps(list(self.indexed_fields)), *flat])
         prev = prev.decode() if isinstance(prev, bytes) else prev
+        if ok == 1 and prev != status:
+            self._moved(record_id, status, prev, fields)
         if ok == 1 and status in self.terminal and self.on_end is not None:
             self.on_end(record_id, status)
         return ok == 1, prev
+
+    def _moved(self, record_id: str, status: str, prev: str, fields: dict[str, Any]) -> None:
+        """After a record changed status (before its end is announced): nothing here."""
 
     def list(self, tenant: str, *, limit: int = 50, after: str | None = None,
              offset: int = 0, where: dict[str, str | None] | None = None) -> Page:
@@ -565,17 +570,15 @@ class JobStore(RecordStore):
         super().delete(record_id, tenant)
         self.r.delete(*(f"{self.key(record_id)}:{side}" for side in self.SIDE_KEYS))
 
-    def transition(self, record_id: str, status: str, *, only_from: tuple[str, ...] | None = None,
-                   **fields: Any) -> tuple[bool, str]:
-        """As ``RecordStore.transition``; a status change is an event of the job's log."""
-        moved, prev = super().transition(record_id, status, only_from=only_from, **fields)
-        if moved and prev != status:
-            error = fields.get("error") or {}
-            level = "error" if status == "failed" else "info"
-            message = f"{status}: {error.get('message')}" if error else status
-            self.add_event(record_id, "status", message[:1000], level=level, status=status,
-                           previous=prev, **({"code": error.get("code")} if error else {}))
-        return moved, prev
+    def _moved(self, record_id: str, status: str, prev: str, fields: dict[str, Any]) -> None:
+        """A status change is an event of the job's log, written before the job's end is
+        announced (its webhook); a reader that sees the new status may still have to read
+        the log once more to find it (``Client.iter_job_events`` does)."""
+        error = fields.get("error") or {}
+        level = "error" if status == "failed" else "info"
+        message = f"{status}: {error.get('message')}" if error else status
+        self.add_event(record_id, "status", message[:1000], level=level, status=status,
+                       previous=prev, **({"code": error.get("code")} if error else {}))
 
     def add_event(self, job_id: str, kind: str, message: str, *, level: str = "info",
                   **data: Any) -> None:

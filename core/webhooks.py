@@ -127,11 +127,25 @@ def send_pinned(client: Any, method: str, url: str, addresses: Sequence[str], *,
     raise AssertionError("no address to send to")  # check_callback_url never returns none
 
 
+# KEYS: the tenant's webhook hash. ARGV: the new secret, the old one's end, the overlap.
+_ROTATE = """
+local old = redis.call('HGET', KEYS[1], 'secret')
+redis.call('HSET', KEYS[1], 'secret', ARGV[1])
+if tonumber(ARGV[3]) > 0 and old then
+  redis.call('HSET', KEYS[1], 'previous_secret', old, 'previous_until', ARGV[2])
+else
+  redis.call('HDEL', KEYS[1], 'previous_secret', 'previous_until')
+end
+return 1
+"""
+
+
 class WebhookStore:
     """Each tenant's registered URL and signing secret (created on first need)."""
 
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self.r, self.prefix = client, prefix
+        self._rotate = client.register_script(_ROTATE)
 
     def _key(self, tenant: str) -> str:
         return f"{self.prefix}webhook:{tenant}"
@@ -166,17 +180,12 @@ class WebhookStore:
         return self.get(tenant)
 
     def rotate_secret(self, tenant: str, overlap_s: float = 0.0) -> dict[str, Any]:
-        """A new secret; the old one goes on signing for ``overlap_s`` seconds beside it."""
-        key = self._key(tenant)
-        old = self.get(tenant)["secret"]
-        pipe = self.r.pipeline()  # MULTI: no reader sees the new secret without the old
-        pipe.hset(key, "secret", new_secret())
-        if overlap_s > 0:
-            pipe.hset(key, mapping={"previous_secret": old,
-                                    "previous_until": repr(time.time() + overlap_s)})
-        else:
-            pipe.hdel(key, "previous_secret", "previous_until")
-        pipe.execute()
+        """A new secret; the old one goes on signing for ``overlap_s`` seconds beside it.
+        One step (a script): two rotations at once both keep what they answer, the later
+        one's old secret being the earlier one's new."""
+        self.get(tenant)  # a secret exists to rotate
+        self._rotate(keys=[self._key(tenant)],
+                     args=[new_secret(), repr(time.time() + overlap_s), overlap_s])
         return self.get(tenant)
 
 

@@ -64,6 +64,9 @@ class _Collector:
         self._name: str | None = None
         self._is_file = False
         self._value = bytearray()
+        #: the closing boundary was read: a body cut short never is (python-multipart's
+        #: finalize() checks nothing), and its file must not be kept as if whole
+        self.ended = False
 
     def _decode(self, raw: bytes) -> str:
         try:
@@ -120,10 +123,13 @@ class _Collector:
         if not self._is_file and self._name is not None:
             self.out.append(FormField(self._name, self._decode(bytes(self._value))))
 
+    def on_end(self) -> None:
+        self.ended = True
+
     def callbacks(self) -> dict:
         return {name: getattr(self, name) for name in (
             "on_part_begin", "on_header_field", "on_header_value", "on_header_end",
-            "on_headers_finished", "on_part_data", "on_part_end")}
+            "on_headers_finished", "on_part_data", "on_part_end", "on_end")}
 
 
 async def read_parts(request: Request, *, file_field: str = "file", max_fields: int = 32,
@@ -143,8 +149,9 @@ async def read_parts(request: Request, *, file_field: str = "file", max_fields: 
     except LookupError:
         charset = "latin-1"
     parts = _Collector(file_field, charset, max_fields, max_field_bytes)
-    parser = MultipartParser(params[b"boundary"], parts.callbacks())
     try:
+        # in the try: python-multipart refuses a boundary over 256 bytes here
+        parser = MultipartParser(params[b"boundary"], parts.callbacks())
         async for chunk in request.stream():
             parser.write(chunk)
             for part in parts.out:
@@ -153,7 +160,9 @@ async def read_parts(request: Request, *, file_field: str = "file", max_fields: 
         parser.finalize()
     except FormParserError as exc:
         raise _bad("a part's headers are malformed or too long (a header line, with its "
-                   f"file name, is at most {MULTIPART_HEADER_LIMIT} bytes), or the body "
-                   "ends early") from exc
+                   f"file name, is at most {MULTIPART_HEADER_LIMIT} bytes), or the "
+                   "boundary is") from exc
     for part in parts.out:
         yield part
+    if not parts.ended:
+        raise _bad("the body ends before its closing boundary (cut short?)")

@@ -7,6 +7,7 @@ from fastapi import Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
+from app.api.deps import CurrentTenant
 from app.api.errors import ApiError
 
 
@@ -28,7 +29,8 @@ def _taken(route: APIRoute) -> frozenset[str]:
     return names
 
 
-async def known_query_parameters(request: Request) -> None:
+async def known_query_parameters(request: Request, _: CurrentTenant) -> None:
+    # after the API key (a request without one is a 401 first, whatever its parameters)
     route = request.scope.get("route")
     if not isinstance(route, APIRoute) or not request.query_params:
         return

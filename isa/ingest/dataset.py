@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -136,6 +137,9 @@ class PreferenceFile:
         self.max_line_bytes = max_line_bytes
         self.max_field_chars = max_field_chars
         self.max_decompression_ratio = max_decompression_ratio
+        #: seconds a pass may read for (None: no limit); past it the pass raises
+        #: ``validation_time_exceeded`` at the record it reached, skipped rows counted too
+        self.time_budget_s: float | None = None
         self.report = IngestReport(file=str(self.path))
 
     def __iter__(self) -> Iterator[Example]:
@@ -161,9 +165,17 @@ class PreferenceFile:
         self.report = report  # live: a reader stopped early (a time budget) can say where
         shape = self.shape
         seen_ids: dict[str, int] = {}
+        budget = self.time_budget_s
+        deadline = None if budget is None else time.monotonic() + budget
         for rec in iter_raw_records(self.path, file_format=fmt,
                                     max_line_bytes=self.max_line_bytes,
                                     max_decompression_ratio=self.max_decompression_ratio):
+            if deadline is not None and time.monotonic() > deadline:
+                raise IngestError(f"reading stopped after {budget:g} s (the limit) with "
+                                  f"{report.rows_read:,} rows read",
+                                  code="validation_time_exceeded",
+                                  location=Location(str(self.path), rec.line, rec.row),
+                                  limit_s=budget, rows_read=report.rows_read)
             report.rows_read += 1
             if self.max_rows is not None and report.rows_read > self.max_rows:
                 raise IngestError(f"more than {self.max_rows:,} rows (the limit)",

@@ -492,20 +492,23 @@ class Client:
                         poll_s: float = 1.0) -> Iterator[JobEvent]:
         """Every event of the job, oldest first; with ``follow``, also those still to come,
         until the job ends (as ``isa remote events --follow`` shows them)."""
-        after = None
+        after, ended_at = None, None
         while True:
             page = self.job_events(job_id, after=after, limit=1000)
             yield from page.data
             after = page.next_after
             if page.has_more:
                 continue
-            if not follow:
+            if not follow or any(e.type == "status" and e.data.get("status") in TERMINAL
+                                 for e in page.data):
                 return
-            if self.job(job_id).status in TERMINAL:
-                # the end's own event may have landed between the read and the check
-                yield from self.job_events(job_id, after=after, limit=1000).data
+            if ended_at is None and self.job(job_id).status in TERMINAL:
+                ended_at = time.monotonic()
+            # the end's own event is written just after the status: read until it shows
+            # (a job whose log lost it, e.g. trimmed, ends the wait after 10 s)
+            if ended_at is not None and time.monotonic() - ended_at > 10:
                 return
-            time.sleep(poll_s)
+            time.sleep(poll_s if ended_at is None else min(poll_s, 0.2))
 
     def cancel(self, job_id: str) -> Job:
         return self._job(self._request("POST", f"/v1/jobs/{job_id}/cancel").json())

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 from tests.conftest import HH_SAMPLE
 
@@ -21,19 +22,19 @@ def test_a_select_jobs_events_tell_its_story_in_order(service):
                                  "budget": {"fraction": 0.05}, "encoder": FAST_ENCODER})
     assert r.status_code == 201, r.text
     job_id = r.json()["id"]
-    # followed while it runs: each read starts after the last event seen
-    seen, after = [], None
-    while True:
+    # followed while it runs, each read starting after the last event seen, until the
+    # job's end is among them
+    seen, after, deadline = [], None, time.monotonic() + 600
+    while not any(e["type"] == "status" and e["data"]["status"] in ("succeeded", "failed")
+                  for e in seen):
+        assert time.monotonic() < deadline, seen
         page = c.get(f"/v1/jobs/{job_id}/events", params={"limit": 3} | (
             {"after": after} if after else {})).json()
         assert len(page["data"]) <= 3
         seen += page["data"]
         after = page["next_after"]
-        if not page["has_more"] and c.get(f"/v1/jobs/{job_id}").json()["status"] in (
-                "succeeded", "failed"):
-            tail = c.get(f"/v1/jobs/{job_id}/events", params={"after": after}).json()
-            seen += tail["data"]
-            break
+        if not page["has_more"]:
+            time.sleep(0.2)
     whole = c.get(f"/v1/jobs/{job_id}/events", params={"limit": 1000}).json()
     assert not whole["has_more"] and [e["id"] for e in seen] == [e["id"] for e in whole["data"]]
     events = whole["data"]
@@ -76,6 +77,13 @@ def test_events_of_another_tenants_job_or_after_a_bad_id_are_refused(service):
                                    "method": "random", "budget": {"count": 3}}).json()
     other = service.client("key-other").get(f"/v1/jobs/{job['id']}/events")
     assert other.status_code == 404 and other.json()["error"]["code"] == "job_not_found"
-    bad = c.get(f"/v1/jobs/{job['id']}/events", params={"after": "yesterday"})
-    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_pagination"
-    assert json.loads(bad.text)["error"]["details"]["field"] == "after"
+    for after in ("yesterday", "99999999999999999999-0",
+                  "18446744073709551615-18446744073709551615"):
+        bad = c.get(f"/v1/jobs/{job['id']}/events", params={"after": after})
+        assert bad.status_code == 400, (after, bad.text)
+        assert bad.json()["error"]["code"] == "invalid_pagination"
+        assert json.loads(bad.text)["error"]["details"]["field"] == "after"
+    # the largest id Redis takes is an id: nothing after it
+    last = c.get(f"/v1/jobs/{job['id']}/events",
+                 params={"after": "18446744073709551615-0"}).json()
+    assert last["data"] == [] and last["has_more"] is False

@@ -138,6 +138,11 @@ def test_an_upload_over_the_limit_is_refused_while_it_streams_and_leaves_nothing
     # a file under another name
     (_head().decode().replace('name="file"', 'name="data"') + "{}" + TAIL.decode(),
      f"multipart/form-data; boundary={BOUNDARY}", 422, "invalid_options", "data"),
+    # cut short: no closing boundary (the file must not be kept as if whole)
+    (_head().decode() + '{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "p2',
+     f"multipart/form-data; boundary={BOUNDARY}", 400, "invalid_multipart", None),
+    # a boundary longer than the parser takes
+    ("x", "multipart/form-data; boundary=" + "b" * 300, 400, "invalid_multipart", None),
 ])
 def test_a_malformed_upload_form_is_a_clear_4xx_and_stores_nothing(gateway, body,
                                                                   content_type, status,

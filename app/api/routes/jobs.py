@@ -25,7 +25,7 @@ from app.api.schemas import JobEvents, JobPublic, JobsPublic
 from core.artifacts import SCORES, ArtifactStore, Keys, ResultFormat, result_format
 from core.celery_app import TASK_FOR_JOB_TYPE, celery_app, gpu_queue_served
 from core.contract import AlignJob, JobRequest, check_methods, job_public
-from core.events import EVENT_ID
+from core.events import valid_event_id
 from core.records import TERMINAL, new_id, now
 from core.webhooks import check_callback_url
 from isa.align.models import ModelRegistry
@@ -57,7 +57,9 @@ def create_job(body: JobRequest, response: Response, tenant: CurrentTenant, jobs
     """Start a job. With an ``Idempotency-Key`` header, repeating the same request returns
     the same job (for 24 h; 409 while the first request is still creating it); the same
     key with another body answers 422."""
-    request = body.model_dump()
+    # without an unset metadata: a retry across the deploy that added it keeps the first
+    # request's Idempotency-Key fingerprint
+    request = body.model_dump(exclude=set() if body.metadata else {"metadata"})
     try:
         check_methods(body)
         if hasattr(body, "encoder"):
@@ -183,7 +185,7 @@ def list_job_events(job_id: str, tenant: CurrentTenant, jobs: Jobs,
     previous answer's ``next_after`` to follow a running job."""
     if jobs.get(job_id, tenant) is None:
         raise not_found("job", job_id)
-    if after is not None and not EVENT_ID.fullmatch(after):
+    if after is not None and not valid_event_id(after):
         raise ApiError(400, "invalid_pagination", "`after` is not an event id (use an "
                        "event's `id` or the answer's `next_after`)", field="after")
     data, has_more = jobs.events(job_id, after=after, limit=limit)
