@@ -19,7 +19,10 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -69,7 +72,7 @@ def two_workers(redis_url: str, folder: Path, data: Path) -> str:
 
 
 def main() -> None:
-    from tests.service.harness import RedisServer, poll_concurrently, running_service
+    from tests.service.harness import poll_concurrently, running_service
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", type=int, default=3000)
@@ -88,14 +91,7 @@ def main() -> None:
              f"{SUPERVISION['ISA_SUPERVISE_EVERY_S']} s. Data: {args.pairs:,} AlpacaEval pairs, "
              "ISA 5%, MiniLM, one worker process (two in the last scenario).", "",
              "| scenario | bound | measured | outcome |", "|---|---|---|---|"]
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp_path = Path(tmp)
-        data = tmp_path / "pairs.jsonl.gz"
-        make_data(data_file(args.data_dir, "alpaca_eval_prefs_train.jsonl.gz"), data,
-                  args.pairs)
-        (tmp_path / "redis").mkdir()
-        server = RedisServer(tmp_path / "redis")
-        server.start()
+    with _workspace(args, persist=True) as (tmp_path, data, server):
         (tmp_path / "svc").mkdir()
         try:
             with running_service(server.url, tmp_path / "svc", concurrency=1,
@@ -159,8 +155,9 @@ def main() -> None:
     print("\n".join(lines))
 
 
-def only(args: argparse.Namespace) -> None:
-    """One scenario alone, on a Redis server of its own; printed, not written."""
+@contextmanager
+def _workspace(args: argparse.Namespace, *, persist: bool) -> Iterator[tuple[Path, Path, Any]]:
+    """A temporary folder with the sampled pairs and a started Redis server of its own."""
     from tests.service.harness import RedisServer
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -169,8 +166,14 @@ def only(args: argparse.Namespace) -> None:
         make_data(data_file(args.data_dir, "alpaca_eval_prefs_train.jsonl.gz"), data,
                   args.pairs)
         (tmp_path / "redis").mkdir()
-        server = RedisServer(tmp_path / "redis", persist=False)
+        server = RedisServer(tmp_path / "redis", persist=persist)
         server.start()
+        yield tmp_path, data, server
+
+
+def only(args: argparse.Namespace) -> None:
+    """One scenario alone, on a Redis server of its own; printed, not written."""
+    with _workspace(args, persist=False) as (tmp_path, data, server):
         try:
             print(f"Supervision: {json.dumps(SUPERVISION)}; {args.pairs:,} pairs\n"
                   "| scenario | bound | measured | outcome |\n|---|---|---|---|", flush=True)
