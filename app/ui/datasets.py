@@ -5,10 +5,10 @@ quota is the API's."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -23,12 +23,13 @@ from app.api.deps import (
     SettingsDep,
 )
 from app.api.errors import ApiError
-from app.api.routes.datasets import begin_upload, finish_upload
+from app.api.routes.datasets import begin_upload, delete_dataset, finish_upload
 from app.api.routes.jobs import create_job
 from app.api.uploads import upload_options
 from app.ui.render import LIST_LIMIT, LIVE_DATASET, REFRESH_S, UiError, html_page, job_view
 from app.ui.session import SameOrigin, UiTenant
 from core.contract import parse_job_request
+from core.records import DATASET_STATES, JOB_STATES, InvalidCursor
 from core.settings import Settings
 from isa.errors import EngineError
 from isa.ingest.readers import FILE_FORMATS
@@ -39,17 +40,44 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 
 
 def _index(tenant: str, datasets: Datasets, jobs: Jobs, *, status_code: int = 200,
-           error: str | None = None) -> HTMLResponse:
-    ds_page = datasets.list(tenant, limit=LIST_LIMIT)
-    job_page = jobs.list(tenant, limit=LIST_LIMIT)
+           error: str | None = None, view: dict[str, str | None] | None = None
+           ) -> HTMLResponse:
+    view = view or {}
+    try:  # pages by cursor (the API's), each list filtered by status on its own
+        ds_page = datasets.list(tenant, limit=LIST_LIMIT, after=view.get("ds_after"),
+                                where={"status": view.get("ds_status")})
+        job_page = jobs.list(tenant, limit=LIST_LIMIT, after=view.get("job_after"),
+                             where={"status": view.get("job_status")})
+    except InvalidCursor:
+        raise UiError(400, "Bad page", "That page link is not one this dashboard made."
+                      ) from None
     return html_page("index.html", status_code, tenant=tenant, datasets=ds_page.records,
-                     datasets_count=ds_page.count, jobs=[job_view(d) for d in job_page.records],
-                     jobs_count=job_page.count, shapes=SHAPES, formats=FILE_FORMATS, error=error)
+                     datasets_count=ds_page.count, datasets_next=ds_page.next_after,
+                     jobs=[job_view(d) for d in job_page.records], jobs_count=job_page.count,
+                     jobs_next=job_page.next_after, view=view, dataset_states=DATASET_STATES,
+                     job_states=JOB_STATES, shapes=SHAPES, formats=FILE_FORMATS, error=error)
 
 
 @router.get("")
-def index(tenant: UiTenant, datasets: Datasets, jobs: Jobs) -> HTMLResponse:
-    return _index(tenant, datasets, jobs)
+def index(tenant: UiTenant, datasets: Datasets, jobs: Jobs,
+          ds_status: Annotated[Literal[DATASET_STATES] | None, Query()] = None,  # type: ignore[valid-type]
+          job_status: Annotated[Literal[JOB_STATES] | None, Query()] = None,  # type: ignore[valid-type]
+          ds_after: Annotated[str | None, Query(max_length=256)] = None,
+          job_after: Annotated[str | None, Query(max_length=256)] = None) -> HTMLResponse:
+    return _index(tenant, datasets, jobs, view={
+        "ds_status": ds_status, "job_status": job_status, "ds_after": ds_after,
+        "job_after": job_after})
+
+
+@router.post("/datasets/{dataset_id}/delete", dependencies=[SameOrigin])
+def delete(dataset_id: str, tenant: UiTenant, datasets: Datasets, jobs: Jobs,
+           artifacts: Artifacts, idem: DatasetIdempotency) -> RedirectResponse:
+    """The delete button, through the API's own ``delete_dataset`` (the data set and
+    every job that read it)."""
+    _dataset(datasets, dataset_id, tenant)
+    delete_dataset(dataset_id=dataset_id, tenant=tenant, datasets=datasets,
+                   artifacts=artifacts, idem=idem, jobs=jobs, keep_results=False)
+    return RedirectResponse("/ui", status_code=303)
 
 
 @router.post("/datasets", dependencies=[SameOrigin])

@@ -8,6 +8,7 @@ import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, Undefined
@@ -70,7 +71,12 @@ def _pretty(value: Any) -> str:
 
 _env = Environment(loader=FileSystemLoader(str(Path(__file__).parent / "templates")),
                    autoescape=True, trim_blocks=True, lstrip_blocks=True)
-_env.filters.update(when=_when, cell=_cell, pretty=_pretty, budget=_budget)
+def _query(params: dict[str, Any]) -> str:
+    """A link's query string of the non-empty ``params`` (escaped by the template)."""
+    return urlencode({k: v for k, v in params.items() if v})
+
+
+_env.filters.update(when=_when, cell=_cell, pretty=_pretty, budget=_budget, query=_query)
 
 
 def html_page(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:

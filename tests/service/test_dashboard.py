@@ -283,3 +283,71 @@ def test_subset_pages_details_and_escaping(tmp_path):
     assert "<script>" not in html and "&lt;script&gt;alert(1)" in html
     assert "<b>bad</b>" not in html and "no &#39;chosen&#39;" in html
     assert "Start a select job" not in html  # an invalid data set takes no job
+
+
+def test_the_front_page_filters_by_status_and_a_data_set_page_deletes(service, browser,
+                                                                     expect):
+    with service.client("key-b") as api:
+        ds = service.wait_dataset(api, service.upload(api, HH_SAMPLE)["id"], timeout=180)
+        assert ds["status"] == "ready", ds
+    context = browser.new_context(base_url=service.base_url)
+    try:
+        page = _login(context, "key-b")
+        # filtered by another status: not listed; by its own: listed
+        page.goto("/ui?ds_status=invalid")
+        expect(page.locator("#datasets-filter")).to_be_visible()
+        assert ds["id"] not in page.content()
+        page.select_option("#ds-status", "ready")
+        page.click("#ds-filter")
+        expect(page).to_have_url(re.compile(r"ds_status=ready"))
+        expect(page.locator("#datasets")).to_contain_text(ds["id"])
+        # deleting takes two clicks (no script on these pages), then it is gone everywhere
+        page.goto(f"/ui/datasets/{ds['id']}")
+        expect(page.locator("#delete-dataset")).to_be_hidden()
+        page.click("#delete summary")
+        page.click("#delete-dataset")
+        expect(page).to_have_url(re.compile(r"/ui$"))
+        assert ds["id"] not in page.content()
+        with service.client("key-b") as api:
+            assert api.get(f"/v1/datasets/{ds['id']}").status_code == 404
+    finally:
+        context.close()
+
+
+def test_the_front_page_pages_by_cursor(tmp_path):
+    """More records than a page: the first page and its "older" link's page hold each
+    record once, newest first (the API's cursors; no browser needed)."""
+    import uuid
+    from urllib.parse import parse_qs, urlsplit
+
+    import redis as redis_lib
+
+    from app.ui.datasets import _index
+    from app.ui.render import LIST_LIMIT
+    from core.records import DatasetStore, JobStore
+    from tests.conftest import TEST_REDIS_URL
+
+    client = redis_lib.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
+    prefix = f"isa-ui-{uuid.uuid4().hex[:8]}:"
+    datasets, jobs = DatasetStore(client, prefix), JobStore(client, prefix)
+    try:
+        made = []
+        for i in range(LIST_LIMIT + 7):
+            ds_id = f"ds_{i:04d}"
+            datasets.create("t", ds_id, "ready", {"filename": f"f{i}.jsonl", "size_bytes": 1,
+                                                   "sha256": "x", "options": {}})
+            made.append(ds_id)
+        first = _index("t", datasets, jobs).body.decode()
+        rows = re.findall(r'href="/ui/datasets/(ds_\d+)"', first)
+        assert rows == made[::-1][:LIST_LIMIT]
+        link = re.search(r'id="datasets-older" href="([^"]+)"', first).group(1)
+        query = parse_qs(urlsplit(link.replace("&amp;", "&")).query)
+        second = _index("t", datasets, jobs, view={"ds_after": query["ds_after"][0]})
+        rest = re.findall(r'href="/ui/datasets/(ds_\d+)"', second.body.decode())
+        assert rest == made[::-1][LIST_LIMIT:]
+        assert 'id="datasets-older"' not in second.body.decode()
+        only_invalid = _index("t", datasets, jobs, view={"ds_status": "invalid"}).body.decode()
+        assert "None here." in only_invalid
+    finally:
+        for key in client.scan_iter(f"{prefix}*"):
+            client.delete(key)
