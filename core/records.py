@@ -525,7 +525,12 @@ class JobStore(RecordStore):
 
     def stages(self, job_id: str) -> list[str]:
         """The stages the job reached, in the order it first reached them."""
-        return list(self.r.zrange(f"{self.key(job_id)}:stages", 0, -1))
+        return [stage for stage, _ in self.stage_times(job_id)]
+
+    def stage_times(self, job_id: str) -> list[tuple[str, float]]:
+        """The stages the job reached with the time it first reached each, in order."""
+        return [(stage, float(at)) for stage, at in
+                self.r.zrange(f"{self.key(job_id)}:stages", 0, -1, withscores=True)]
 
     def add_progress(self, job_id: str, done: int, embedded: int = 0) -> None:
         """Count ``done`` more units of the current stage (never past its total)."""

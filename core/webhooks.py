@@ -150,27 +150,35 @@ class WebhookStore:
     def _key(self, tenant: str) -> str:
         return f"{self.prefix}webhook:{tenant}"
 
+    def _doc(self, tenant: str) -> dict[str, str]:
+        """The tenant's hash, its secret made if there is none."""
+        key = self._key(tenant)
+        self.r.hsetnx(key, "secret", new_secret())  # atomic: racing callers share one
+        return self.r.hgetall(key)
+
+    @staticmethod
+    def _previous(doc: dict[str, str]) -> tuple[str, float] | None:
+        """The last rotation's old secret and its end, while it still signs."""
+        until = float(doc.get("previous_until") or 0)
+        if doc.get("previous_secret") and until > time.time():
+            return doc["previous_secret"], until
+        return None
+
     def get(self, tenant: str) -> dict[str, Any]:
         """``{"url", "secret", "previous_secret_valid_until"}`` — the secret made if there is
         none; the last rotation's old secret's end, while it still signs."""
-        key = self._key(tenant)
-        self.r.hsetnx(key, "secret", new_secret())  # atomic: racing callers share one
-        doc = self.r.hgetall(key)
-        until = float(doc.get("previous_until") or 0)
+        doc = self._doc(tenant)
+        previous = self._previous(doc)
         return {"url": doc.get("url") or None, "secret": doc["secret"],
-                "previous_secret_valid_until": until if until > time.time() else None}
+                "previous_secret_valid_until": previous[1] if previous else None}
 
     def signing_secrets(self, tenant: str) -> list[str]:
         """The secrets a delivery is signed with: the current one, and the one before it
         during the rotation's overlap (Standard Webhooks sends several signatures, so a
         receiver still on the old secret verifies until it switches)."""
-        key = self._key(tenant)
-        self.r.hsetnx(key, "secret", new_secret())
-        doc = self.r.hgetall(key)
-        secrets_ = [doc["secret"]]
-        if doc.get("previous_secret") and float(doc.get("previous_until") or 0) > time.time():
-            secrets_.append(doc["previous_secret"])
-        return secrets_
+        doc = self._doc(tenant)
+        previous = self._previous(doc)
+        return [doc["secret"], *([previous[0]] if previous else [])]
 
     def set_url(self, tenant: str, url: str | None) -> dict[str, Any]:
         if url is None:

@@ -155,7 +155,7 @@ def _log_run(ctx: WorkerContext, job_id: str, record: dict[str, Any],
 def _stage_seconds(ctx: WorkerContext, job_id: str) -> dict[str, float]:
     """Seconds the job spent in each stage (from the times it first reached them, the last
     one up to now), as metrics ``stage_seconds.<stage>``."""
-    reached = ctx.jobs.r.zrange(f"{ctx.jobs.key(job_id)}:stages", 0, -1, withscores=True)
+    reached = ctx.jobs.stage_times(job_id)
     ends = [at for _, at in reached[1:]] + [time.time()]
     return {f"stage_seconds.{stage}": round(max(0.0, end - at), 3)
             for (stage, at), end in zip(reached, ends, strict=True) if stage != "tracking"}
