@@ -126,7 +126,10 @@ def test_a_job_survives_a_broker_restart_and_the_worker_reconnects(restartable_s
                                                                   own_rabbit, tmp_path):
     svc = restartable_service
     c = svc.client()
-    rows = read_rows(ALPACA_SAMPLE, 180)  # 3 chunks of 128 texts: 1 runs, 1 waits
+    # 15 chunks of 128 texts: enough work that the job is still embedding once
+    # ``rabbitmqctl stop`` has returned (it takes seconds; 3 chunks were done by then on
+    # a fast machine), so parts wait in the broker over the restart
+    rows = varied_rows(read_rows(ALPACA_SAMPLE, 300), 3)
     job_id = svc.select_while_embedding(c, write_jsonl(tmp_path / "d.jsonl.gz", rows, gz=True),
                                         max_seq_length=64)
     assert svc.worker is not None
@@ -162,10 +165,10 @@ def test_a_job_survives_a_broker_restart_and_the_worker_reconnects(restartable_s
     t_up = time.monotonic()
     doc = svc.wait_job(c, job_id, timeout=240)
     assert doc["status"] == "succeeded", doc
-    assert doc["result"]["rows_selected"] == 9
+    assert doc["result"]["rows_selected"] == 45  # 5% of 900
     result = c.get(f"/v1/jobs/{job_id}/result")
     assert result.status_code == 200
-    assert len(result.text.splitlines()) == 9
+    assert len(result.text.splitlines()) == 45
     # the parts waiting in the broker were delivered after the restart: nothing was
     # sent again by the supervisor (it leaves a RabbitMQ job's waiting parts alone)
     assert doc["attempts"] == 0, doc
