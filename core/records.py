@@ -466,7 +466,7 @@ class DatasetStore(RecordStore):
     states = DATASET_STATES
     transitions = DATASET_TRANSITIONS
     terminal = frozenset({"ready", "invalid"})
-    json_fields = frozenset({"options", "report", "error", "hub", "metadata"})
+    json_fields = frozenset({"options", "report", "error", "hub", "metadata", "stats"})
     int_fields = frozenset({"size_bytes", "rows_read", "rows_valid", "rows_skipped",
                             "attempts", "column_map_v", "examples"})
     float_fields = frozenset({"created_at", "updated_at"})

@@ -288,6 +288,28 @@ class HubSelection(_Strict):
         return value
 
 
+class Histogram(BaseModel):
+    """Counts of values between consecutive ``edges`` (``len(edges) == len(counts) + 1``)."""
+
+    edges: list[float]
+    counts: list[int]
+    count: int
+    mean: float
+    min: float
+    max: float
+
+
+class DatasetStats(BaseModel):
+    """What validation saw in a ready data set: its columns (the canonical texts, then
+    the extra columns in order of appearance) and histograms of each text's length in
+    characters (``prompt_chars``, …; power-of-two bins) and of each numeric extra column
+    (margins, ratings; 20 equal bins over the first 200,000 values)."""
+
+    columns: list[str]
+    lengths: dict[str, Histogram]
+    numeric: dict[str, Histogram]
+
+
 class DatasetPublic(BaseModel):
     id: str
     status: DatasetStatus
@@ -304,6 +326,8 @@ class DatasetPublic(BaseModel):
     examples: int | None = None
     rows_skipped: int | None = None
     report: dict[str, Any] | None = None
+    #: columns and histograms, for a ready data set validated by this version
+    stats: DatasetStats | None = None
     error: ErrorInfo | None = None
     #: where an imported data set was read from
     source_url: str | None = None

@@ -9,6 +9,8 @@ from core.artifacts import Keys
 from core.celery_app import TASK_VALIDATE, celery_app
 from core.contract import open_dataset
 from core.imports import ImportTooLarge, copy_url, query_key
+from core.row_index import RowIndexWriter, StatsCollector
+from core.row_index import key as row_index_key
 from isa.errors import EngineError
 from workers.context import WorkerContext, context
 from workers.lifecycle import claimable_from
@@ -86,19 +88,28 @@ def _validate(ctx: WorkerContext, dataset_id: str, ds: dict) -> str:
     # reports and errors name the file as it was uploaded, never its server path
     public = {str(ctx.artifacts.local_path(ds["artifact"])): ds["filename"]}
     data = None
+    stats = StatsCollector()
     try:
         # opening checks the read options too (an unknown shape, a bad column_map)
         data = open_dataset(ds, ctx.artifacts, ctx.settings)
         # checked at every record read, skipped ones too (validation_time_exceeded)
         data.time_budget_s = ctx.settings.max_validation_s
-        for _ in data:
-            pass
+        # the one pass that reads every row also writes the row index the previews and
+        # the dashboard read (core/row_index.py); atomic: an invalid file leaves none
+        with ctx.artifacts.open_write(row_index_key(dataset_id)) as fh:
+            index = RowIndexWriter(fh)
+            for ex in data:
+                index.add(ex)
+                stats.add(ex)
+            index.close()
     except EngineError as exc:
+        _drop_index(ctx, dataset_id)
         report = scrub(data.report.to_dict(), public) if data is not None else None
         ctx.datasets.transition(dataset_id, "invalid", error=scrub(exc.to_dict(), public),
                                 report=report, rows_read=report["rows_read"] if report else 0)
         return "invalid"
     except Exception as exc:  # never let a bad file crash the worker
+        _drop_index(ctx, dataset_id)
         ctx.datasets.transition(dataset_id, "invalid", error=scrub({
             "code": "unreadable", "message": f"the file could not be read: {exc}",
             "details": {}}, public))
@@ -110,5 +121,11 @@ def _validate(ctx: WorkerContext, dataset_id: str, ds: dict) -> str:
                             format=report["format"], rows_read=report["rows_read"],
                             rows_valid=report["rows_valid"],
                             rows_skipped=report["rows_skipped"],
-                            examples=report.get("examples", report["rows_valid"]))
+                            examples=report.get("examples", report["rows_valid"]),
+                            stats=stats.to_dict())
     return "ready"
+
+
+def _drop_index(ctx: WorkerContext, dataset_id: str) -> None:
+    """An invalid data set keeps no row index (a resent validation may have left one)."""
+    ctx.artifacts.delete_prefix(row_index_key(dataset_id))

@@ -33,11 +33,13 @@ from app.api.uploads import (
     upload_options,
     upload_request_body,
 )
-from core.artifacts import Keys
+from core.artifacts import ArtifactStore, Keys
 from core.celery_app import TASK_VALIDATE, celery_app
 from core.contract import COLUMN_MAP_VERSION, DatasetOptions, open_dataset
 from core.imports import QUERY_TTL_S, check_import_url, file_name, query_key, without_query
 from core.records import new_id
+from core.row_index import RowIndex
+from core.settings import Settings
 from isa.errors import ConfigError
 from isa.remote.contract import DatasetImport, DatasetStatus
 
@@ -253,6 +255,27 @@ def get_dataset(dataset_id: str, tenant: CurrentTenant, datasets: Datasets) -> D
     return _public(doc)
 
 
+PREVIEW_FIELDS = ("row_id", "row", "line", "prompt", "chosen", "rejected", "completion",
+                  "label", "extra")
+
+
+def _rows(doc: dict[str, Any], artifacts: ArtifactStore, settings: Settings, offset: int,
+          limit: int) -> list[dict[str, Any]]:
+    """Rows ``offset`` to ``offset + limit``: from the row index validation wrote (a row
+    group or two, at any offset), else (a data set validated before indexes) by reading
+    the file from its start."""
+    index = RowIndex.open(artifacts, doc["id"])
+    if index is not None:
+        return index.page(offset, limit)
+    out = []
+    for i, ex in enumerate(open_dataset(doc, artifacts, settings)):
+        if i >= offset + limit:
+            break
+        if i >= offset:
+            out.append({k: getattr(ex, k) for k in PREVIEW_FIELDS})
+    return out
+
+
 @router.get("/{dataset_id}/rows", response_model=DatasetRows, operation_id="preview_rows",
             responses=error_responses(404, 409))
 def preview_rows(dataset_id: str, tenant: CurrentTenant, datasets: Datasets,
@@ -267,17 +290,9 @@ def preview_rows(dataset_id: str, tenant: CurrentTenant, datasets: Datasets,
     if doc["status"] != "ready":
         raise ApiError(409, "dataset_not_ready", f"the data set is {doc['status']}",
                        status=doc["status"])
-    data = open_dataset(doc, artifacts, settings)
     rows: list[dict[str, Any]] = []
-    for i, ex in enumerate(data):
-        if i < offset:
-            continue
-        if len(rows) == limit:
-            break
-        row = {k: v for k, v in {
-            "row_id": ex.row_id, "row": ex.row, "line": ex.line, "prompt": ex.prompt,
-            "chosen": ex.chosen, "rejected": ex.rejected, "completion": ex.completion,
-            "label": ex.label, "extra": ex.extra}.items() if v is not None}
+    for found in _rows(doc, artifacts, settings, offset, limit):
+        row = {k: v for k in PREVIEW_FIELDS if (v := found.get(k)) is not None}
         cut = [k for k in ("prompt", "chosen", "rejected", "completion")
                if isinstance(row.get(k), str) and len(row[k]) > PREVIEW_CHARS]
         for k in cut:
