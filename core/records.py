@@ -243,11 +243,13 @@ class RecordStore:
     states: tuple[str, ...] = ()
 
     def __init__(self, client: redis.Redis, prefix: str,
-                 on_end: Callable[[str, str], None] | None = None) -> None:
+                 on_moved: Callable[[RecordStore, str, str], None] | None = None) -> None:
         self.r = client
         self.prefix = prefix
-        #: called (record id, status) after a record moves into a terminal status
-        self.on_end = on_end
+        #: called (this store, record id, new status) after a record changed status, once
+        #: per change (a running job resumed is no change): where webhook events start
+        #: (``core.webhook_events.announce``)
+        self.on_moved = on_moved
         self._transition = client.register_script(_TRANSITION)
         self._add_progress = client.register_script(_ADD_PROGRESS)
         self._hset_if_exists = client.register_script(_HSET_IF_EXISTS)
@@ -375,12 +377,12 @@ class RecordStore:
         prev = prev.decode() if isinstance(prev, bytes) else prev
         if ok == 1 and prev != status:
             self._moved(record_id, status, prev, fields)
-        if ok == 1 and status in self.terminal and self.on_end is not None:
-            self.on_end(record_id, status)
+            if self.on_moved is not None:
+                self.on_moved(self, record_id, status)
         return ok == 1, prev
 
     def _moved(self, record_id: str, status: str, prev: str, fields: dict[str, Any]) -> None:
-        """After a record changed status (before its end is announced): nothing here."""
+        """After a record changed status (before ``on_moved`` announces it): nothing here."""
 
     def list(self, tenant: str, *, limit: int = 50, after: str | None = None,
              offset: int = 0, where: dict[str, str | None] | None = None) -> Page:

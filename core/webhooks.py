@@ -1,5 +1,7 @@
 """Webhooks: when a job ends, the service POSTs its record to the job's ``callback_url``
-(or the tenant's registered URL), signed as the Standard Webhooks specification says
+(or the tenant's registered URL); the tenant's URL also receives the other events it
+subscribes to (a job started, a data set's validation ended: ``core.webhook_events``).
+Every delivery is signed as the Standard Webhooks specification says
 (https://www.standardwebhooks.com): headers ``webhook-id``, ``webhook-timestamp`` and
 ``webhook-signature`` = ``v1,`` + base64(HMAC-SHA256(secret, "{id}.{timestamp}.{body}"))
 with a per-tenant secret ``whsec_<base64>``. Any Standard Webhooks library verifies it.
@@ -19,6 +21,7 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+import json
 import logging
 import secrets
 import socket
@@ -30,6 +33,7 @@ from urllib.parse import urlsplit
 import redis
 
 from isa.errors import ConfigError
+from isa.remote.contract import JOB_END_EVENTS
 
 logger = logging.getLogger("isa.webhooks")
 SECRET_PREFIX = "whsec_"
@@ -164,13 +168,31 @@ class WebhookStore:
             return doc["previous_secret"], until
         return None
 
+    @staticmethod
+    def _events(stored: str | None) -> list[str]:
+        """The subscribed event types as stored; the job end events for a tenant that
+        never chose (every tenant's registration before subscriptions)."""
+        return list(JOB_END_EVENTS) if stored is None else json.loads(stored)
+
     def get(self, tenant: str) -> dict[str, Any]:
-        """``{"url", "secret", "previous_secret_valid_until"}`` — the secret made if there is
-        none; the last rotation's old secret's end, while it still signs."""
+        """``{"url", "events", "secret", "previous_secret_valid_until"}`` — the secret made
+        if there is none; the last rotation's old secret's end, while it still signs."""
         doc = self._doc(tenant)
         previous = self._previous(doc)
-        return {"url": doc.get("url") or None, "secret": doc["secret"],
+        return {"url": doc.get("url") or None, "events": self._events(doc.get("events")),
+                "secret": doc["secret"],
                 "previous_secret_valid_until": previous[1] if previous else None}
+
+    def destination(self, tenant: str, event: str, callback_url: str | None = None
+                    ) -> str | None:
+        """Where ``event`` goes: a job's end to the job's own ``callback_url`` if it has
+        one (which overrides the tenant's URL, as it always has); any event to the
+        tenant's URL when the tenant subscribes to it; else nowhere (None). Reads without
+        making a secret: most tenants register no URL."""
+        if callback_url and event in JOB_END_EVENTS:
+            return callback_url
+        url, events = self.r.hmget(self._key(tenant), "url", "events")
+        return url if url and event in self._events(events) else None
 
     def signing_secrets(self, tenant: str) -> list[str]:
         """The secrets a delivery is signed with: the current one, and the one before it
@@ -180,11 +202,20 @@ class WebhookStore:
         previous = self._previous(doc)
         return [doc["secret"], *([previous[0]] if previous else [])]
 
-    def set_url(self, tenant: str, url: str | None) -> dict[str, Any]:
+    def register(self, tenant: str, url: str | None,
+                 events: Sequence[str] | None = None) -> dict[str, Any]:
+        """The tenant's registration replaced: its URL (None removes it) and the event
+        types it receives (None: the job end events). The secret stays."""
+        pipe = self.r.pipeline(transaction=True)
         if url is None:
-            self.r.hdel(self._key(tenant), "url")
+            pipe.hdel(self._key(tenant), "url")
         else:
-            self.r.hset(self._key(tenant), "url", url)
+            pipe.hset(self._key(tenant), "url", url)
+        if events is None:
+            pipe.hdel(self._key(tenant), "events")
+        else:
+            pipe.hset(self._key(tenant), "events", json.dumps(list(events)))
+        pipe.execute()
         return self.get(tenant)
 
     def rotate_secret(self, tenant: str, overlap_s: float = 0.0) -> dict[str, Any]:
@@ -195,16 +226,3 @@ class WebhookStore:
         self._rotate(keys=[self._key(tenant)],
                      args=[new_secret(), repr(time.time() + overlap_s), overlap_s])
         return self.get(tenant)
-
-
-def announce_job_end(job_id: str, status: str) -> None:
-    """Queue the webhook delivery of a job that has just ended (the task finds out whether
-    it has a URL). Best effort: a job's end never fails because of its webhook."""
-    from core.celery_app import TASK_DELIVER_WEBHOOK, celery_app
-    from core.settings import get_settings
-
-    try:
-        celery_app.send_task(TASK_DELIVER_WEBHOOK, args=(job_id,),
-                             queue=get_settings().webhook_queue)
-    except Exception:  # noqa: BLE001 - the broker away: logged, the job stands
-        logger.exception("could not queue the webhook of job %s (%s)", job_id, status)

@@ -12,7 +12,8 @@ from core.artifacts import ArtifactStore
 from core.contract import EncoderSpec
 from core.records import DatasetStore, JobStore, Metrics
 from core.settings import Settings, get_settings
-from core.webhooks import WebhookStore, announce_job_end
+from core.webhook_events import announce
+from core.webhooks import WebhookStore
 from isa.embed.base import Encoder
 from isa.embed.factory import make_encoder
 from workers.cache import ArtifactScoreCache
@@ -88,6 +89,8 @@ def context() -> WorkerContext:
                               storage_options=s.artifact_storage_options)
     return WorkerContext(
         settings=s, redis=text, cache_redis=binary,
-        jobs=JobStore(text, s.key_prefix, on_end=announce_job_end),
-        datasets=DatasetStore(text, s.key_prefix), metrics=Metrics(text, s.key_prefix),
+        # every status change of either is offered to the webhooks (core.webhook_events)
+        jobs=JobStore(text, s.key_prefix, on_moved=announce),
+        datasets=DatasetStore(text, s.key_prefix, on_moved=announce),
+        metrics=Metrics(text, s.key_prefix),
         artifacts=artifacts)

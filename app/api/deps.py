@@ -18,7 +18,8 @@ from core.artifacts import ArtifactStore
 from core.presence import AsyncPresence
 from core.records import AsyncJobReader, DatasetStore, IdempotencyKeys, JobStore, Metrics
 from core.settings import Settings, get_settings
-from core.webhooks import WebhookStore, announce_job_end
+from core.webhook_events import announce
+from core.webhooks import WebhookStore
 
 
 # Bounded, blocking pools: under a burst, a request waits for a free connection (up to
@@ -54,7 +55,7 @@ RedisDep = Annotated[redis.Redis, Depends(get_redis)]
 
 async def get_jobs(r: RedisDep, s: SettingsDep) -> JobStore:
     # a job the gateway ends (a queued job cancelled) announces its webhook like any
-    return JobStore(r, s.key_prefix, on_end=announce_job_end)
+    return JobStore(r, s.key_prefix, on_moved=announce)
 
 
 @cache
@@ -74,7 +75,8 @@ async def get_webhooks(r: RedisDep, s: SettingsDep) -> WebhookStore:
 
 
 async def get_datasets(r: RedisDep, s: SettingsDep) -> DatasetStore:
-    return DatasetStore(r, s.key_prefix)
+    # (the gateway changes no data set's status today; if it does, it is announced)
+    return DatasetStore(r, s.key_prefix, on_moved=announce)
 
 
 async def get_idempotency(r: RedisDep, s: SettingsDep) -> IdempotencyKeys:

@@ -432,10 +432,31 @@ class JobEvents(BaseModel):
     next_after: str | None = None
 
 
+#: the ends of a job: what a job's ``callback_url`` receives, and what the tenant's URL
+#: receives unless it subscribes to other events
+JOB_END_EVENTS = ("job.succeeded", "job.failed", "job.cancelled")
+#: every event a webhook delivery can carry (its ``type``); ``data`` is the record's
+#: public document when the event happened: the job (``GET /v1/jobs/{id}``) for
+#: ``job.*``, the data set (``GET /v1/datasets/{id}``, its ``error`` set when invalid)
+#: for ``dataset.*``
+WEBHOOK_EVENTS = ("job.started", *JOB_END_EVENTS, "dataset.ready", "dataset.invalid")
+
+
+#: the schema names the known types, but any string passes validation: the gateway checks
+#: them itself, so that an unknown one is refused with a code of its own (not a
+#: validation_error) that names it
+_EventType = Annotated[str, Field(json_schema_extra={"enum": list(WEBHOOK_EVENTS)})]
+
+
 class WebhookPublic(BaseModel):
-    """A tenant's registered webhook URL and the secret its deliveries are signed with."""
+    """A tenant's registered webhook URL, the events it receives and the secret its
+    deliveries are signed with."""
 
     url: str | None = None
+    #: the event types the tenant's URL receives (``WEBHOOK_EVENTS``); the job end
+    #: events until the tenant chooses (a server before subscriptions sent only those)
+    events: list[str] = Field(default_factory=lambda: list(JOB_END_EVENTS),
+                              description="the event types the URL receives")
     secret: str
     #: after a rotation with an overlap: the old secret signs deliveries too until then
     #: (each delivery carries both signatures), so a receiver can switch without a gap
@@ -443,8 +464,20 @@ class WebhookPublic(BaseModel):
 
 
 class WebhookUpdate(_Strict):
+    """The tenant's whole registration (a PUT replaces it): the URL (``null`` removes it)
+    and the event types it receives."""
+
     url: str | None = Field(default=None, max_length=2048,
                             pattern=r"^[hH][tT][tT][pP][sS]?://[^\s]+$")
+    #: the event types the URL receives, among ``WEBHOOK_EVENTS`` (another is refused:
+    #: 422 ``unknown_event_type``); omitted or ``null``: the job end events, what every
+    #: tenant received before subscriptions; ``[]``: none. A job's own ``callback_url``
+    #: gets that job's end whatever this says.
+    events: list[_EventType] | None = Field(
+        default=None, max_length=32,
+        description="the event types the URL receives: job.started, job.succeeded, "
+        "job.failed, job.cancelled, dataset.ready, dataset.invalid (another: 422 "
+        "unknown_event_type); omitted or null: the job end events only; []: none")
 
 
 class JobsPublic(BaseModel):

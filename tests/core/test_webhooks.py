@@ -113,3 +113,102 @@ def test_a_rotation_signs_with_both_secrets_until_its_overlap_ends():
     finally:
         for key in client.scan_iter(f"{hooks.prefix}*"):
             client.delete(key)
+
+
+def test_every_event_type_is_some_status_change():
+    from core.webhook_events import EVENT_OF
+    from isa.remote.contract import JOB_END_EVENTS, WEBHOOK_EVENTS
+
+    assert sorted(EVENT_OF.values()) == sorted(WEBHOOK_EVENTS)
+    assert EVENT_OF[("job", "running")] == "job.started"
+    assert EVENT_OF[("dataset", "invalid")] == "dataset.invalid"
+    assert ("job", "cancelling") not in EVENT_OF and ("dataset", "validating") not in EVENT_OF
+    assert set(JOB_END_EVENTS) < set(WEBHOOK_EVENTS)
+
+
+def test_each_event_goes_where_the_subscription_says():
+    import uuid
+
+    import redis
+
+    from core.webhooks import WebhookStore
+    from tests.conftest import TEST_REDIS_URL
+
+    client = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
+    hooks = WebhookStore(client, f"isa-hooks-{uuid.uuid4().hex[:8]}:")
+    url, own = "https://hooks.example/t", "https://own.example/job"
+    try:
+        assert hooks.destination("t", "job.succeeded") is None  # nothing registered
+        # a registration without events: the job end events, as before subscriptions
+        assert hooks.register("t", url)["events"] == ["job.succeeded", "job.failed",
+                                                      "job.cancelled"]
+        assert hooks.destination("t", "job.failed") == url
+        assert hooks.destination("t", "job.started") is None
+        assert hooks.destination("t", "dataset.ready") is None
+        # a job's own URL takes its end, never its start
+        assert hooks.destination("t", "job.succeeded", own) == own
+        assert hooks.destination("t", "job.started", own) is None
+
+        doc = hooks.register("t", url, ["dataset.ready", "job.started"])
+        assert doc["events"] == ["dataset.ready", "job.started"] == hooks.get("t")["events"]
+        assert hooks.destination("t", "dataset.ready") == url
+        assert hooks.destination("t", "job.started", own) == url
+        assert hooks.destination("t", "job.succeeded") is None  # not chosen any more
+        assert hooks.destination("t", "dataset.invalid") is None
+        assert hooks.destination("t", "job.succeeded", own) == own
+
+        assert hooks.register("t", url, [])["events"] == []
+        assert all(hooks.destination("t", e) is None for e in ("job.failed", "dataset.ready"))
+        # no URL: nothing for the tenant, whatever it chose; the secret stays
+        secret = hooks.get("t")["secret"]
+        assert hooks.register("t", None, ["dataset.ready"])["url"] is None
+        assert hooks.destination("t", "dataset.ready") is None
+        assert hooks.get("t")["secret"] == secret
+        # another tenant's choice is its own
+        assert hooks.destination("u", "dataset.ready") is None
+    finally:
+        for key in client.scan_iter(f"{hooks.prefix}*"):
+            client.delete(key)
+
+
+def test_a_status_change_queues_its_event_only_for_a_receiver(jobs, monkeypatch):
+    """The store's hook (core.webhook_events.announce) on the real Redis: the message
+    carries the record's public document as it was at the change; nothing is queued for
+    a tenant that receives nothing, nor for a running job resumed (no change)."""
+    from core.celery_app import celery_app
+    from core.records import DatasetStore, JobStore
+    from core.webhook_events import announce
+    from core.webhooks import WebhookStore
+
+    sent: list[tuple] = []
+    monkeypatch.setattr(celery_app, "send_task",
+                        lambda name, args, queue: sent.append((name, *args, queue)))
+    store = JobStore(jobs.r, jobs.prefix, on_moved=announce)
+    datasets = DatasetStore(jobs.r, jobs.prefix, on_moved=announce)
+    hooks = WebhookStore(jobs.r, jobs.prefix)
+    request = {"type": "select", "dataset_id": "ds_1", "method": "random",
+               "budget": {"count": 5}}
+    for rid, tenant in (("j1", "quiet"), ("j2", "loud")):
+        store.create(tenant, rid, "queued", {"type": "select", "request": request})
+    datasets.create("loud", "ds_1", "validating", {
+        "filename": "p.jsonl", "size_bytes": 10, "sha256": "0" * 64, "options": {}})
+
+    hooks.register("quiet", "https://hooks.example/q")  # the job end events only
+    hooks.register("loud", "https://hooks.example/l", ["job.started", "dataset.invalid"])
+    for rid in ("j1", "j2"):
+        store.transition(rid, "running", started_at=123.0)
+    store.transition("j2", "running")  # a resumed run: no second job.started
+    datasets.transition("ds_1", "invalid", error={"code": "empty_file", "message": "empty",
+                                                  "details": {}})
+    store.transition("j2", "succeeded", result={})  # not chosen by "loud"
+    assert [(m[1], m[3]) for m in sent] == [("j2", "job.started"),
+                                            ("ds_1", "dataset.invalid")]
+    started, invalid = sent[0][4], sent[1][4]
+    assert started["status"] == "running" and started["started_at"] == 123.0
+    assert "webhook" not in started and started["request"]["method"] == "random"
+    assert invalid["status"] == "invalid" and invalid["error"]["code"] == "empty_file"
+    assert sent[0][2] == 1 and sent[0][5] == "webhooks"  # the first attempt, its queue
+
+    sent.clear()
+    store.transition("j1", "failed", error={"code": "x", "message": "x", "details": {}})
+    assert [(m[1], m[3], m[4]["status"]) for m in sent] == [("j1", "job.failed", "failed")]

@@ -1,10 +1,13 @@
-"""Deliver a job's end to its webhook: one attempt per task run, the next one sent with a
-growing delay; every attempt recorded on the job (``webhook`` field)."""
+"""Deliver a webhook event (``core.webhook_events``): one attempt per task run, the next
+one sent with a growing delay. Every attempt is recorded: a job's end on the job (its
+``webhook`` field), any other event in a key of its own for a week (what tells a
+redelivered message that its event has been handled)."""
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,29 +15,84 @@ import httpx
 import orjson
 
 from core.celery_app import TASK_DELIVER_WEBHOOK, celery_app
-from core.contract import job_public
+from core.webhook_events import callback_url, public_document, record_kind
 from core.webhooks import check_callback_url, send_pinned, sign
 from isa.errors import ConfigError
+from isa.remote.contract import JOB_END_EVENTS
 from workers.context import WorkerContext, context
 
 logger = logging.getLogger("isa.webhooks")
 #: a receiver's answer kept on the job (its first characters)
 _ANSWER_CHARS = 200
+#: seconds the delivery log of an event other than a job's end is kept
+_LOG_TTL_S = 7 * 86400
+
+
+@dataclass
+class _Event:
+    """One event about one record, and where its delivery log lives."""
+
+    ctx: WorkerContext
+    type: str
+    record: dict[str, Any]
+    #: the record's public document when the event happened
+    data: dict[str, Any]
+
+    @property
+    def msg_id(self) -> str:
+        # the same on every attempt (receivers dedupe); a job's end keeps the id it had
+        # before events had types: msg_<job>_<status>
+        return f"msg_{self.record['id']}_{self.type.split('.', 1)[1]}"
+
+    @property
+    def _on_the_job(self) -> bool:
+        return self.type in JOB_END_EVENTS
+
+    def _log_key(self) -> str:
+        return f"{self.ctx.settings.key_prefix}webhook-log:{self.msg_id}"
+
+    def log(self) -> dict[str, Any] | None:
+        if self._on_the_job:
+            return self.record.get("webhook")
+        raw = self.ctx.redis.get(self._log_key())
+        return None if raw is None else orjson.loads(raw)
+
+    def save(self, log: dict[str, Any]) -> None:
+        if self._on_the_job:
+            self.ctx.jobs.update(self.record["id"], webhook=log)
+        else:
+            self.ctx.redis.set(self._log_key(), orjson.dumps(log), ex=_LOG_TTL_S)
+
+
+def _load(ctx: WorkerContext, record_id: str, event: str | None,
+          data: dict[str, Any] | None) -> _Event | None:
+    """The event, or None when its record is gone (deleted: nobody is told)."""
+    kind = record_kind(event) if event else "job"
+    record = (ctx.datasets if kind == "dataset" else ctx.jobs).get(record_id)
+    if record is None:
+        return None
+    # a message queued before events had types is a job's end, its record read now
+    event = event or f"job.{record['status']}"
+    return _Event(ctx, event, record, data or public_document(kind, record))
 
 
 @celery_app.task(name=TASK_DELIVER_WEBHOOK)
-def deliver_webhook(job_id: str, attempt: int = 1) -> str:
+def deliver_webhook(record_id: str, attempt: int = 1, event: str | None = None,
+                    data: dict[str, Any] | None = None) -> str:
+    """Attempt ``attempt`` at POSTing ``event`` (a ``WEBHOOK_EVENTS`` type) about
+    ``record_id`` with ``data``, the record's public document at the event."""
     ctx = context()
-    job = ctx.jobs.get(job_id)
-    if job is None:
+    ev = _load(ctx, record_id, event, data)
+    if ev is None:
         return "missing"
-    url = job["request"].get("callback_url") or ctx.webhooks().get(job["tenant"])["url"]
+    # read again at every attempt: the tenant may have changed its URL or subscription
+    url = ctx.webhooks().destination(ev.record["tenant"], ev.type, callback_url(ev.record))
     if not url:
         return "no_url"
-    log: dict[str, Any] = job.get("webhook") or {"url": url, "attempts": []}
+    log: dict[str, Any] = ev.log() or {"url": url, "attempts": []}
     if log.get("state") in ("delivered", "failed", "refused"):
         return log["state"]  # a redelivered message: the event has been handled
-    entry, state = _attempt(ctx, job, url, attempt)
+    entry, state = _attempt(ctx, ev, url, attempt)
     log["attempts"].append(entry)
     s = ctx.settings
     if state == "retrying" and attempt >= s.webhook_max_attempts:
@@ -43,16 +101,17 @@ def deliver_webhook(job_id: str, attempt: int = 1) -> str:
     if state == "retrying":
         delay = s.webhook_retry_base_s * 4 ** (attempt - 1)
         log["next_attempt_at"] = time.time() + delay
-        ctx.jobs.update(job_id, webhook=log)
-        celery_app.send_task(TASK_DELIVER_WEBHOOK, args=(job_id, attempt + 1),
+        ev.save(log)
+        celery_app.send_task(TASK_DELIVER_WEBHOOK,
+                             args=(record_id, attempt + 1, ev.type, ev.data),
                              countdown=delay, queue=s.webhook_queue)
     else:
         log.pop("next_attempt_at", None)
-        ctx.jobs.update(job_id, webhook=log)
+        ev.save(log)
     return state
 
 
-def _attempt(ctx: WorkerContext, job: dict[str, Any], url: str,
+def _attempt(ctx: WorkerContext, ev: _Event, url: str,
              attempt: int) -> tuple[dict[str, Any], str]:
     """One POST; (what to record, the state it leaves: delivered, retrying, refused)."""
     entry: dict[str, Any] = {"attempt": attempt, "at": time.time()}
@@ -61,10 +120,9 @@ def _attempt(ctx: WorkerContext, job: dict[str, Any], url: str,
         addresses = check_callback_url(url, ctx.settings.outbound_allowed_networks)
     except ConfigError as exc:
         return entry | {"error": exc.message}, "refused"
-    public = job_public(job).model_dump(mode="json", exclude={"webhook"})
-    body = orjson.dumps({"type": f"job.{job['status']}",
-                         "timestamp": datetime.now(UTC).isoformat(), "data": public})
-    msg_id = f"msg_{job['id']}_{job['status']}"  # the same on every attempt: receivers dedupe
+    body = orjson.dumps({"type": ev.type, "timestamp": datetime.now(UTC).isoformat(),
+                         "data": ev.data})
+    msg_id = ev.msg_id
     ts = int(time.time())
     headers = {"content-type": "application/json", "user-agent": "isa-service-webhooks/1",
                "webhook-id": msg_id, "webhook-timestamp": str(ts),
@@ -72,7 +130,7 @@ def _attempt(ctx: WorkerContext, job: dict[str, Any], url: str,
                # overlap: Standard Webhooks lists several, space-separated
                "webhook-signature": " ".join(
                    sign(secret, msg_id, ts, body)
-                   for secret in ctx.webhooks().signing_secrets(job["tenant"]))}
+                   for secret in ctx.webhooks().signing_secrets(ev.record["tenant"]))}
     t = time.perf_counter()
     try:
         # to the address just checked (no second lookup), and no redirects: a 3xx must not
