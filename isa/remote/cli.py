@@ -7,6 +7,7 @@
     isa remote status job_…  |  isa remote events job_… --follow
     isa remote jobs --type select  |  isa remote datasets --metadata team:vision
     isa remote download job_… out.png --format png
+    isa remote webhook --url https://hooks.example/isa --events job.started,dataset.ready
 
 Options keep the local commands' names (``--method``, ``--budget``, ``--param``,
 ``--format``, ``--level``, ``--template``, ``--seed``, ``--encoder``, ``--model``); the
@@ -311,3 +312,26 @@ def events(job_id: Annotated[str, typer.Argument(help="job id")],
                 out.print(f"[{style}]{text}[/]" if style else text, highlight=False)
 
         _run(show)
+
+
+@app.command()
+def webhook(
+    url: Annotated[str | None, typer.Option(help="register this URL for the tenant")] = None,
+    events: Annotated[str | None, typer.Option(
+        help="comma-separated event types the URL receives: job.started, job.succeeded, "
+        "job.failed, job.cancelled, dataset.ready, dataset.invalid ('' for none)")] = None,
+    remove: Annotated[bool, typer.Option("--remove", help="remove the URL")] = False,
+) -> None:
+    """The tenant's webhook as JSON (URL, events, signing secret); with --url, --events
+    or --remove, changed first, what is not given staying as it is (a tenant that never
+    chose receives the job end events)."""
+    if remove and url is not None:
+        raise typer.BadParameter("--remove takes no --url", param_hint="--remove")
+    with _client() as c:
+        hook = _run(c.webhook)
+        if url is not None or events is not None or remove:
+            chosen = hook.events if events is None else \
+                [e.strip() for e in events.split(",") if e.strip()]
+            hook = _run(lambda: c.set_webhook(None if remove else url or hook.url,
+                                              events=chosen))
+    out.print_json(hook.model_dump_json())

@@ -45,6 +45,7 @@ from isa.remote.contract import (
     JobEvents,
     JobPublic,
     JobsPublic,
+    WebhookPublic,
 )
 
 #: (stage, done, total) — the same callback shape as the library's ``progress=``
@@ -594,6 +595,41 @@ class Client:
 
         return pq.read_table(io.BytesIO(self.result_bytes(job_id, format="scores"))).to_pandas()
 
+    # -- the tenant's webhook --
+
+    def webhook(self) -> WebhookPublic:
+        """The tenant's webhook: its URL, the event types it receives and the secret
+        deliveries are signed with (verify them with any Standard Webhooks library)."""
+        return WebhookPublic.model_validate(self._request("GET", "/v1/webhook").json())
+
+    def set_webhook(self, url: str | None, *, events: list[str] | None = None
+                    ) -> WebhookPublic:
+        """Replace the tenant's registration: ``url`` (None removes it) and ``events``,
+        the event types it receives (``isa.remote.contract.WEBHOOK_EVENTS``:
+        ``job.started``, ``job.succeeded``, ``job.failed``, ``job.cancelled``,
+        ``dataset.ready``, ``dataset.invalid``). ``events`` None: the job end events only
+        (what a registration always received); another type raises
+        ``UnknownEventTypeError``. A job's own ``callback_url`` gets that job's end
+        whatever the tenant subscribes to."""
+        return WebhookPublic.model_validate(self._request(
+            "PUT", "/v1/webhook", json=_webhook_body(url, events)).json())
+
+    def rotate_webhook_secret(self, *, overlap_s: float | None = None) -> WebhookPublic:
+        """A new signing secret; the old one signs beside it for ``overlap_s`` seconds (the
+        server's default, 24 h, when None)."""
+        return WebhookPublic.model_validate(self._request(
+            "POST", "/v1/webhook/rotate-secret", params=_overlap(overlap_s)).json())
+
+
+def _webhook_body(url: str | None, events: list[str] | None) -> dict[str, Any]:
+    # events left out when None: the server's default, and a server from before
+    # subscriptions (which refuses the field) still takes the URL
+    return {"url": url, **({"events": list(events)} if events is not None else {})}
+
+
+def _overlap(overlap_s: float | None) -> dict[str, float]:
+    return {} if overlap_s is None else {"overlap_s": overlap_s}
+
 
 def _dataset_done(ds: DatasetPublic) -> DatasetPublic:
     if ds.status == "invalid":
@@ -901,3 +937,20 @@ class AsyncClient:
 
         data = await self.result_bytes(job_id, format="scores")
         return pq.read_table(io.BytesIO(data)).to_pandas()
+
+    async def webhook(self) -> WebhookPublic:
+        """As ``Client.webhook``."""
+        return WebhookPublic.model_validate((await self._request("GET", "/v1/webhook")).json())
+
+    async def set_webhook(self, url: str | None, *, events: list[str] | None = None
+                          ) -> WebhookPublic:
+        """As ``Client.set_webhook``: the whole registration, ``events`` None the job end
+        events."""
+        return WebhookPublic.model_validate((await self._request(
+            "PUT", "/v1/webhook", json=_webhook_body(url, events))).json())
+
+    async def rotate_webhook_secret(self, *, overlap_s: float | None = None
+                                    ) -> WebhookPublic:
+        """As ``Client.rotate_webhook_secret``."""
+        return WebhookPublic.model_validate((await self._request(
+            "POST", "/v1/webhook/rotate-secret", params=_overlap(overlap_s))).json())
