@@ -25,7 +25,7 @@ KEYS = {"key-a": "tenant-a", "key-b": "tenant-b", "dev-key": "local",  # dev-key
         # tenants of their own for tests that count what a tenant has
         **{f"key-{name}": f"tenant-{name}"
            for name in ("client", "other", "retry", "async", "fuzz", "mlflow", "idem", "erase",
-                        "range")}}
+                        "range", "subscribed", "unsubscribed")}}
 
 
 def free_port() -> int:
