@@ -8,6 +8,7 @@ from fastapi import Query
 
 from app.api.errors import ApiError
 from core.records import InvalidCursor, Page, RecordStore
+from core.search import search_page
 
 Limit = Annotated[int, Query(ge=1, le=500, description="records per page")]
 After = Annotated[str | None, Query(
@@ -30,16 +31,27 @@ def metadata_pair(value: str | None) -> tuple[str, str] | None:
     return key, wanted
 
 
+FilenameFilter = Annotated[str | None, Query(
+    min_length=1, max_length=255, description="part of the file name, any case: the data "
+    "sets whose name contains it (with `status` too, and paged alike)")]
+
+
 def read_page(store: RecordStore, tenant: str, *, limit: int, after: str | None,
               offset: int, where: dict[str, Any] | None = None) -> Page:
+    """A listing's page; ``where`` holds its filters (None: none), ``filename`` a part of
+    the name (``core.search``), ``metadata`` a pair (alone)."""
     if after is not None and offset:
         raise ApiError(400, "invalid_pagination", "give `after` or `offset`, not both")
-    where = where or {}
-    if where.get("metadata") is not None and any(
-            v is not None for k, v in where.items() if k != "metadata"):
+    where = dict(where or {})
+    filename = where.pop("filename", None)
+    if where.get("metadata") is not None and (filename is not None or any(
+            v is not None for k, v in where.items() if k != "metadata")):
         raise ApiError(400, "invalid_filter", "filter by `metadata` alone (without "
-                       "status or type)", field="metadata")
+                       "status, type or filename)", field="metadata")
     try:
+        if filename is not None:
+            return search_page(store, tenant, filename, limit=limit, after=after,
+                               offset=offset, where=where)
         return store.list(tenant, limit=limit, after=after, offset=offset, where=where)
     except InvalidCursor:
         raise ApiError(400, "invalid_pagination", "`after` is not a cursor this service "

@@ -21,7 +21,15 @@ from app.api.deps import (
 from app.api.errors import ApiError, error_responses, not_found
 from app.api.idempotency import claim_or_replay, released_on_failure
 from app.api.multipart import FileData, FileStart, read_parts
-from app.api.pagination import After, Limit, MetadataFilter, Offset, metadata_pair, read_page
+from app.api.pagination import (
+    After,
+    FilenameFilter,
+    Limit,
+    MetadataFilter,
+    Offset,
+    metadata_pair,
+    read_page,
+)
 from app.api.schemas import DatasetPublic, DatasetRows, DatasetsPublic
 from app.api.uploads import (
     UploadWriter,
@@ -235,13 +243,15 @@ def _forget(datasets: Datasets, artifacts: Artifacts, tenant: str, dataset_id: s
             operation_id="list_datasets")
 def list_datasets(tenant: CurrentTenant, datasets: Datasets,
                   status_: Annotated[DatasetStatus | None, Query(alias="status")] = None,
-                  metadata: MetadataFilter = None,
+                  filename: FilenameFilter = None, metadata: MetadataFilter = None,
                   limit: Limit = 50, after: After = None,
                   offset: Offset = 0) -> DatasetsPublic:
-    """The tenant's data sets, newest first, optionally of one status, or those carrying
-    one metadata pair (``metadata=key:value``, alone)."""
+    """The tenant's data sets, newest first, optionally of one status and/or whose file
+    name contains ``filename`` (any case), or those carrying one metadata pair
+    (``metadata=key:value``, alone)."""
     page = read_page(datasets, tenant, limit=limit, after=after, offset=offset,
-                     where={"status": status_, "metadata": metadata_pair(metadata)})
+                     where={"status": status_, "filename": filename,
+                            "metadata": metadata_pair(metadata)})
     return DatasetsPublic(data=[_public(d) for d in page.records], count=page.count,
                           next_after=page.next_after, has_more=page.next_after is not None)
 
