@@ -279,12 +279,14 @@ def jobs(status_: Annotated[str | None, typer.Option("--status", help="filter")]
 
 @app.command()
 def datasets(status_: Annotated[str | None, typer.Option("--status", help="filter")] = None,
+             filename: Annotated[str | None, typer.Option(
+                 "--filename", help="part of the file name (any case)")] = None,
              metadata: MetadataOpt = None,
              limit: Annotated[int, typer.Option(help="at most this many")] = 20) -> None:
     """The tenant's data sets, newest first: id, status, rows, file name."""
     with _client() as c:
         rows = _run(lambda: list(itertools.islice(
-            c.datasets(status=status_, metadata=_pair(metadata),
+            c.datasets(status=status_, filename=filename, metadata=_pair(metadata),
                        page_size=min(limit, 100)), limit)))
     for ds in rows:
         out.print(f"{ds.id}  {ds.status:<10} {ds.rows_valid or 0:>9,}  {escape(ds.filename)}",

@@ -403,16 +403,17 @@ class Client:
             time.sleep(poll_s)
             poll_s = min(poll_s * 1.5, 5.0)
 
-    def datasets(self, *, status: str | None = None, metadata: tuple[str, str] | None = None,
+    def datasets(self, *, status: str | None = None, filename: str | None = None,
+                 metadata: tuple[str, str] | None = None,
                  page_size: int = 100) -> Iterator[DatasetPublic]:
-        """Every data set of the tenant (of one ``status``, or carrying one ``metadata``
-        pair), newest first, fetched a page at a time by cursor: each one exactly once,
-        even while others are created."""
+        """Every data set of the tenant (of one ``status`` and/or whose file name contains
+        ``filename``, any case; or carrying one ``metadata`` pair), newest first, fetched a
+        page at a time by cursor: each one exactly once, even while others are created."""
         after = None
         while True:
             page = DatasetsPublic.model_validate(self._request(
                 "GET", "/v1/datasets", params=_list_params(
-                    page_size, after, status=status,
+                    page_size, after, status=status, filename=filename,
                     metadata=":".join(metadata) if metadata else None)).json())
             yield from page.data
             if (after := page.next_after) is None:
@@ -811,13 +812,13 @@ class AsyncClient:
             await asyncio.sleep(poll_s)
             poll_s = min(poll_s * 1.5, 5.0)
 
-    async def datasets(self, *, status: str | None = None,
+    async def datasets(self, *, status: str | None = None, filename: str | None = None,
                        page_size: int = 100) -> AsyncIterator[DatasetPublic]:
         after = None
         while True:
             page = DatasetsPublic.model_validate((await self._request(
-                "GET", "/v1/datasets", params=_list_params(page_size, after,
-                                                           status=status))).json())
+                "GET", "/v1/datasets", params=_list_params(
+                    page_size, after, status=status, filename=filename))).json())
             for item in page.data:
                 yield item
             if (after := page.next_after) is None:
