@@ -1,5 +1,5 @@
 """Dashboard pages of data sets: the front page (data sets and jobs, the upload form), a
-data set with its validation report and the "start a select job" form. Forms go through
+data set with its validation report and the job forms (app.ui.forms). Forms go through
 the API's own steps (``begin_upload``/``finish_upload``, ``create_job``): every rule and
 quota is the API's."""
 
@@ -26,15 +26,15 @@ from app.api.errors import ApiError
 from app.api.routes.datasets import begin_upload, delete_dataset, finish_upload
 from app.api.routes.jobs import create_job
 from app.api.uploads import upload_options
+from app.ui import forms
 from app.ui.render import LIST_LIMIT, LIVE_DATASET, REFRESH_S, UiError, html_page, job_view
 from app.ui.session import SameOrigin, UiTenant
-from core.contract import parse_job_request
 from core.records import DATASET_STATES, JOB_STATES, InvalidCursor
+from core.search import search_page
 from core.settings import Settings
 from isa.errors import EngineError
 from isa.ingest.readers import FILE_FORMATS
 from isa.ingest.shapes import SHAPES
-from isa.select.budget import Budget
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
@@ -44,8 +44,13 @@ def _index(tenant: str, datasets: Datasets, jobs: Jobs, *, status_code: int = 20
            ) -> HTMLResponse:
     view = view or {}
     try:  # pages by cursor (the API's), each list filtered by status on its own
-        ds_page = datasets.list(tenant, limit=LIST_LIMIT, after=view.get("ds_after"),
-                                where={"status": view.get("ds_status")})
+        ds_where = {"status": view.get("ds_status")}
+        if view.get("ds_filename"):  # part of the name (as GET /v1/datasets?filename=)
+            ds_page = search_page(datasets, tenant, view["ds_filename"], limit=LIST_LIMIT,
+                                  after=view.get("ds_after"), where=ds_where)
+        else:
+            ds_page = datasets.list(tenant, limit=LIST_LIMIT, after=view.get("ds_after"),
+                                    where=ds_where)
         job_page = jobs.list(tenant, limit=LIST_LIMIT, after=view.get("job_after"),
                              where={"status": view.get("job_status")})
     except InvalidCursor:
@@ -60,13 +65,15 @@ def _index(tenant: str, datasets: Datasets, jobs: Jobs, *, status_code: int = 20
 
 @router.get("")
 def index(tenant: UiTenant, datasets: Datasets, jobs: Jobs,
-          ds_status: Annotated[Literal[DATASET_STATES] | None, Query()] = None,  # type: ignore[valid-type]
-          job_status: Annotated[Literal[JOB_STATES] | None, Query()] = None,  # type: ignore[valid-type]
+          # "": the filter form's "any"
+          ds_status: Annotated[Literal[("", *DATASET_STATES)] | None, Query()] = None,  # type: ignore[valid-type]
+          job_status: Annotated[Literal[("", *JOB_STATES)] | None, Query()] = None,  # type: ignore[valid-type]
+          ds_filename: Annotated[str | None, Query(max_length=255)] = None,
           ds_after: Annotated[str | None, Query(max_length=256)] = None,
           job_after: Annotated[str | None, Query(max_length=256)] = None) -> HTMLResponse:
     return _index(tenant, datasets, jobs, view={
-        "ds_status": ds_status, "job_status": job_status, "ds_after": ds_after,
-        "job_after": job_after})
+        "ds_status": ds_status or None, "job_status": job_status or None, "ds_after": ds_after,
+        "job_after": job_after, "ds_filename": (ds_filename or "").strip() or None})
 
 
 @router.post("/datasets/{dataset_id}/delete", dependencies=[SameOrigin])
@@ -131,16 +138,21 @@ def _dataset(datasets: Datasets, dataset_id: str, tenant: str) -> dict[str, Any]
 
 
 def _dataset_page(tenant: str, doc: dict[str, Any], jobs: Jobs, *, status_code: int = 200,
-                  error: str | None = None, form: dict[str, str] | None = None
-                  ) -> HTMLResponse:
-    from isa.select import METHODS  # the registry (numpy only), as create_job reads it
-
+                  error: str | None = None, kind: str | None = None,
+                  form: dict[str, str] | None = None) -> HTMLResponse:
+    """The data set's page; after a job form failed: ``error`` above form ``kind``, which
+    keeps what was entered (``form``)."""
     own = [job_view(d) for d in jobs.list(tenant, limit=200).records
            if doc["id"] in (d["request"].get("dataset_id"), d["request"].get("eval_dataset_id"))]
+    values: dict[str, dict[str, str]] = {k: dict(forms.INITIAL.get(k, {}))
+                                         for k in forms.JOB_FORMS}
+    if kind is not None:
+        values[kind] = form or {}
     return html_page("dataset.html", status_code, tenant=tenant, ds=doc, jobs=own,
                      refresh=REFRESH_S if doc["status"] in LIVE_DATASET else None,
-                     methods={n: METHODS[n].summary for n in sorted(METHODS)}, error=error,
-                     form=form or {"method": "isa", "budget": "5%", "max_seq_length": ""})
+                     methods=forms.methods(), error=error, form_kind=kind, forms=values,
+                     choices=forms.CHOICES, placeholders=forms.placeholders(),
+                     align_fields=forms.ALIGN_FIELDS)
 
 
 @router.get("/datasets/{dataset_id}")
@@ -149,50 +161,36 @@ def dataset_page(dataset_id: str, tenant: UiTenant, datasets: Datasets,
     return _dataset_page(tenant, _dataset(datasets, dataset_id, tenant), jobs)
 
 
-def _select_request(dataset_id: str, form: dict[str, str]) -> Any:
-    """The form as the API's job request (its validation, its messages)."""
-    request: dict[str, Any] = {
-        "type": "select", "dataset_id": dataset_id, "method": form["method"] or "isa",
-        "budget": Budget.parse(form["budget"] or "").to_dict()}
-    if form["max_seq_length"]:
-        try:
-            request["encoder"] = {"max_seq_length": int(form["max_seq_length"])}
-        except ValueError as exc:
-            raise ValueError("max_seq_length must be a whole number") from exc
-    return parse_job_request(request)
-
-
-def _start_job(dataset_id: str, form: dict[str, str], tenant: str, jobs: Jobs,
+def _start_job(dataset_id: str, kind: str, form: dict[str, str], tenant: str, jobs: Jobs,
                datasets: Datasets, idem: Idempotency, settings: Settings) -> Response:
     doc = _dataset(datasets, dataset_id, tenant)
     try:
-        body = _select_request(dataset_id, form)
+        body = forms.job_request(kind, dataset_id, form)
         job = create_job(body=body, response=Response(), tenant=tenant, jobs=jobs,
                          datasets=datasets, idem=idem, settings=settings,
                          idempotency_key=None)
     except ValidationError as exc:
-        message = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'request'}: "
-                            f"{e['msg']}" for e in exc.errors())
-        return _dataset_page(tenant, doc, jobs, status_code=422, error=message, form=form)
+        status, message = 422, forms.validation_message(exc)
     except EngineError as exc:
-        return _dataset_page(tenant, doc, jobs, status_code=422, error=exc.message, form=form)
-    except ValueError as exc:
-        return _dataset_page(tenant, doc, jobs, status_code=422, error=str(exc), form=form)
+        status, message = 422, exc.message
+    except ValueError as exc:  # FormError: what the form says cannot be read
+        status, message = 422, str(exc)
     except ApiError as exc:
-        return _dataset_page(tenant, doc, jobs, status_code=exc.status, error=exc.message,
-                             form=form)
-    return RedirectResponse(f"/ui/jobs/{quote(job.id)}", status_code=303)
+        status, message = exc.status, exc.message
+    else:
+        return RedirectResponse(f"/ui/jobs/{quote(job.id)}", status_code=303)
+    return _dataset_page(tenant, doc, jobs, status_code=status, error=message, kind=kind,
+                         form=form)
 
 
 @router.post("/datasets/{dataset_id}/jobs", dependencies=[SameOrigin])
-async def start_select_job(dataset_id: str, request: Request, tenant: UiTenant, jobs: Jobs,
-                           datasets: Datasets, idem: Idempotency,
-                           settings: SettingsDep) -> Response:
-    """The "start a select job" form, through the API's own ``create_job``."""
-    data = await request.form()
-    form = {k: str(data.get(k) or "").strip()[:100]
-            for k in ("method", "budget", "max_seq_length")}
-    return await run_in_threadpool(_start_job, dataset_id, form, tenant, jobs, datasets,
-                                   idem, settings)
-
-
+async def start_job(dataset_id: str, request: Request, tenant: UiTenant, jobs: Jobs,
+                    datasets: Datasets, idem: Idempotency, settings: SettingsDep) -> Response:
+    """A job form (its ``type``: select, evaluate, curve or align), through the API's own
+    ``create_job``."""
+    try:
+        kind, form = forms.read_form(await request.form())
+    except forms.FormError as exc:
+        raise UiError(422, "Bad form", str(exc)) from None
+    return await run_in_threadpool(_start_job, dataset_id, kind, form, tenant, jobs,
+                                   datasets, idem, settings)
