@@ -328,7 +328,8 @@ class SelectionPlan:
         source: the data.
         method: an unfitted method (its parameters are part of the score cache key).
         budget: how much to keep.
-        level, template: units and embedded texts (see ``read_units``).
+        level: the units (see ``read_units``).
+        template: the embedded texts (see ``read_units``).
         encoder: an encoder, or a factory called only when the method needs embeddings
             (``random`` and ``margin`` never load a model).
         encoder_key: what identifies the encoder's output before it is loaded (its

@@ -32,8 +32,9 @@ def make_encoder(name: str = "sentence", *, model: str | None = None, device: st
             ``"static"`` (a token lookup table distilled from all-MiniLM-L6-v2: no
             transformer at encoding time; see ``isa.embed.static``).
         model: a packaged model name or a local folder (never a hub download).
-        device, precision, batch_size: as the encoder classes take them (``None``: the
-            encoder's default).
+        device: as the encoder classes take it (``"auto"``: CUDA where there is one).
+        precision: as the encoder classes take it (``None``: the encoder's default).
+        batch_size: as the encoder classes take it (``None``: the encoder's default).
         max_seq_length: truncation in tokens (``None``: the encoder's default).
         cache_dir: where de-quantised causal LMs and distilled static tables are kept.
         backend: the sentence encoder's runtime, ``"torch"`` (default) or ``"openvino"``.

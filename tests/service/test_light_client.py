@@ -1,4 +1,4 @@
-"""The README's Python client block and remote CLI block, run as written from a venv made
+"""The docs' Python client block and remote CLI block, run as written from a venv made
 from the wheel with plain ``pip install isa-service`` (no torch, no service packages),
 against the real service (a gateway and worker of the main venv)."""
 

@@ -1,5 +1,6 @@
-"""The README's pipeline examples, run as written against the real service: the Python
-client, the remote CLI, and the webhook receiver (which must verify a real delivery)."""
+"""The docs' pipeline examples, run as written against the real service: the Python
+client (docs/guides/client.md), the remote CLI (docs/guides/cli.md), and the webhook
+receiver (docs/guides/service.md), which must verify a real delivery."""
 
 from __future__ import annotations
 
@@ -17,13 +18,18 @@ import pyarrow.parquet as pq
 from tests.conftest import ROOT
 from tests.service.test_readme_tour import assert_wrote_only_into_out
 
+#: where the examples live (tests/test_docs.py checks that a test runs each named block)
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
 
 def _block(name: str, lang: str) -> str:
-    text = (ROOT / "README.md").read_text()
-    found = re.search(rf"<!-- {name}:start -->\s*```{lang}\n(.*?)```\s*<!-- {name}:end -->",
-                      text, re.S)
-    assert found, f"the README has no {name} block"
-    return found.group(1)
+    """The one ``lang`` block between ``<!-- name:start -->`` and ``<!-- name:end -->`` in
+    README.md or docs/."""
+    pattern = re.compile(rf"<!-- {name}:start -->\s*```{lang}\n(.*?)```\s*<!-- {name}:end -->",
+                         re.S)
+    found = [m.group(1) for path in DOCS for m in pattern.finditer(path.read_text())]
+    assert len(found) == 1, f"README.md and docs/ have {len(found)} {name} blocks"
+    return found[0]
 
 
 def _env(service) -> dict[str, str]:
