@@ -3,8 +3,12 @@ build step and no script, over the same stores as the API. Data sets with their
 validation report, jobs with live status, report plots, and a subset browser.
 
 - ``session``: login with an API key, the session cookie, the cross-site form check;
-- ``datasets``: the front page, the upload form, a data set and its "select" form;
-- ``jobs``: a job, its plot, its files, cancelling, the subset browser;
+- ``datasets``: the front page, the upload form, a data set and its job forms
+  (``forms``: a form as the API's job request);
+- ``jobs``: a job, its report table and plot, its files, cancelling, the subset review
+  (``review``) and the comparison of two select jobs;
+- ``rows``: a data set's rows (columns, histograms, pages at any offset) and one row;
+- ``markup``: texts as sanitised markdown and turns, histograms as inline SVG;
 - ``render``: the templates, their filters, headers and error pages.
 
 Every page resolves its tenant from the session cookie and reads the stores with it, so
@@ -19,13 +23,13 @@ from urllib.parse import quote
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from app.ui import datasets, jobs, session
+from app.ui import datasets, jobs, rows, session
 from app.ui.render import LoginRequired, UiError, html_page
 
 
 def install(app: FastAPI) -> None:
     """Mount the dashboard on ``app``."""
-    for module in (session, datasets, jobs):
+    for module in (session, datasets, jobs, rows):
         app.include_router(module.router)
 
     @app.exception_handler(UiError)

@@ -1,11 +1,11 @@
 """Dashboard pages of jobs: live status (the page reloads itself until the job ends), the
-report's plot, result downloads, the cancel button (through the API's ``cancel_job``), and
-a select job's subset browser (kept rows by rank, with their texts)."""
+report's table and plot, result downloads, the cancel button (through the API's
+``cancel_job``), a select job's subset review (``app.ui.review``: kept and dropped units,
+searched, filtered and sorted, side by side), and the comparison of two select jobs."""
 
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -16,23 +16,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 from app.api.deps import Artifacts, Datasets, Jobs, SettingsDep
 from app.api.errors import ApiError
 from app.api.routes.jobs import cancel_job
-from app.ui.render import (
-    HEADERS,
-    PAGE_ROWS,
-    PREVIEW_CHARS,
-    REFRESH_S,
-    SCORE_BASE,
-    UiError,
-    html_page,
-    job_view,
-)
+from app.ui.render import CELL_CHARS, HEADERS, PAGE_ROWS, REFRESH_S, UiError, html_page, job_view
+from app.ui.report import report_table as _report_table
+from app.ui.review import SORTS, VIEWS, ReviewQuery, compare, read_scores, review, score_histogram
 from app.ui.session import SameOrigin, UiTenant
 from core import presence
 from core.artifacts import SCORES, ArtifactStore, Keys, result_format
-from core.contract import open_dataset
 from core.records import TERMINAL
-from core.settings import Settings
-from isa.ingest.records import render_text
+from core.row_index import TEXTS, RowIndex
 
 logger = logging.getLogger("isa.ui")
 #: events a job page lists (a job has a few dozen; the API pages through all of them)
@@ -47,67 +38,51 @@ def _job(jobs: Jobs, job_id: str, tenant: str) -> dict[str, Any]:
     return doc
 
 
-def _subset(artifacts: ArtifactStore, settings: Settings, datasets: Datasets, tenant: str,
-            job: dict[str, Any], page: int) -> dict[str, Any]:
-    """One page of a select job's kept rows, by rank, with their texts cut short."""
-    import pyarrow.parquet as pq  # only here: the pages that list jobs never need it
-
-    with artifacts.open_read(Keys.job_file(job["id"], SCORES.filename)) as fh:
-        table = pq.read_table(fh, filters=[("selected", "=", True)])
-    table = table.sort_by("rank")
-    total = table.num_rows
-    pages = max(1, math.ceil(total / PAGE_ROWS))
-    page = min(max(page, 1), pages)
-    rows = table.slice((page - 1) * PAGE_ROWS, PAGE_ROWS).to_pylist()
-    columns = table.column_names
-    details = [c for c in columns if c not in SCORE_BASE]
-    previews, preview_error = {}, None
-    try:
-        previews = _previews(datasets.get(job["request"].get("dataset_id", ""), tenant),
-                             artifacts, settings, {r["row_id"] for r in rows})
-    except Exception:  # noqa: BLE001 - the scores still show without the texts
-        logger.exception("subset preview failed for job %s", job["id"])
-        preview_error = "The rows' texts could not be read."
-    return {"rows": rows, "total": total, "page": page, "pages": pages,
-            "item": "item" in columns, "details": details, "previews": previews,
-            "preview_error": preview_error}
-
-
-def _previews(ds: dict[str, Any] | None, artifacts: ArtifactStore, settings: Settings,
-              row_ids: set[str]) -> dict[str, dict[str, str]]:
-    """The texts of ``row_ids`` (one pass over the data set, stopped once all are found)."""
-    out: dict[str, dict[str, str]] = {}
-    if ds is None or ds["status"] != "ready" or not row_ids:
-        return out
-    for ex in open_dataset(ds, artifacts, settings):
-        if ex.row_id in row_ids and ex.row_id not in out:
-            texts = {k: _cut(render_text(v)) for k in ("prompt", "chosen", "rejected",
-                                                        "completion")
-                     if (v := getattr(ex, k)) is not None}
-            if ex.label is not None:
-                texts["label"] = "desirable" if ex.label else "undesirable"
-            out[ex.row_id] = texts
-            if len(out) == len(row_ids):
-                break
+def _review(artifacts: ArtifactStore, datasets: Datasets, tenant: str, job: dict[str, Any],
+            query: ReviewQuery) -> dict[str, Any]:
+    """A select job's units as the review section shows them (``app.ui.review``)."""
+    scores = read_scores(artifacts, job["id"])
+    ds = datasets.get(job["request"].get("dataset_id", ""), tenant)
+    index = RowIndex.open(artifacts, ds["id"]) if ds and ds["status"] == "ready" else None
+    out = review(scores, index, query, PAGE_ROWS)
+    out["histogram"] = score_histogram(scores)
+    out["dataset_id"] = ds["id"] if ds else None
+    out["no_index"] = ds is not None and index is None
+    stats = (ds or {}).get("stats") or {}
+    out["columns"] = [c for c in stats.get("columns", []) if c not in TEXTS and c != "label"]
     return out
 
 
-def _cut(text: str) -> str:
-    """One line (whitespace runs collapsed), at most ``PREVIEW_CHARS`` characters."""
-    text = " ".join(text.split())
-    return text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS] + "…"
+def _query(view: str, sort: str, q: str, column: str, value: str, page: int) -> ReviewQuery:
+    return ReviewQuery(view=view if view in VIEWS else "kept",  # type: ignore[arg-type]
+                       sort=sort if sort in SORTS else "rank",  # type: ignore[arg-type]
+                       q=q.strip(), column=column.strip(), value=value.strip(), page=page)
+
+
+def _compare_candidates(jobs: Jobs, tenant: str, job: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tenant's other succeeded select jobs on the same data set (the newest 200)."""
+    ds = job["request"].get("dataset_id")
+    return [d for d in jobs.list(tenant, limit=200, where={"type": "select"}).records
+            if d["id"] != job["id"] and d["status"] == "succeeded"
+            and d["request"].get("dataset_id") == ds]
 
 
 @router.get("/jobs/{job_id}")
 def job_page(job_id: str, tenant: UiTenant, jobs: Jobs, datasets: Datasets,
              artifacts: Artifacts, settings: SettingsDep,
-             page: Annotated[int, Query(ge=1, le=10**9)] = 1) -> HTMLResponse:
+             page: Annotated[int, Query(ge=1, le=10**9)] = 1,
+             view: Annotated[str, Query(max_length=10)] = "kept",
+             sort: Annotated[str, Query(max_length=10)] = "rank",
+             q: Annotated[str, Query(max_length=200)] = "",
+             column: Annotated[str, Query(max_length=200)] = "",
+             value: Annotated[str, Query(max_length=200)] = "") -> HTMLResponse:
     doc = _job(jobs, job_id, tenant)
     result = doc.get("result") or {}
     files = list(result.get("files") or {})  # names; the pages link to their own routes
-    subset = None
+    subset, query, others = None, _query(view, sort, q, column, value, page), []
     if doc["type"] == "select" and doc["status"] == "succeeded" and SCORES.name in files:
-        subset = _subset(artifacts, settings, datasets, tenant, doc, page)
+        subset = _review(artifacts, datasets, tenant, doc, query)
+        others = _compare_candidates(jobs, tenant, doc)
     # as GET /v1/jobs/{id} says it: no live worker serves the job's queue
     waiting = presence.job_waiting_since(jobs.r, settings.key_prefix, doc,
                                          settings.default_queue, settings.stale_after_s)
@@ -116,9 +91,40 @@ def job_page(job_id: str, tenant: UiTenant, jobs: Jobs, datasets: Datasets,
     return html_page("job.html", tenant=tenant, job=view, files=files, events=events,
                      more_events=more,
                      summary={k: v for k, v in result.items() if k != "files"},
-                     plot="png" in files, subset=subset,
+                     plot="png" in files, subset=subset, query=query, views=VIEWS,
+                     sorts=SORTS, others=others, table=_report_table(doc, artifacts),
+                     preview=CELL_CHARS,
                      refresh=REFRESH_S if view["live"] else None,
                      can_cancel=doc["status"] not in TERMINAL)
+
+
+#: units each side of a comparison lists (with their texts)
+COMPARE_LISTED = 20
+
+
+@router.get("/jobs/{job_id}/compare")
+def compare_page(job_id: str, tenant: UiTenant, jobs: Jobs, datasets: Datasets,
+                 artifacts: Artifacts,
+                 other: Annotated[str, Query(max_length=100)] = "") -> HTMLResponse:
+    """Two select jobs on one data set: overlap, the units only one kept, and the rank
+    correlation of their scores."""
+    a = _job(jobs, job_id, tenant)
+    b = _job(jobs, other, tenant) if other else None
+    for doc in (a, b):
+        if doc is None or doc["type"] != "select" or doc["status"] != "succeeded":
+            raise UiError(400, "Cannot compare", "Pick two succeeded select jobs "
+                          "(the job page's compare form lists them).")
+    assert b is not None
+    if a["request"].get("dataset_id") != b["request"].get("dataset_id"):
+        raise UiError(400, "Cannot compare", "The two jobs read different data sets; a "
+                      "comparison needs the same units.")
+    result = compare(read_scores(artifacts, a["id"]), read_scores(artifacts, b["id"]))
+    ds = datasets.get(a["request"].get("dataset_id", ""), tenant)
+    index = RowIndex.open(artifacts, ds["id"]) if ds and ds["status"] == "ready" else None
+    listed = [u for side in ("only_a", "only_b") for u in result[side][:COMPARE_LISTED]]
+    texts = index.by_ids(list(dict.fromkeys(r for r, _ in listed))) if index else {}
+    return html_page("compare.html", tenant=tenant, a=job_view(a), b=job_view(b), c=result,
+                     texts=texts, listed=COMPARE_LISTED, preview=CELL_CHARS)
 
 
 @router.post("/jobs/{job_id}/cancel", dependencies=[SameOrigin])

@@ -13,20 +13,19 @@ from urllib.parse import urlencode
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, Undefined
 
+from app.ui.markup import histogram_svg, text_html
 from core.contract import job_public
 
 #: kept rows per page of the subset browser
 PAGE_ROWS = 50
-#: characters of each text the subset browser shows
-PREVIEW_CHARS = 300
+#: characters of each text (or turn) a review table's cell shows; the row's page has all
+CELL_CHARS = 1_200
 #: records listed on the front page (the newest)
 LIST_LIMIT = 50
 #: a page whose record is still changing reloads itself after this many seconds
 REFRESH_S = 2
 LIVE_JOB = ("queued", "running", "cancelling")
 LIVE_DATASET = ("uploaded", "validating")
-#: columns of scores.parquet that are not the method's own per-row details
-SCORE_BASE = ("row_id", "item", "source_row", "score", "rank", "selected")
 HEADERS = {
     # no script, no foreign origin: styles inline, images (plots) from here only
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
@@ -76,7 +75,9 @@ def _query(params: dict[str, Any]) -> str:
     return urlencode({k: v for k, v in params.items() if v})
 
 
-_env.filters.update(when=_when, cell=_cell, pretty=_pretty, budget=_budget, query=_query)
+_env.filters.update(when=_when, cell=_cell, pretty=_pretty, budget=_budget, query=_query,
+                    text=text_html)
+_env.globals.update(histogram_svg=histogram_svg)
 
 
 def html_page(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:

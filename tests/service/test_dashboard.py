@@ -103,14 +103,16 @@ def test_upload_select_and_browse_the_subset_in_a_browser(service, browser, expe
             listed = api.get(f"/v1/jobs/{job_id}/events", params={"limit": 1000}).json()
         expect(events).to_have_count(len(listed["data"]))
 
-        # the subset browser: the 30 kept rows (5% of 600) by rank, with their texts
-        table = page.locator("#subset-table tbody tr")
-        expect(table).to_have_count(30)
-        ranks = page.locator("#subset-table td.rank").all_inner_texts()
+        # the subset review: the 30 kept rows (5% of 600) by rank, prompt above, the two
+        # answers side by side
+        units = page.locator("#subset-units .unit")
+        expect(units).to_have_count(30)
+        ranks = page.locator("#subset-units .rank").all_inner_texts()
         assert [int(r) for r in ranks] == list(range(1, 31))
-        row_ids = page.locator("#subset-table td.row-id").all_inner_texts()
-        expect(page.locator("#subset-table")).to_contain_text("prompt:")
-        expect(page.locator("#subset-table")).to_contain_text("chosen:")
+        row_ids = page.locator("#subset-units .row-id").all_inner_texts()
+        expect(units.first.locator(".prompt")).to_contain_text("Prompt")
+        expect(units.first.locator(".pair .answer.chosen")).to_contain_text("Chosen")
+        expect(units.first.locator(".pair .answer.rejected")).to_contain_text("Rejected")
 
         # the same job and rows as the API has, created through the API's rules
         with service.client("key-a") as api:
@@ -234,41 +236,10 @@ def test_tenants_sessions_and_cross_site_forms(service, browser, expect):
 
 
 
-def test_subset_pages_details_and_escaping(tmp_path):
-    """The pages' own logic, without a browser: the subset browser pages by rank and shows
-    the method's columns, and every value is escaped."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from app.ui.jobs import _subset
-    from app.ui.render import html_page, job_view
-    from core.artifacts import ArtifactStore, Keys
-
-    store, n = ArtifactStore(str(tmp_path)), 300
-    with store.open_write(Keys.job_file("job_x", "scores.parquet")) as fh:
-        pq.write_table(pa.table({
-            "row_id": [f"r{i}" for i in range(n)], "source_row": list(range(n)),
-            "score": [float(i) for i in range(n)], "rank": [n - i for i in range(n)],
-            "selected": [i >= n - 120 for i in range(n)], "margin": [0.5] * n}), fh)
-
-    class NoDatasets:
-        def get(self, *_):
-            return None
-
-    job = {"id": "job_x", "type": "select", "status": "succeeded", "stage": "done",
-           "created_at": 0.0, "request": {"dataset_id": "ds_x", "method": "margin",
-                                          "budget": {"count": 120}},
-           "result": {"rows_selected": 120, "files": {"scores": "scores.parquet"}}}
-    subset = _subset(store, None, NoDatasets(), "t", job, page=3)
-    assert (subset["total"], subset["page"], subset["pages"]) == (120, 3, 3)
-    assert [r["rank"] for r in subset["rows"]] == list(range(101, 121))
-    assert subset["details"] == ["margin"]
-    assert _subset(store, None, NoDatasets(), "t", job, page=99)["page"] == 3
-    html = html_page("job.html", tenant="t", job=job_view(job), files=["scores"],
-                     summary={"rows_selected": 120}, plot=False, subset=subset,
-                     refresh=None, can_cancel=False).body.decode()
-    assert "page 3 of 3" in html and 'id="prev"' in html and 'id="next"' not in html
-    assert "<code>margin</code> 0.5" in html and "120 rows" in html
+def test_a_data_set_page_escapes_every_value():
+    """The data set page without a browser: a hostile file name and error render inert
+    (the subset review's own logic and escaping: tests/app/test_review.py)."""
+    from app.ui.render import html_page
 
     ds = {"id": "ds_x", "status": "invalid", "filename": "<script>alert(1)</script>.jsonl",
           "size_bytes": 10, "sha256": "ab", "options": {}, "created_at": 0.0,
