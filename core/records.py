@@ -241,6 +241,9 @@ class RecordStore:
     indexed_fields: tuple[str, ...] = ()
     #: every status a record can have
     states: tuple[str, ...] = ()
+    #: keys beside a record (``{key}:{side}``), removed with it: here the delivery logs
+    #: of its webhook events (``webhook_log_key``)
+    SIDE_KEYS: tuple[str, ...] = ("webhooks",)
 
     def __init__(self, client: redis.Redis, prefix: str,
                  on_moved: Callable[[RecordStore, str, str], None] | None = None) -> None:
@@ -423,7 +426,13 @@ class RecordStore:
         pipe.zrem(self.live_key(), record_id)
         if raw.get("status"):
             pipe.hincrby(self.counts_key(), raw["status"], -1)
+        pipe.delete(*(f"{self.key(record_id)}:{side}" for side in self.SIDE_KEYS))
         pipe.execute()
+
+    def webhook_log_key(self, record_id: str) -> str:
+        """The delivery logs of the record's webhook events other than a job's end (that
+        one is the job's ``webhook`` field): a hash, event type -> its log."""
+        return f"{self.key(record_id)}:webhooks"
 
     def counts(self) -> dict[str, int]:
         return {k: int(v) for k, v in self.r.hgetall(self.counts_key()).items()}
@@ -569,13 +578,10 @@ class JobStore(RecordStore):
         self.r.delete(self._derived_key(dataset_id))
 
     #: keys beside a job's record, removed with it: tasks per worker, the stages it
-    #: reached, its fan-out (workers.fanout)
+    #: reached, its fan-out (workers.fanout), its webhook logs
     SIDE_KEYS = ("workers:embedding", "workers:scoring", "stages", "fanout", "parts",
-                 "pending", "part-attempts", "part-progress", "events")
-
-    def delete(self, record_id: str, tenant: str) -> None:
-        super().delete(record_id, tenant)
-        self.r.delete(*(f"{self.key(record_id)}:{side}" for side in self.SIDE_KEYS))
+                 "pending", "part-attempts", "part-progress", "events",
+                 *RecordStore.SIDE_KEYS)
 
     def _moved(self, record_id: str, status: str, prev: str, fields: dict[str, Any]) -> None:
         """A status change is an event of the job's log, written before the job's end is

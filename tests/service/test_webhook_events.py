@@ -13,12 +13,13 @@ import sys
 import time
 
 import pytest
+import redis
 from standardwebhooks.webhooks import Webhook
 
 from isa.remote import errors
 from isa.remote.client import Client
 from isa.remote.contract import JOB_END_EVENTS
-from tests.conftest import ALPACA_SAMPLE, HH_SAMPLE, read_rows
+from tests.conftest import ALPACA_SAMPLE, HH_SAMPLE, TEST_REDIS_URL, read_rows
 from tests.service.test_webhooks import Receiver, _job, _webhook_state
 
 #: seconds to wait, once the deliveries a test expects are in, for one it must not get
@@ -102,8 +103,19 @@ def test_a_subscribed_tenant_receives_data_set_and_start_events(service, receive
         _, ended = events[("/own", "job.succeeded")]
         assert ended["data"]["status"] == "succeeded"
         assert ended["data"]["result"]["rows_selected"] == 5
-        # the end's delivery is logged on the job, as before events had types
+        # the end's delivery is logged on the job, as before events had types; the other
+        # events' beside their records, and removed with them
         assert _webhook_state(c, job["id"], "delivered")["url"] == receiver.url + "/own"
+        r = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
+        prefix = service.env["ISA_KEY_PREFIX"]
+        log = json.loads(r.hget(f"{prefix}dataset:{bad['id']}:webhooks", "dataset.invalid"))
+        assert log["state"] == "delivered" and log["url"] == receiver.url + "/sub"
+        assert [a["status_code"] for a in log["attempts"]] == [204]
+        assert r.hexists(f"{prefix}job:{job['id']}:webhooks", "job.started")
+        assert c.delete(f"/v1/datasets/{bad['id']}").status_code == 204
+        assert c.delete(f"/v1/datasets/{ds['id']}").status_code == 204  # and its job
+        assert not [k for k in r.scan_iter(f"{prefix}*")
+                    if bad["id"] in k or ds["id"] in k or job["id"] in k]
     finally:
         _register(c, url=None)
 

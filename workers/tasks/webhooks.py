@@ -1,7 +1,8 @@
 """Deliver a webhook event (``core.webhook_events``): one attempt per task run, the next
 one sent with a growing delay. Every attempt is recorded: a job's end on the job (its
-``webhook`` field), any other event in a key of its own for a week (what tells a
-redelivered message that its event has been handled)."""
+``webhook`` field), any other event beside its record (``RecordStore.webhook_log_key``,
+removed with the record, kept a week), which tells a redelivered message that its event
+has been handled."""
 
 from __future__ import annotations
 
@@ -49,19 +50,23 @@ class _Event:
         return self.type in JOB_END_EVENTS
 
     def _log_key(self) -> str:
-        return f"{self.ctx.settings.key_prefix}webhook-log:{self.msg_id}"
+        store = self.ctx.datasets if record_kind(self.type) == "dataset" else self.ctx.jobs
+        return store.webhook_log_key(self.record["id"])
 
     def log(self) -> dict[str, Any] | None:
         if self._on_the_job:
             return self.record.get("webhook")
-        raw = self.ctx.redis.get(self._log_key())
+        raw = self.ctx.redis.hget(self._log_key(), self.type)
         return None if raw is None else orjson.loads(raw)
 
     def save(self, log: dict[str, Any]) -> None:
         if self._on_the_job:
             self.ctx.jobs.update(self.record["id"], webhook=log)
-        else:
-            self.ctx.redis.set(self._log_key(), orjson.dumps(log), ex=_LOG_TTL_S)
+            return
+        pipe = self.ctx.redis.pipeline(transaction=False)
+        pipe.hset(self._log_key(), self.type, orjson.dumps(log))
+        pipe.expire(self._log_key(), _LOG_TTL_S)
+        pipe.execute()
 
 
 def _load(ctx: WorkerContext, record_id: str, event: str | None,
