@@ -407,6 +407,12 @@ class RecordStore:
                 start += len(batch)
         else:
             entries = self.r.zrevrange(index, offset, offset + limit, withscores=True)
+        return self.page_of(entries, limit, self.r.zcard(index))
+
+    def page_of(self, entries: list[tuple[Any, float]], limit: int, count: int) -> Page:
+        """The page of ``entries`` (record id, index score; up to ``limit + 1``, newest
+        first): the first ``limit`` records read in one round trip, and the cursor after
+        them when one more entry says another page follows."""
         more = len(entries) > limit
         entries = entries[:limit]
         pipe = self.r.pipeline(transaction=False)
@@ -414,7 +420,7 @@ class RecordStore:
             pipe.hgetall(self.key(rid))
         records = [self._decode(raw) for raw in pipe.execute() if raw]
         next_after = encode_cursor(entries[-1][1], entries[-1][0]) if more else None
-        return Page(records, self.r.zcard(index), next_after)
+        return Page(records, count, next_after)
 
     def delete(self, record_id: str, tenant: str) -> None:
         raw = self.r.hgetall(self.key(record_id))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.records import Page, RecordStore, decode_cursor, encode_cursor
+from core.records import Page, RecordStore, decode_cursor
 
 #: names read per pipelined round trip
 BATCH = 1000
@@ -47,12 +47,4 @@ def search_page(store: RecordStore, tenant: str, text: str, *, field: str = "fil
                       if s < score or (s == score and rid < last_id)), len(matches))
     else:
         first = offset
-    entries = matches[first:first + limit + 1]
-    more = len(entries) > limit
-    entries = entries[:limit]
-    pipe = store.r.pipeline(transaction=False)
-    for rid, _ in entries:
-        pipe.hgetall(store.key(rid))
-    records = [store._decode(raw) for raw in pipe.execute() if raw]
-    next_after = encode_cursor(entries[-1][1], entries[-1][0]) if more else None
-    return Page(records, len(matches), next_after)
+    return store.page_of(matches[first:first + limit + 1], limit, len(matches))
