@@ -11,7 +11,7 @@ import pytest
 
 from core.records import now
 from tests.workers.conftest import add_job
-from workers.tasks.webhooks import _attempt
+from workers.tasks.webhooks import _attempt, _load
 
 
 @pytest.fixture()
@@ -54,8 +54,8 @@ def test_a_delivery_goes_to_the_address_that_was_checked(worker_ctx, receiver, m
     job_id = add_job(worker_ctx, {"type": "select", "dataset_id": "ds_x", "method": "random",
                                   "budget": {"count": 1}})
     worker_ctx.jobs.transition(job_id, "cancelled", finished_at=now())
-    job = worker_ctx.jobs.get(job_id)
-    entry, state = _attempt(worker_ctx, job, f"http://hooks.example:{port}/hook", 1)
+    event = _load(worker_ctx, job_id, "job.cancelled", None)  # as the delivery task reads it
+    entry, state = _attempt(worker_ctx, event, f"http://hooks.example:{port}/hook", 1)
     assert state == "delivered", entry
     assert lookups == ["hooks.example"]  # looked up once, by the check
     assert seen[0]["host"] == f"hooks.example:{port}"  # the name still heads the request
@@ -77,7 +77,7 @@ def test_an_address_that_refuses_falls_back_to_the_next_checked_one(worker_ctx, 
     job_id = add_job(worker_ctx, {"type": "select", "dataset_id": "ds_x", "method": "random",
                                   "budget": {"count": 1}})
     worker_ctx.jobs.transition(job_id, "cancelled", finished_at=now())
-    entry, state = _attempt(worker_ctx, worker_ctx.jobs.get(job_id),
+    entry, state = _attempt(worker_ctx, _load(worker_ctx, job_id, "job.cancelled", None),
                             f"http://hooks.example:{port}/hook", 1)
     assert state == "delivered", entry
     assert len(seen) == 1 and seen[0]["host"] == f"hooks.example:{port}"

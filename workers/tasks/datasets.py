@@ -98,10 +98,12 @@ def _validate(ctx: WorkerContext, dataset_id: str, ds: dict) -> str:
         # the dashboard read (core/row_index.py); atomic: an invalid file leaves none
         with ctx.artifacts.open_write(row_index_key(dataset_id)) as fh:
             index = RowIndexWriter(fh)
-            for ex in data:
-                index.add(ex)
-                stats.add(ex)
-            index.close()
+            try:
+                for ex in data:
+                    index.add(ex)
+                    stats.add(ex)
+            finally:  # closed while its file is open (a failed file is then discarded)
+                index.close()
     except EngineError as exc:
         _drop_index(ctx, dataset_id)
         report = scrub(data.report.to_dict(), public) if data is not None else None
