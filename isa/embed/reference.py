@@ -76,15 +76,54 @@ def sequence_logps(model: Any, tokenizer: Any, prompts: Sequence[str],
             for j, i in enumerate(rows):
                 input_ids[j, :len(seqs[i])] = torch.tensor(seqs[i])
                 mask[j, :len(seqs[i])] = 1
-            logits = model(input_ids=input_ids.to(device),
-                           attention_mask=mask.to(device)).logits.float()
-            logp = torch.log_softmax(logits[:, :-1], dim=-1)
-            token_logp = logp.gather(-1, input_ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
-            for j, i in enumerate(rows):
-                end, k = len(seqs[i]) - 1, n_comp[i]
-                total = float(token_logp[j, end - k:end].sum())
-                out[i] = (total, total / k, k)
+            ids, m = input_ids.to(device), mask.to(device)
+            # the vocabulary projection and its softmax only where a completion token is
+            # predicted: a prompt's positions (most of a dialogue) need the body only
+            where = [(j, range(len(seqs[i]) - 1 - n_comp[i], len(seqs[i]) - 1))
+                     for j, i in enumerate(rows)]
+            token_logp = _completion_logps(model, ids, m, where)
+            at = 0
+            for (_, span), i in zip(where, rows, strict=True):
+                k = len(span)
+                total = float(token_logp[at:at + k].sum())
+                at += k
+                out[i] = (total, total / n_comp[i], n_comp[i])
     return out
+
+
+def _completion_logps(model: Any, ids: Any, mask: Any,
+                      where: list[tuple[int, range]]) -> Any:
+    """The log-probability of each token predicted at the positions ``where`` names (row,
+    the positions whose next token is a completion token), in that order, flat."""
+    import torch
+
+    rows = torch.tensor([j for j, span in where for _ in span], dtype=torch.long)
+    cols = torch.tensor([p for _, span in where for p in span], dtype=torch.long)
+    targets = ids[rows, cols + 1]
+    decoder, head = _split(model)
+    if decoder is None:  # a model without the split: the whole sequence's logits
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        picked = logits[rows, cols].float()
+    else:
+        hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        picked = head(hidden[rows, cols]).float()
+    return torch.log_softmax(picked, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+def _split(model: Any) -> tuple[Any, Any]:
+    """(the transformer body, the vocabulary projection) of a causal LM, or (None, None)
+    when it does not expose them (``get_decoder``/``get_output_embeddings``)."""
+    try:
+        decoder, head = model.get_decoder(), model.get_output_embeddings()
+    except (AttributeError, NotImplementedError):
+        return None, None
+    config = getattr(model, "config", None)
+    # a model whose forward changes the logits after the projection (Gemma's soft cap)
+    # keeps its own forward
+    if decoder is None or head is None or decoder is model or getattr(
+            config, "final_logit_softcapping", None):
+        return None, None
+    return decoder, head
 
 
 def _start_token(tokenizer: Any, pad: int) -> int:
