@@ -194,3 +194,13 @@ def test_the_job_page_renders_the_review_escaped(index, tmp_path):
     assert "<svg" in html and 'class="cut"' in html
     assert 'option value="judge"' in html and "page 1 of 80" in html
     assert "view=all&amp;sort=-length&amp;page=2" in html
+
+
+def test_every_dashboard_template_compiles():
+    """A syntax slip in a page that no other test renders would be a 500 in production."""
+    from app.ui.render import _env
+
+    names = _env.list_templates()
+    assert {"job.html", "rows.html", "row.html", "compare.html", "_stats.html"} <= set(names)
+    for name in names:
+        _env.get_template(name)

@@ -141,6 +141,8 @@ def test_review_a_subset_compare_two_and_read_an_evaluation(service, browser, ex
 
         # the data set's rows: columns, length histograms, the last page at once
         page.goto(f"/ui/datasets/{ds['id']}")
+        expect(page.locator("#columns")).to_contain_text("judge")  # its page has them too
+        assert page.locator("figure.length-hist").count() == 3
         page.click("#browse-rows")
         expect(page).to_have_url(re.compile(rf"/ui/datasets/{ds['id']}/rows$"))
         expect(page.locator("#columns")).to_contain_text("judge")
