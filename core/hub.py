@@ -146,7 +146,7 @@ def _outbound_check(settings: Settings) -> Callable[[Any], None]:
     ``outbound_allowed_networks``; else ``import_not_allowed`` (no query shown)."""
     from urllib.parse import urlsplit
 
-    from core.imports import without_query
+    from core.urls import without_query
     from core.webhooks import check_callback_url
 
     def origin(scheme: str, host: str | None, port: int | None) -> tuple[str, str, int]:
@@ -263,7 +263,7 @@ def _join_parquet(client: Any, links: list[str], take: Callable[[bytes], None],
     (Parquet needs its footer first), its row groups appended to one writer."""
     import pyarrow.parquet as pq
 
-    from core.imports import ImportTooLarge
+    from core.urls import ImportTooLarge
 
     class _Out:  # the writer's file: bytes go to ``take`` (which counts the limit)
         closed = False

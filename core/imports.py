@@ -15,9 +15,10 @@ import hashlib
 import logging
 from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from core.settings import Settings
+from core.urls import ImportTooLarge, without_query  # noqa: F401 - re-exported
 from core.webhooks import check_callback_url, send_pinned
 from isa.errors import ConfigError
 
@@ -75,15 +76,6 @@ def check_import_url(url: str, settings: Settings) -> list[str]:
     return []
 
 
-def without_query(url: str) -> str:
-    """``url`` as records and messages show it: no query string (a signature), no
-    fragment."""
-    try:
-        return urlunsplit(urlsplit(url)._replace(query="", fragment=""))
-    except ValueError:
-        return url.split("?", 1)[0].split("#", 1)[0]
-
-
 def query_key(prefix: str, dataset_id: str) -> str:
     """The Redis key holding an import URL's query string until a worker has read it."""
     return f"{prefix}import-query:{dataset_id}"
@@ -95,10 +87,6 @@ QUERY_TTL_S = 24 * 3600
 
 def file_name(url: str) -> str:
     return PurePosixPath(urlsplit(url).path).name or "import"
-
-
-class ImportTooLarge(Exception):
-    pass
 
 
 def copy_url(url: str, out: Any, settings: Settings, max_bytes: int,

@@ -27,6 +27,7 @@ from .export import EXPORT_SHAPES, write_scores, write_subset
 from .ingest.dataset import PreferenceFile
 from .ingest.readers import FILE_FORMATS
 from .ingest.shapes import SHAPES
+from .params import parse_params as _parse_params
 from .pipeline import default_export_shapes, run_selection
 from .progress import StageBar
 from .remote.cli import app as remote_app
@@ -61,20 +62,6 @@ EvalFileOpt = Annotated[Path | None, typer.Option(
     "--eval", help="held-out pairs (default: split the pool by prompt)")]
 EvalFractionOpt = Annotated[float, typer.Option(help="share of prompts held out by the split")]
 QuietOpt = Annotated[bool, typer.Option(help="no progress bar")]
-
-
-def _parse_params(items: list[str]) -> dict[str, Any]:
-    """``key=value`` pairs; values read as JSON when they parse (numbers, null, true)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise typer.BadParameter(f"{item!r}: expected key=value", param_hint="--param")
-        key, value = item.split("=", 1)
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-    return out
 
 
 def _open(input_: Path, fmt: str | None, shape: str | None, column_map: str | None,

@@ -74,9 +74,9 @@ def _run(call: Any) -> Any:
 
 
 def _params(items: list[str]) -> dict[str, Any]:
-    from isa.cli import _parse_params
+    from isa.params import parse_params
 
-    return _parse_params(items)
+    return parse_params(items)
 
 
 def _encoder(encoder: str | None, model: str | None, max_seq_length: int | None,

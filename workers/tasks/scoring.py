@@ -37,25 +37,9 @@ from isa.select.sharded import ISAModel, score_shard
 from isa.unit_files import read_unit_file, write_unit_file
 from workers import fanout
 from workers.lifecycle import JobRun, run_continuation, run_part
+from workers.tasks import selection
 
 log = logging.getLogger("isa.scoring")
-
-
-def applies(job: JobRun, run: SelectionRun) -> bool:
-    """Whether this selection scores as map/reduce: paper ISA, not yet scored, more units
-    than one scoring task takes."""
-    return (type(run.plan.method) is ISA and not run.scored
-            and len(run.units) > job.ctx.settings.score_shard_units)
-
-
-def reads_keys_only(job: JobRun, method: Any, dataset: dict[str, Any]) -> bool:
-    """Whether a select job reads its units without their texts: an ISA job sure to score
-    as map/reduce (a file holds at least as many units as valid rows). Its texts are
-    hashed as they stream by; those the store lacks are found again by key."""
-    return (type(method) is ISA
-            # units: the pairs the rows hold (a ranked row may hold several)
-            and int(dataset.get("examples") or dataset.get("rows_valid") or 0)
-            > job.ctx.settings.score_shard_units)
 
 
 def _folder(job_id: str) -> str:
@@ -177,9 +161,7 @@ def finish_scoring(job_id: str, shards: int, fit_s: float) -> None:
 def _finish_scoring(job: JobRun, shards: int, fit_s: float) -> None:
     """Step 3 (reduce): the fitted state from every shard's log-likelihoods, then select
     and write like any select job."""
-    from workers.tasks.select import _finish, _selection
-
-    run = _selection(job)
+    run = selection.plan(job)
     with job.ctx.artifacts.open_read(_units_file(job.id)) as fh:
         run.use_units(*read_unit_file(fh))
     if not run.restore_scores():  # another job may have scored the same meanwhile
@@ -194,4 +176,4 @@ def _finish_scoring(job: JobRun, shards: int, fit_s: float) -> None:
                                                  len(run.units))
         run.adopt_scores(state, seconds=fit_s + map_s)
     job.ctx.artifacts.delete_prefix(_folder(job.id))
-    _finish(job, run)
+    selection.complete(job, run)

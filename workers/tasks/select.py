@@ -11,28 +11,20 @@ from __future__ import annotations
 
 import itertools
 import json
-import tempfile
 import time
 from collections.abc import Iterable
-from pathlib import Path
 
-from core.artifacts import SCORES, SUBSET_FORMATS, Keys
+from core.artifacts import Keys
 from core.celery_app import TASK_EMBED_CHUNK, TASK_FINISH_SELECT, TASK_SELECT, celery_app
 from isa.embed.base import complete_embeddings, lookup_embeddings
-from isa.export import write_scores, write_subsets
 from isa.pipeline import (
-    SelectionPlan,
-    SelectionResult,
     SelectionRun,
-    StageProgress,
-    default_export_shapes,
     key_ids,
     texts_of,
 )
-from isa.select import make_method
 from workers import fanout
 from workers.lifecycle import JobRun, run_claimed, run_continuation, run_part
-from workers.tasks import scoring
+from workers.tasks import scoring, selection
 
 
 @celery_app.task(name=TASK_SELECT)
@@ -51,30 +43,15 @@ def finish_select(job_id: str) -> None:
     run_continuation(job_id, _finish_after_chunks)
 
 
-def _selection(job: JobRun, progress: StageProgress | None = None) -> SelectionRun:
-    """Stage 0, the plan: the job's request resolved against its data set."""
-    req, ctx = job.request, job.ctx
-    ds = job.dataset(req.dataset_id)
-    method = make_method(req.method, **{"random_state": req.seed, **req.params})
-    plan = SelectionPlan(
-        job.open(ds), method, req.budget, level=req.level, template=req.template,
-        encoder=lambda: ctx.encoder(req.encoder), encoder_key=req.encoder.model_dump(),
-        reference=ctx.reference, reference_key=ctx.settings.reference_model,
-        source_key=f"{ds['sha256']}:{json.dumps(ds.get('options'), sort_keys=True)}",
-        keep_texts=not scoring.reads_keys_only(job, method, ds))
-    return SelectionRun(plan, cache=ctx.embeddings(job.tenant), scores=ctx.scores(job.tenant),
-                        progress=progress or job.progress)
-
-
 def _start(job: JobRun) -> None:
-    run, ctx = _selection(job), job.ctx
+    run, ctx = selection.plan(job), job.ctx
     run.read()
     key = run.plan.score_key()
     if key is not None:  # deleting the data set deletes these scores with the job
         ctx.jobs.update(job.id, score_cache=ctx.scores(job.tenant).locations(key))
     restored = run.restore_scores()
     ctx.metrics.incr("score_cache_hits" if restored else "score_cache_misses")
-    if scoring.applies(job, run):
+    if selection.scores_sharded(job, run):
         _start_sharded(job, run)
         return
     if not restored and run.plan.method.needs_embeddings:
@@ -166,65 +143,16 @@ def _finish_after_chunks(job: JobRun) -> None:
             job.progress(stage, done, total)
 
     job.ctx.artifacts.delete_prefix(Keys.job_file(job.id, "todo"))  # all embedded
-    run = _selection(job, progress)
+    run = selection.plan(job, progress)
     run.read()
     run.restore_scores()  # another job may have scored the same meanwhile
     _finish(job, run)
 
 
 def _finish(job: JobRun, run: SelectionRun) -> None:
-    """score → select → write, and the job's result."""
-    ctx = job.ctx
-    if scoring.applies(job, run):
-        scoring.fan_out_scoring(job, run)  # its reduce comes back here, scored
+    """Score as map/reduce when the job is large (its reduce ends it, ``scoring``), else
+    here: score → select → write."""
+    if selection.scores_sharded(job, run):
+        scoring.fan_out_scoring(job, run)
         return
-    run.score()
-    job.check_cancel()
-    result = run.select()
-    job.stage("writing", 0, result.n_selected)
-    t = time.perf_counter()
-    files = _write_outputs(job, run, result)
-    result.timings["writing"] = time.perf_counter() - t
-    for stage, seconds in result.timings.items():
-        if stage == "embedding" and not (result.embed_stats and result.embed_stats.embedded):
-            continue  # only assembled from the cache; the encoding was timed where it ran
-        ctx.metrics.observe_stage(stage, seconds)
-    record = ctx.jobs.get(job.id) or {}
-    summary = {
-        "rows_selected": result.n_selected,
-        "units": len(result.units),
-        "level": result.units.level,
-        "budget": result.budget.to_dict(),
-        "files": files,
-        "score_cache_hit": result.score_cache_hit,
-        "reference": None if result.reference_stats is None else {
-            "model": result.reference_name, **result.reference_stats.to_dict()},
-        "embedding": None if not result.method.needs_embeddings else {
-            # the cache name: the model and every setting that changes its vectors
-            "encoder": result.encoder_name,
-            "texts": record.get("texts", result.units.n_items),
-            "unique": record.get("texts_unique"),
-            "cached": record.get("texts_cached"),
-            "newly_embedded": record.get("embedded_new", 0),
-            # embedding tasks per worker (node name), when the texts fanned out
-            "workers": ctx.jobs.task_workers(job.id),
-        },
-        # scoring tasks per worker, when the job scored as map/reduce
-        "scoring": {"workers": ctx.jobs.task_workers(job.id, "scoring")},
-    }
-    job.check_cancel()
-    job.succeed(summary, progress_done=result.n_selected, progress_total=result.n_selected)
-
-
-def _write_outputs(job: JobRun, run: SelectionRun, result: SelectionResult) -> dict[str, str]:
-    """Every subset format that applies (one pass over the source) and the scores."""
-    shapes = default_export_shapes(result.units)
-    formats = [f for f in SUBSET_FORMATS if f.shape in shapes]
-    with tempfile.TemporaryDirectory(dir=job.ctx.settings.data_dir) as tmp:
-        folder = Path(tmp)
-        write_subsets(run.plan.source, result,
-                      {folder / f.filename: f.shape for f in formats})  # type: ignore[misc]
-        write_scores(result, folder / SCORES.filename)
-        for f in (*formats, SCORES):
-            job.put_file(folder / f.filename)
-    return {f.name: f.filename for f in (*formats, SCORES)}
+    selection.complete(job, run)
