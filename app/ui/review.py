@@ -51,26 +51,27 @@ def read_scores(artifacts: ArtifactStore, job_id: str) -> pa.Table:
         return pq.read_table(fh)
 
 
-def _lengths(index: RowIndex) -> pa.Table:
-    """row_id and the unit's length in characters (prompt and its answers)."""
+def _lengths(index: RowIndex, ids: pa.ChunkedArray) -> pa.Table:
+    """row_id (``ids``: the index's row_id column) and the unit's length in characters
+    (prompt and its answers)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    cols = index.column("row_id", *(f"{t}_chars" for t in TEXTS))
+    cols = index.column(*(f"{t}_chars" for t in TEXTS))
     total = None
     for t in TEXTS:
         c = pc.fill_null(cols[f"{t}_chars"], 0)
         total = c if total is None else pc.add(total, c)
-    return pa.table({"row_id": cols["row_id"], "length": total})
+    return pa.table({"row_id": ids, "length": total})
 
 
-def _matching(index: RowIndex, query: ReviewQuery) -> pa.Array:
-    """The row ids whose texts contain ``q`` (any case) and whose extra column
-    ``column`` reads ``value``."""
+def _matching(index: RowIndex, ids: pa.ChunkedArray, query: ReviewQuery) -> pa.ChunkedArray:
+    """The row ids (of ``ids``, the index's row_id column) whose texts contain ``q`` (any
+    case) and whose extra column ``column`` reads ``value``."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    names = ["row_id"] + (list(TEXTS) if query.q else []) + (["extra"] if query.column else [])
+    names = (list(TEXTS) if query.q else []) + (["extra"] if query.column else [])
     table = index.column(*names)
     mask = pa.array(np.ones(table.num_rows, dtype=bool))
     if query.q:
@@ -84,7 +85,7 @@ def _matching(index: RowIndex, query: ReviewQuery) -> pa.Array:
         extras = table["extra"].to_pylist()
         keep = [_extra_value(e, query.column) == wanted for e in extras]
         mask = pc.and_(mask, pa.array(keep))
-    return table["row_id"].filter(mask)
+    return ids.filter(mask)
 
 
 def _extra_value(extra: str | None, column: str) -> str | None:
@@ -101,14 +102,17 @@ def review(scores: pa.Table, index: RowIndex | None, query: ReviewQuery,
     """One page of units with their texts, and what the page's header shows."""
     import pyarrow.compute as pc
 
+    # the index's row_id column, read once for the search, the length sort and the texts
+    ids = None if index is None else index.column("row_id")["row_id"]
     table = scores
     if query.view != "all":
         table = table.filter(pc.equal(table["selected"], query.view == "kept"))
     searched = bool(query.q or query.column)
     if searched and index is not None:
-        table = table.filter(pc.is_in(table["row_id"], value_set=_matching(index, query)))
+        table = table.filter(pc.is_in(table["row_id"],
+                                      value_set=_matching(index, ids, query)))
     if query.sort in ("length", "-length") and index is not None:
-        table = table.join(_lengths(index), "row_id", join_type="left outer")
+        table = table.join(_lengths(index, ids), "row_id", join_type="left outer")
     order = {"rank": [("rank", "ascending")], "score": [("score", "ascending")],
              "-score": [("score", "descending")], "length": [("length", "ascending")],
              "-length": [("length", "descending")]}[query.sort]
@@ -120,7 +124,7 @@ def review(scores: pa.Table, index: RowIndex | None, query: ReviewQuery,
     page = min(max(query.page, 1), pages)
     rows = table.slice((page - 1) * page_rows, page_rows).to_pylist()
     texts = {} if index is None else index.by_ids(
-        list(dict.fromkeys(r["row_id"] for r in rows)))
+        list(dict.fromkeys(r["row_id"] for r in rows)), ids)
     details = [c for c in scores.column_names if c not in SCORE_BASE]
     return {"rows": rows, "texts": texts, "total": total, "page": page, "pages": pages,
             "item": "item" in scores.column_names, "details": details,

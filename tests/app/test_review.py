@@ -84,6 +84,18 @@ def test_search_filter_and_sort(index):
     assert s == sorted(s) and len(s) == 40
 
 
+def test_a_page_reads_the_row_id_column_once(index, monkeypatch):
+    """Search, filter, length sort and the page's texts share one read of row_id."""
+    read = []
+    column = index.column
+    monkeypatch.setattr(index, "column", lambda *names: read.append(names) or column(*names))
+    out = review(_scores(), index, ReviewQuery(view="all", q="bananas", column="judge",
+                                               value="gpt", sort="-length"), page_rows=5)
+    assert out["total"] == len([i for i in range(N) if i % 50 == 7 and i % 2])
+    assert set(out["texts"]) == {r["row_id"] for r in out["rows"]}
+    assert sum(names.count("row_id") for names in read) == 1
+
+
 def test_without_an_index_the_scores_still_page(index):
     out = review(_scores(), None, ReviewQuery(q="bananas", sort="length"), page_rows=10)
     assert out["search_missing"] and out["length_missing"] and out["texts"] == {}
