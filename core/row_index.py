@@ -127,6 +127,12 @@ class RowIndex:
         k = key(dataset_id)
         return cls(artifacts.local_path(k)) if artifacts.exists(k) else None
 
+    @classmethod
+    def if_ready(cls, artifacts: ArtifactStore, ds: dict[str, Any] | None) -> RowIndex | None:
+        """The index of data set record ``ds`` if it is ready and has one, else None (no
+        record, not ready yet or invalid, or validated before indexes existed)."""
+        return cls.open(artifacts, ds["id"]) if ds and ds["status"] == "ready" else None
+
     def _groups(self, groups: Iterable[int], columns: Sequence[str] | None = None) -> pa.Table:
         import pyarrow as pa
 

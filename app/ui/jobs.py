@@ -43,7 +43,7 @@ def _review(artifacts: ArtifactStore, datasets: Datasets, tenant: str, job: dict
     """A select job's units as the review section shows them (``app.ui.review``)."""
     scores = read_scores(artifacts, job["id"])
     ds = datasets.get(job["request"].get("dataset_id", ""), tenant)
-    index = RowIndex.open(artifacts, ds["id"]) if ds and ds["status"] == "ready" else None
+    index = RowIndex.if_ready(artifacts, ds)
     out = review(scores, index, query, PAGE_ROWS)
     out["histogram"] = score_histogram(scores)
     out["dataset_id"] = ds["id"] if ds else None
@@ -120,7 +120,7 @@ def compare_page(job_id: str, tenant: UiTenant, jobs: Jobs, datasets: Datasets,
                       "comparison needs the same units.")
     result = compare(read_scores(artifacts, a["id"]), read_scores(artifacts, b["id"]))
     ds = datasets.get(a["request"].get("dataset_id", ""), tenant)
-    index = RowIndex.open(artifacts, ds["id"]) if ds and ds["status"] == "ready" else None
+    index = RowIndex.if_ready(artifacts, ds)
     listed = [u for side in ("only_a", "only_b") for u in result[side][:COMPARE_LISTED]]
     texts = index.by_ids(list(dict.fromkeys(r for r, _ in listed))) if index else {}
     return html_page("compare.html", tenant=tenant, a=job_view(a), b=job_view(b), c=result,

@@ -27,7 +27,7 @@ def _index(datasets: Datasets, artifacts: ArtifactStore, dataset_id: str,
     if doc["status"] != "ready":
         raise UiError(409, "Not ready", f"The data set is {doc['status']}; its rows show "
                       "once it is ready.")
-    index = RowIndex.open(artifacts, dataset_id)
+    index = RowIndex.if_ready(artifacts, doc)
     if index is None:
         raise UiError(404, "No row index", "This data set was validated before row indexes "
                       "existed; upload it again to browse its rows.")

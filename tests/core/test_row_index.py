@@ -68,6 +68,24 @@ def test_rows_by_id_read_the_groups_that_hold_them(indexed):
     assert got["chosen_chars"] == len(ex.chosen)
 
 
+def test_a_data_sets_index_opens_only_when_it_is_ready(tmp_path):
+    from core.artifacts import ArtifactStore
+    from core.row_index import key
+
+    artifacts = ArtifactStore(str(tmp_path / "artifacts"))
+    src = tmp_path / "d.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in _rows(10)))
+    with artifacts.open_write(key("ds_a")) as fh:
+        writer = RowIndexWriter(fh)
+        for ex in PreferenceFile(src):
+            writer.add(ex)
+        writer.close()
+    assert RowIndex.if_ready(artifacts, {"id": "ds_a", "status": "ready"}).rows == 10
+    for ds in (None, {"id": "ds_a", "status": "validating"}, {"id": "ds_a", "status": "invalid"},
+               {"id": "ds_b", "status": "ready"}):  # ds_b: validated before indexes
+        assert RowIndex.if_ready(artifacts, ds) is None
+
+
 def test_message_lists_come_back_as_turns(tmp_path):
     turns = [{"role": "user", "content": "hi"}]
     row = {"prompt": turns, "chosen": [{"role": "assistant", "content": "hello there"}],
