@@ -150,8 +150,8 @@ def main() -> None:
                                      c, f"/v1/datasets/{ds['id']}/rows", offset=o,
                                      limit=20), args.repeat), "API"))
                 # the old code paths, on the same file and settings, in this process
-                full = c.get(f"/v1/datasets/{ds['id']}").json() | {
-                    "artifact": svc_artifact(data, ds["id"])}
+                full = c.get(f"/v1/datasets/{ds['id']}").json()
+                full["artifact"] = upload_key(full)
                 rows.append((f"before: preview offset {n - 20:,} (file read from its start)",
                              _median_s(lambda: _scan_preview(full, data, n - 20, 20), 1),
                              "old path"))
@@ -179,12 +179,13 @@ def main() -> None:
     (OUT / "review_pages.md").write_text(text)
 
 
-def svc_artifact(data: Path, dataset_id: str) -> str:
-    """The data set's artifact key as the service stored it (the record's own field is
-    not in the public document)."""
-    folder = data / "artifacts" / "datasets" / dataset_id
-    (upload,) = [p for p in folder.iterdir() if p.name.startswith("data")]
-    return f"datasets/{dataset_id}/{upload.name}"
+def upload_key(ds: dict) -> str:
+    """The data set's artifact key as the upload route made it (the record's own field is
+    not in the public document): its id and the stored suffix of its file name."""
+    from app.api.uploads import stored_suffix
+    from core.artifacts import Keys
+
+    return Keys.upload(ds["id"], stored_suffix(ds["filename"]))
 
 
 if __name__ == "__main__":
