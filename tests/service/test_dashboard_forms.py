@@ -26,6 +26,17 @@ def _submit(page, button: str):
     return answer.value
 
 
+def _started(page, expect, button: str, title: str) -> str:
+    """Start the job of a filled form: its id, once its page (where the form leads) says it
+    succeeded."""
+    assert _submit(page, button).status == 303
+    expect(page).to_have_url(re.compile(r"/ui/jobs/job_[0-9a-f]+$"))
+    job_id = page.url.rsplit("/", 1)[1]
+    expect(page.locator("h1")).to_contain_text(title)
+    expect(page.locator("#status")).to_have_text("succeeded", timeout=300_000)
+    return job_id
+
+
 def test_evaluate_and_curve_jobs_start_from_the_data_set_page(service, browser, expect,
                                                               tmp_path):
     path = write_jsonl(tmp_path / "forms-pool.jsonl", read_rows(ALPACA_SAMPLE, 200))
@@ -46,11 +57,7 @@ def test_evaluate_and_curve_jobs_start_from_the_data_set_page(service, browser, 
         page.fill("#evaluate-eval-fraction", "0.25")
         page.select_option("#evaluate-encoder-name", "static")
         page.fill("#evaluate-metadata", "form=evaluate")
-        assert _submit(page, "#start-evaluate").status == 303
-        expect(page).to_have_url(re.compile(r"/ui/jobs/job_[0-9a-f]+$"))
-        evaluate_id = page.url.rsplit("/", 1)[1]
-        expect(page.locator("h1")).to_contain_text("Evaluate job")
-        expect(page.locator("#status")).to_have_text("succeeded", timeout=300_000)
+        evaluate_id = _started(page, expect, "#start-evaluate", "Evaluate job")
 
         page.goto(f"/ui/datasets/{ds['id']}")
         page.click("#form-curve summary")
@@ -59,11 +66,7 @@ def test_evaluate_and_curve_jobs_start_from_the_data_set_page(service, browser, 
         page.fill("#curve-seeds", "1")
         page.select_option("#curve-metric", "accuracy")
         page.select_option("#curve-encoder-name", "static")
-        assert _submit(page, "#start-curve").status == 303
-        expect(page).to_have_url(re.compile(r"/ui/jobs/job_[0-9a-f]+$"))
-        curve_id = page.url.rsplit("/", 1)[1]
-        expect(page.locator("h1")).to_contain_text("Curve job")
-        expect(page.locator("#status")).to_have_text("succeeded", timeout=300_000)
+        curve_id = _started(page, expect, "#start-curve", "Curve job")
 
         # both are the API's jobs, with what the forms said
         with service.client("key-a") as api:
