@@ -14,6 +14,7 @@ import app.docs as docs
 import app.ui as ui
 from app.api.deps import _redis
 from app.api.errors import install_error_handlers
+from app.api.polling import JobPollFastPath
 from app.api.query import known_query_parameters
 from app.api.routes import datasets, health, jobs, methods, webhooks
 from app.keyfile import announce, ensure_keys_file
@@ -54,6 +55,9 @@ def create_app() -> FastAPI:
                   docs_url=None, redoc_url=None,
                   description="Upload preference data, start selection jobs, download "
                   "curated subsets (ISA, arXiv 2411.10545, and baselines).")
+    # innermost: what it answers is still counted by MetricsMiddleware
+    if get_settings().api_poll_fast_path:
+        app.add_middleware(JobPollFastPath)
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(MetricsMiddleware)
     install_error_handlers(app)

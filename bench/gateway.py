@@ -75,13 +75,14 @@ def wrk(url: str, connections: int, seconds: float) -> dict:
 
 
 def run(workers: int, redis_url: str, seconds: float, log: Path,
-        loads: list[tuple[str, str, int]] = LOADS, pool: int | None = None) -> list[dict]:
+        loads: list[tuple[str, str, int]] = LOADS, pool: int | None = None,
+        fast_path: bool = True) -> list[dict]:
     prefix = f"isa-bench-{uuid.uuid4().hex[:6]}:"
     job_ids = _jobs(redis_url, prefix, 20)
     port, data = _port(), Path(tempfile.mkdtemp(prefix="isa-gw-"))
     env = {**os.environ, "ISA_REDIS_URL": redis_url, "ISA_KEY_PREFIX": prefix,
            "ISA_DATA_DIR": str(data), "ISA_API_KEYS": json.dumps({KEY: "bench"}),
-           "ISA_API_LOG_LEVEL": "warning",
+           "ISA_API_LOG_LEVEL": "warning", "ISA_API_POLL_FAST_PATH": str(fast_path).lower(),
            **({"ISA_REDIS_POOL_SIZE": str(pool)} if pool else {})}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     with open(log, "ab") as fh:
@@ -105,7 +106,8 @@ def run(workers: int, redis_url: str, seconds: float, log: Path,
         for label, kind, connections in loads:
             url = f"{base}/v1/jobs/{job_ids[0]}" if kind == "job" else f"{base}/v1/jobs?limit=20"
             wrk(url, connections, 2)  # warm every process
-            row = {"workers": workers, "load": label, "connections": connections,
+            row = {"workers": workers, "fast_path": fast_path, "load": label,
+                   "connections": connections,
                    **wrk(url, connections, seconds)}
             print(row, flush=True)
             rows.append(row)
@@ -121,6 +123,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--workers", default="1,2", help="comma-separated process counts")
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/12")
+    ap.add_argument("--fast-path", default="off,on",
+                    help="the polling fast path (app/api/polling.py) off, on, or both")
     ap.add_argument("--pools", default="", help="comma-separated ISA_REDIS_POOL_SIZE values "
                     "to compare at 1,000 connections (one process)")
     args = ap.parse_args()
@@ -129,19 +133,24 @@ def main() -> None:
     redis.Redis.from_url(args.redis_url).flushdb()
     log = Path(tempfile.mkdtemp()) / "api.log"
     counts = [int(x) for x in args.workers.split(",")]
-    results = {n: run(n, args.redis_url, args.seconds, log) for n in counts}
-    base = results[counts[0]]
+    paths = [x == "on" for x in args.fast_path.split(",")]
+    configs = [(n, fp) for n in counts for fp in paths]
+    results = {c: run(c[0], args.redis_url, args.seconds, log, fast_path=c[1]) for c in configs}
+    base = results[configs[0]]
     lines = ["# Gateway under many pollers (bench/gateway.py)", "",
              f"`python -m app.serve --workers N` on {os.cpu_count()} CPUs, wrk (2 threads) on "
              f"the same machine, {args.seconds:.0f} s per row after a 2 s warm-up; job records "
-             "in Redis, no worker. Ratio: req/s against the first process count, same row.",
-             "", "| processes | load | connections | req/s | × first | p50 | p99 | errors |",
-             "|---|---|---|---|---|---|---|---|"]
-    for n in counts:
-        for row, ref in zip(results[n], base, strict=True):
-            lines.append(f"| {n} | `{row['load']}` | {row['connections']:,} | "
-                         f"{row['rps']:,.0f} | {row['rps'] / ref['rps']:.2f} | {row['p50']} | "
-                         f"{row['p99']} | {row['errors']:,} |")
+             "in Redis, no worker. Fast path: `ISA_API_POLL_FAST_PATH` (a successful "
+             "`GET /v1/jobs/{id}` answered before FastAPI's routing, `app/api/polling.py`). "
+             "Ratio: req/s against the first configuration, same row.",
+             "", "| processes | fast path | load | connections | req/s | × first | p50 | p99 "
+             "| errors |", "|---|---|---|---|---|---|---|---|---|"]
+    for c in configs:
+        for row, ref in zip(results[c], base, strict=True):
+            lines.append(f"| {c[0]} | {'on' if c[1] else 'off'} | `{row['load']}` | "
+                         f"{row['connections']:,} | {row['rps']:,.0f} | "
+                         f"{row['rps'] / ref['rps']:.2f} | {row['p50']} | {row['p99']} | "
+                         f"{row['errors']:,} |")
     pools = [int(x) for x in args.pools.split(",") if x]
     if pools:
         lines += ["", "Redis pool per gateway process (`ISA_REDIS_POOL_SIZE`), one process, "
@@ -153,7 +162,7 @@ def main() -> None:
             lines.append(f"| {size} | {row['rps']:,.0f} | {row['p50']} | {row['p99']} | "
                          f"{row['non2xx']:,} | {row['socket_errors']:,} |")
     lines += ["", f"Regenerate: `.venv/bin/python bench/gateway.py --seconds "
-              f"{args.seconds:.0f} --workers {args.workers}"
+              f"{args.seconds:.0f} --workers {args.workers} --fast-path {args.fast_path}"
               + (f" --pools {args.pools}`" if pools else "`")]
     text = "\n".join(lines) + "\n"
     print(text)

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     api_body_idle_timeout_s: float = Field(default=30.0, gt=0)
     #: connections per process still waiting for their headers; more are closed at once
     api_max_half_open: int = Field(default=512, ge=1)
+    #: answer successful ``GET /v1/jobs/{id}`` polls before FastAPI routes them
+    #: (``app/api/polling.py``); off: every poll goes through the route (same answers)
+    api_poll_fast_path: bool = True
 
     max_upload_bytes: int = 1024 * 1024 * 1024
     #: per tenant: unfinished jobs at once, and bytes of uploaded data sets (429 beyond)

@@ -20,6 +20,7 @@ from app.api.deps import (
 from app.api.errors import ApiError, error_responses, not_found
 from app.api.idempotency import claim_or_replay, released_on_failure
 from app.api.pagination import After, Limit, MetadataFilter, Offset, metadata_pair, read_page
+from app.api.polling import job_status_body
 from app.api.ranges import RANGE_RESPONSES, file_response
 from app.api.schemas import JobEvents, JobPublic, JobsPublic
 from core.artifacts import SCORES, ArtifactStore, Keys, ResultFormat, result_format
@@ -161,16 +162,12 @@ def list_jobs(tenant: CurrentTenant, jobs: Jobs,
             operation_id="get_job")
 async def get_job(job_id: str, tenant: CurrentTenant, jobs: AsyncJobs,
                   settings: SettingsDep) -> Response:
-    doc = await jobs.get(job_id, tenant)
-    if doc is None:
+    # a successful poll is usually answered by app.api.polling before it gets here; this
+    # route answers the rest (errors, query strings) and documents the operation
+    body = await job_status_body(jobs, settings, job_id, tenant)
+    if body is None:
         raise not_found("job", job_id)
-    waiting = None
-    if doc["status"] in ("queued", "running") and jobs.presence is not None:
-        waiting = await jobs.presence.waiting_since(doc.get("queue") or settings.default_queue,
-                                                    doc["created_at"])
-    # the polling hot path: serialised once, here, rather than validated again against
-    # response_model and then serialised by FastAPI (the schema stays in /docs)
-    return Response(job_public(doc, waiting).model_dump_json(), media_type="application/json")
+    return Response(body, media_type="application/json")
 
 
 @router.get("/{job_id}/events", response_model=JobEvents, operation_id="list_job_events",
