@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from .columns import CodeColumn, StrColumn
 from .errors import ConfigError
 from .files import atomic_output
 from .ingest.dataset import PreferenceFile
@@ -21,9 +22,10 @@ from .ingest.records import Example, Message, Text
 from .ingest.shapes import HH_HUMAN, hh_to_messages
 from .pipeline import (
     ITEM_LABEL_CODE,
+    ITEM_LABELS,
+    SIDES,
     SelectionResult,
     default_export_shapes,
-    item_label_codes,
 )
 
 EXPORT_SHAPES: tuple[str, ...] = ("input", "trl", "kto", "openai")
@@ -243,56 +245,88 @@ def write_subsets(source: PreferenceFile, result: SelectionResult,
             for path, shape in outputs.items()}
 
 
-def score_columns(result: SelectionResult) -> dict[str, np.ndarray | list]:
+_SCORE_BLOCK = 1 << 20  # units a scores file is written a block at a time
+
+
+def score_columns(result: SelectionResult) -> dict[str, Any]:
     """Per-unit columns: row_id, [item], source_row, score, rank (1 = kept first),
     selected, and the method's diagnostics (per item suffixed by its label)."""
-    units = result.units
+    return next(score_blocks(result, max(len(result.units), 1)))
+
+
+def score_blocks(result: SelectionResult, size: int = _SCORE_BLOCK
+                 ) -> Iterator[dict[str, Any]]:
+    """``score_columns`` a block of ``size`` units at a time (at least one block): what
+    a scores file is written from, holding one block's columns at once. Row ids and
+    items are ``StrColumn``s, the rest numpy arrays."""
+    units, method = result.units, result.method
     n = len(units)
     rank = np.empty(n, dtype=np.int64)
-    rank[result.method.ranking_] = np.arange(1, n + 1)
-    cols: dict[str, np.ndarray | list] = {"row_id": units.row_ids}
-    if units.level == "item":
-        cols["item"] = [s or "" for s in units.sides]
-    cols.update({"source_row": units.source_rows, "score": result.method.scores_,
-                 "rank": rank, "selected": result.selected})
-    for name, values in result.method.details_.items():
-        cols[name] = values
-    if result.method.item_details_:
-        # label codes, 1 byte an item (a numpy array of the label strings took 36)
-        codes = item_label_codes(units.text_labels)
-        per_unit = np.bincount(units.groups, minlength=n)
-        single = bool((per_unit == 1).all())
-        for name, values in result.method.item_details_.items():
+    rank[method.ranking_] = np.arange(1, n + 1)
+    groups = units.groups
+    # label codes, 1 byte an item (a numpy array of the label strings took 36)
+    codes = units.label_codes
+    per_unit = np.bincount(groups, minlength=n)
+    single = bool((per_unit == 1).all())
+    ordered = bool((groups[1:] >= groups[:-1]).all())  # items follow their units
+    item_edges = np.concatenate([[0], np.cumsum(per_unit)])
+    del per_unit
+    present, first = np.unique(codes, return_index=True)
+    labels = [ITEM_LABELS[c] for c in present[np.argsort(first)]]  # order of appearance
+    size = size if ordered else max(n, 1)
+    for a in range(0, max(n, 1), size):
+        b = min(a + size, n)
+        i, j = (int(item_edges[a]), int(item_edges[b])) if ordered else (0, len(groups))
+        cols: dict[str, Any] = {"row_id": StrColumn(units.row_ids)[a:b]}
+        if units.level == "item":
+            cols["item"] = StrColumn(CodeColumn(units.side_codes[a:b], SIDES).strings(""))
+        cols.update({"source_row": units.source_rows[a:b], "score": method.scores_[a:b],
+                     "rank": rank[a:b], "selected": result.selected[a:b]})
+        for name, values in method.details_.items():
+            cols[name] = values[a:b]
+        g, c = groups[i:j] - a, codes[i:j]
+        for name, values in method.item_details_.items():
+            v = values[i:j]
             if single:
-                out = np.empty(n, dtype=values.dtype)
-                out[units.groups] = values
+                out = np.empty(b - a, dtype=values.dtype)
+                out[g] = v
                 cols[name] = out
                 continue
-            for label in dict.fromkeys(units.text_labels):  # columns in order of appearance
-                mask = codes == ITEM_LABEL_CODE[label]
-                out = np.full(n, np.nan) if values.dtype.kind == "f" else np.full(n, -1)
-                out[units.groups[mask]] = values[mask]
+            for label in labels:  # columns in order of appearance
+                mask = c == ITEM_LABEL_CODE[label]
+                out = np.full(b - a, np.nan) if values.dtype.kind == "f" else \
+                    np.full(b - a, -1)
+                out[g[mask]] = v[mask]
                 cols[f"{name}_{label}"] = out
-    return cols
+        yield cols
 
 
 def write_scores(result: SelectionResult, path: str | Path) -> int:
-    """Write per-unit scores (Parquet, CSV or JSON Lines by the file name)."""
-    cols = score_columns(result)
-    names = list(cols)
+    """Write per-unit scores (Parquet, CSV or JSON Lines by the file name), a block of
+    units at a time."""
     n = len(result.units)
 
     def rows() -> Iterator[dict[str, Any]]:
-        for i in range(n):
-            yield {k: (v[i].item() if isinstance(v, np.ndarray) else v[i]) for k, v in
-                   ((k, cols[k]) for k in names)}
+        for cols in score_blocks(result, _SCORE_BLOCK):
+            names = list(cols)
+            lists = [v.tolist() if isinstance(v, np.ndarray) else list(v)
+                     for v in cols.values()]
+            for values in zip(*lists, strict=True):
+                yield dict(zip(names, values, strict=True))
 
     if output_format(Path(path))[0] == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        # columnar straight from the arrays, no per-row dicts
+        # columnar straight from the arrays, no per-row dicts; one row group a block
         with atomic_output(Path(path)) as fh:
-            pq.write_table(pa.table({k: cols[k] for k in names}), fh)
+            writer = None
+            for cols in score_blocks(result, _SCORE_BLOCK):
+                block = pa.table({k: v.arrow if isinstance(v, StrColumn) else v
+                                  for k, v in cols.items()})
+                writer = writer or pq.ParquetWriter(fh, block.schema)
+                writer.write_table(block)
+            assert writer is not None
+            writer.close()
         return n
     return write_records(rows(), path)

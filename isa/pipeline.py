@@ -15,12 +15,15 @@ import math
 import time
 from abc import ABC, abstractmethod
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from .columns import CodeColumn, StrColumn, concat_strings
 from .embed.base import (
     EmbeddingCache,
     EmbeddingLookup,
@@ -47,20 +50,38 @@ class UnitTable:
 
     Canonical order makes every result independent of the order of rows in the file.
     A table read with ``keep_texts=False`` holds no texts and no prompt keys, only the
-    texts' content keys (``text_keys``): tens of millions of units fit in memory.
+    texts' content keys (``text_keys``): tens of millions of units fit in memory. No
+    column holds a Python object per unit: row ids are one Arrow string array
+    (``StrColumn``), sides and labels one int8 code each (``CodeColumn``); lists given
+    for them are turned into those.
     """
 
     level: str
     template: str
-    row_ids: list[str]
-    sides: list[str | None]  # None for a whole pair; "chosen"/"rejected"/"completion"
+    row_ids: Sequence[str]  # a StrColumn
+    sides: Sequence[str | None]  # None for a whole pair; "chosen"/"rejected"/"completion"
     source_rows: np.ndarray  # 0-based record ordinal in the file
     texts: list[str]  # embedded texts (empty when read without them)
-    text_labels: list[str]  # "chosen", "rejected", "completion", "prompt" or "pair"
+    text_labels: Sequence[str]  # "chosen", "rejected", "completion", "prompt" or "pair"
     groups: np.ndarray  # text -> unit index
     meta: dict[str, np.ndarray] = field(default_factory=dict)
     prompt_keys: list[str] = field(default_factory=list)  # per unit: hash of its prompt
     text_keys: np.ndarray | None = None  # per text: its 16-byte content key (text_key)
+
+    def __post_init__(self) -> None:
+        self.row_ids = StrColumn(self.row_ids)
+        self.sides = CodeColumn.of(self.sides, SIDES)
+        self.text_labels = CodeColumn.of(self.text_labels, ITEM_LABELS)
+
+    @property
+    def side_codes(self) -> np.ndarray:
+        """Per unit: its side's code (``SIDES``), 1 byte."""
+        return CodeColumn.of(self.sides, SIDES).codes
+
+    @property
+    def label_codes(self) -> np.ndarray:
+        """Per item: its label's code (``ITEM_LABEL_CODE``), 1 byte."""
+        return CodeColumn.of(self.text_labels, ITEM_LABELS).codes
 
     def __len__(self) -> int:
         return len(self.row_ids)
@@ -76,17 +97,16 @@ class UnitTable:
 
 
 #: side codes in canonical order (a whole pair, then its items by name)
-_SIDES: tuple[str | None, ...] = (None, "chosen", "completion", "rejected")
-_SIDE_CODE = {s: i for i, s in enumerate(_SIDES)}
+SIDES: tuple[str | None, ...] = (None, "chosen", "completion", "rejected")
+_SIDE_CODE = {s: i for i, s in enumerate(SIDES)}
 #: item labels and their codes (compact label columns, here and in ``isa.unit_files``)
 ITEM_LABELS = ("chosen", "rejected", "completion", "prompt", "pair")
 ITEM_LABEL_CODE = {s: i for i, s in enumerate(ITEM_LABELS)}
 
 
-def item_label_codes(labels: list[str]) -> np.ndarray:
+def item_label_codes(labels: Sequence[str]) -> np.ndarray:
     """``labels`` (``UnitTable.text_labels``) as ``ITEM_LABEL_CODE`` codes, 1 byte each."""
-    return np.fromiter(map(ITEM_LABEL_CODE.__getitem__, labels), dtype=np.int8,
-                       count=len(labels))
+    return CodeColumn.of(labels, ITEM_LABELS).codes
 
 
 def _resolve_level(level: str, ex: Example) -> str:
@@ -105,22 +125,33 @@ def _unit_sides(ex: Example, level: str) -> list[str | None]:
 def key_ids(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distinct 16-byte keys (rows of a ``(n, 16)`` uint8 array): ``(first, inverse)``,
     the index of each distinct key's first row, in order of first appearance, and per
-    row the number of its key in that order. Sorts; no Python object per key."""
+    row the number of its key in that order. Sorts; no Python object per key, and no
+    sorted copy of the keys (equal neighbours are compared a block at a time)."""
     if not len(keys):
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    halves = np.ascontiguousarray(keys).view(">u8").reshape(-1, 2)
+    # any total order puts equal keys together: native 8-byte halves, no byte swapping
+    halves = np.ascontiguousarray(keys).view(np.uint64).reshape(-1, 2)
     order = np.lexsort((halves[:, 1], halves[:, 0]))
-    s = halves[order]
-    new = np.ones(len(s), dtype=bool)
-    new[1:] = (s[1:] != s[:-1]).any(axis=1)
-    sorted_id = np.cumsum(new) - 1
-    first_sorted = order[new]  # lexsort is stable: the earliest row of each key
-    rank = np.empty(len(first_sorted), dtype=np.int64)
-    by_first = np.argsort(first_sorted, kind="stable")
+    new = np.ones(len(order), dtype=bool)
+    for a in range(1, len(order), _KEY_BLOCK):
+        b = min(a + _KEY_BLOCK, len(order))
+        new[a:b] = (halves[order[a:b]] != halves[order[a - 1:b - 1]]).any(axis=1)
+    first = order[new]  # lexsort is stable: the earliest row of each key
+    rank = np.empty(len(first), dtype=np.int64)  # sorted key number -> appearance number
+    by_first = np.argsort(first, kind="stable")
     rank[by_first] = np.arange(len(by_first))
+    ids = np.cumsum(new, dtype=np.int64)
+    del new
+    ids -= 1
+    for a in range(0, len(ids), _KEY_BLOCK):  # ids become appearance numbers in place
+        ids[a:a + _KEY_BLOCK] = rank[ids[a:a + _KEY_BLOCK]]
     inverse = np.empty(len(keys), dtype=np.int64)
-    inverse[order] = rank[sorted_id]
-    return first_sorted[by_first], inverse
+    inverse[order] = ids
+    return first[by_first], inverse
+
+
+_KEY_BLOCK = 1 << 20  # keys compared at a time (key_ids)
+_ROW_ID_CHUNK = 1 << 16  # row ids gathered as Python strings before they become Arrow
 
 
 def read_units(source: PreferenceFile, *, level: Level = "auto",
@@ -134,16 +165,18 @@ def read_units(source: PreferenceFile, *, level: Level = "auto",
     """
     if level not in ("auto", "pair", "item"):
         raise ConfigError("level must be 'auto', 'pair' or 'item'")
-    row_ids: list[str] = []
+    id_chunks: list[pa.Array] = []  # row ids, as Arrow a chunk at a time
+    ids: list[str] = []
     side_codes, rows, counts = array("b"), array("q"), array("B")
     label_codes, keys, prompts = array("b"), bytearray(), bytearray()
     texts: list[str] = []
     chosen_chars, rejected_chars = array("d"), array("d")
-    numeric: dict[str, dict[int, float]] = {}
+    numeric: dict[str, array] = {}
     non_numeric: set[str] = set()
     resolved: str | None = None
     paired = False
     last_row = -1
+    n = 0
     for ex in source.iter_examples():
         resolved = resolved or _resolve_level(level, ex)
         if resolved == "pair" and ex.kind != "pair":
@@ -160,8 +193,12 @@ def read_units(source: PreferenceFile, *, level: Level = "auto",
             sides = [s for s in sides if s != "chosen"]
         last_row = ex.row
         for side in sides:
-            _collect_numeric(ex.extra, len(row_ids), numeric, non_numeric)
-            row_ids.append(ex.row_id)
+            _collect_numeric(ex.extra, n, numeric, non_numeric)
+            n += 1
+            ids.append(ex.row_id)
+            if len(ids) == _ROW_ID_CHUNK:
+                id_chunks.append(pa.array(ids, pa.string()))
+                ids = []
             side_codes.append(_SIDE_CODE[side])
             rows.append(ex.row)
             prompts += prompt_key
@@ -175,48 +212,60 @@ def read_units(source: PreferenceFile, *, level: Level = "auto",
                 if keep_texts:
                     texts.append(text)
     assert resolved is not None  # iter_examples raises on a file with no valid rows
-    n = len(row_ids)
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
+    id_chunks.append(pa.array(ids, pa.string()))
+    row_ids = concat_strings(id_chunks)
+    del ids, id_chunks
+    sides_np = np.frombuffer(side_codes, dtype=np.int8)
     order = pc.sort_indices(  # Arrow compares strings by UTF-8 bytes: code point order
-        pa.table({"r": pa.array(row_ids, pa.string()), "s": pa.array(side_codes, pa.int8())}),
+        pa.table({"r": row_ids, "s": sides_np}),
         sort_keys=[("r", "ascending"), ("s", "ascending")]).to_numpy()
+    row_ids = row_ids.take(pa.array(order))
+    sides_np = sides_np[order]
     # the items of each unit, in unit order
-    c = np.frombuffer(counts, dtype=np.uint8).astype(np.int64)[order] if n else \
-        np.zeros(0, dtype=np.int64)
-    starts = (np.cumsum(np.frombuffer(counts, dtype=np.uint8), dtype=np.int64)
-              - np.frombuffer(counts, dtype=np.uint8))[order] if n else c
+    per_unit = np.frombuffer(counts, dtype=np.uint8)
+    c = per_unit.astype(np.int64)[order]
+    starts = (np.cumsum(per_unit, dtype=np.int64) - per_unit)[order]
+    del per_unit, counts
     ends = np.cumsum(c)
-    item_order = np.repeat(starts - (ends - c), c) + np.arange(int(ends[-1]) if n else 0)
-    text_keys = np.frombuffer(keys, dtype=np.uint8).reshape(-1, 16)[item_order]
-    labels = np.frombuffer(label_codes, dtype=np.int8)[item_order]
-    meta = {}
-    for name, values in numeric.items():
-        if name in non_numeric:
-            continue
-        col = np.full(n, np.nan)
-        for i, v in values.items():
-            col[i] = v
-        meta[name] = col[order]
+    item_order = np.repeat(starts - (ends - c), c)  # each unit's first item, per item
+    del starts, ends
+    for a in range(0, len(item_order), _KEY_BLOCK):  # + the item's place in its unit
+        item_order[a:a + _KEY_BLOCK] += np.arange(a, min(a + _KEY_BLOCK, len(item_order)))
+    text_keys = _rows_at(keys, np.uint8, item_order, width=16)
+    labels = _rows_at(label_codes, np.int8, item_order)
+    del keys, label_codes
+    if keep_texts:
+        texts = [texts[i] for i in item_order]
+    del item_order
+    meta = {name: np.concatenate([np.frombuffer(values, dtype=np.float64),
+                                  np.full(n - len(values), np.nan)])[order]
+            for name, values in numeric.items() if name not in non_numeric}
+    del numeric
     if paired:
-        meta[CHOSEN_CHARS] = np.frombuffer(chosen_chars, dtype=np.float64)[order]
-        meta[REJECTED_CHARS] = np.frombuffer(rejected_chars, dtype=np.float64)[order]
+        meta[CHOSEN_CHARS] = _rows_at(chosen_chars, np.float64, order)
+        meta[REJECTED_CHARS] = _rows_at(rejected_chars, np.float64, order)
+    del chosen_chars, rejected_chars
     # which units share a prompt (a numeric column, so methods can stratify by prompt)
-    prompt_rows = np.frombuffer(prompts, dtype=np.uint8).reshape(-1, 16)[order]
+    prompt_rows = _rows_at(prompts, np.uint8, order, width=16)
+    del prompts
     meta[PROMPT_GROUP] = key_ids(prompt_rows)[1].astype(float)
     table = UnitTable(
         level=resolved, template=template,
-        row_ids=[row_ids[i] for i in order],
-        sides=[_SIDES[s] for s in np.frombuffer(side_codes, dtype=np.int8)[order]],
-        source_rows=np.frombuffer(rows, dtype=np.int64)[order].copy(),
-        texts=[texts[i] for i in item_order] if keep_texts else [],
-        text_labels=[ITEM_LABELS[x] for x in labels],
+        row_ids=StrColumn(row_ids), sides=CodeColumn(sides_np, SIDES),
+        source_rows=_rows_at(rows, np.int64, order),
+        texts=texts, text_labels=CodeColumn(labels, ITEM_LABELS),
         groups=np.repeat(np.arange(n, dtype=np.int64), c), meta=meta,
         prompt_keys=[bytes(k).hex() for k in prompt_rows] if keep_texts else [],
         text_keys=text_keys,
     )
     return table, source.report
+
+
+def _rows_at(buffer: array | bytearray, dtype: type, index: np.ndarray, *,
+             width: int = 0) -> np.ndarray:
+    """The rows of a gathered ``buffer`` at ``index``, as a numpy array of their own."""
+    values = np.frombuffer(buffer, dtype=dtype)
+    return (values.reshape(-1, width) if width else values)[index]
 
 
 def texts_of(source: PreferenceFile, keys: set[bytes], *, level: str,
@@ -236,8 +285,10 @@ def texts_of(source: PreferenceFile, keys: set[bytes], *, level: str,
             return
 
 
-def _collect_numeric(extra: dict[str, Any], idx: int, numeric: dict[str, dict[int, float]],
+def _collect_numeric(extra: dict[str, Any], idx: int, numeric: dict[str, array],
                      non_numeric: set[str]) -> None:
+    """Unit ``idx``'s numeric extra values, each column one ``array("d")`` (NaN where a
+    unit has none; a column shorter than the units ends in NaNs)."""
     for k, v in extra.items():
         if v is None or k in non_numeric:
             continue
@@ -245,7 +296,7 @@ def _collect_numeric(extra: dict[str, Any], idx: int, numeric: dict[str, dict[in
             non_numeric.add(k)
             continue
         if isinstance(v, int | float):
-            numeric.setdefault(k, {})[idx] = float(v)
+            _put(numeric, k, idx, float(v))
             continue
         if isinstance(v, str):  # CSV cells
             try:
@@ -254,9 +305,16 @@ def _collect_numeric(extra: dict[str, Any], idx: int, numeric: dict[str, dict[in
                 non_numeric.add(k)
                 continue
             if math.isfinite(f):
-                numeric.setdefault(k, {})[idx] = f
+                _put(numeric, k, idx, f)
                 continue
         non_numeric.add(k)
+
+
+def _put(numeric: dict[str, array], name: str, idx: int, value: float) -> None:
+    col = numeric.setdefault(name, array("d"))
+    if len(col) < idx:
+        col.extend(array("d", [math.nan]) * (idx - len(col)))
+    col.append(value)
 
 
 def embed_units(table: UnitTable, encoder: Encoder, *, cache: EmbeddingCache | None = None,
@@ -393,8 +451,10 @@ class SelectionResult:
         return int(self.selected.sum())
 
     def selected_keys(self) -> set[tuple[str, str | None]]:
-        return {(self.units.row_ids[i], self.units.sides[i]) for i in np.flatnonzero(
-            self.selected)}
+        at = np.flatnonzero(self.selected)
+        rows = StrColumn(self.units.row_ids).take(at).arrow.to_pylist()
+        sides = [SIDES[c] for c in self.units.side_codes[at].tolist()]
+        return set(zip(rows, sides, strict=True))
 
     def summary(self) -> dict[str, Any]:
         return {
