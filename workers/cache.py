@@ -37,8 +37,6 @@ class ArtifactScoreCache(ScoreCache):
 
     def put(self, key: str, state: dict[str, np.ndarray]) -> None:
         artifact = Keys.score_state(key)
-        buf = io.BytesIO()
-        np.savez(buf, **state)
-        with self.artifacts.open_write(artifact) as fh:
-            fh.write(buf.getvalue())
+        with self.artifacts.open_write(artifact) as fh:  # straight to the file: no copy
+            np.savez(fh, **state)
         self.r.set(self._index(key), artifact)

@@ -28,9 +28,15 @@ def isa_delta(log_likelihood: np.ndarray, bounds: tuple[float, float] | None = N
     ll = np.asarray(log_likelihood, dtype=np.float64)
     lo, hi = bounds if bounds is not None else (ll.min(), ll.max())
     span = hi - lo
-    scaled = (ll - lo) / span if span > 0 else np.zeros_like(ll)
+    if span > 0:  # in place, the same arithmetic: two arrays the size of l, not five
+        scaled = np.subtract(ll, lo)
+        scaled /= span
+    else:
+        scaled = np.zeros_like(ll)
     p = np.exp(scaled)
-    term = -p * np.log(p)  # = -l' e^{l'}
+    term = np.log(p)
+    term *= p
+    np.negative(term, out=term)  # = -p log p = -l' e^{l'}
     return scaled, term, float(term.sum())
 
 

@@ -101,28 +101,32 @@ def fan_out_scoring(job: JobRun, run: SelectionRun) -> None:
     """Step 1: keys, the fitted mixture, and one scoring task per block of units."""
     ctx, units, method = job.ctx, run.units, run.plan.method
     assert isinstance(method, ISA) and units.text_keys is not None
-    keys = units.text_keys
-    buf = io.BytesIO()
-    np.save(buf, keys, allow_pickle=False)  # .npy: each shard task maps only its slice
     with ctx.artifacts.open_write(_keys_file(job.id)) as fh:
-        fh.write(buf.getvalue())
+        # .npy: each shard task maps only its slice
+        np.save(fh, units.text_keys, allow_pickle=False)
     with ctx.artifacts.open_write(_units_file(job.id)) as fh:  # the reduce reads no source
         assert run.report is not None
         write_unit_file(units, run.report, fh)
     encoder = run.encoder.name
     job.stage("fitting", 0, method.max_iter)
     t = time.perf_counter()
-    method._check(keys.shape[0])
-    sample = method.fit_sample(keys.shape[0])
-    rows = keys if sample is None else keys[sample]
+    n_units, n_items = len(units), units.n_items
+    method._check(n_items)
+    size = ctx.settings.score_shard_units
+    edges = list(range(0, n_units, size)) + [n_units]
+    item_edges = np.searchsorted(units.groups, edges).tolist()
+    sample = method.fit_sample(n_items)
+    rows = units.text_keys if sample is None else units.text_keys[sample]
+    # the table is in its files now: let it go before the mixture is fitted (the caller
+    # keeps no reference to it), so that the reading task's peak is the larger of the
+    # two, not their sum
+    run.table = None
+    del units
     X_fit = _vectors(job, encoder, rows)
     method._progress = lambda done, total: job.progress("fitting", done, total)
     _save(job, "model.npz", **ISAModel.fit(method, X_fit).state)
-    del X_fit
-    size = ctx.settings.score_shard_units
-    edges = list(range(0, len(units), size)) + [len(units)]
-    item_edges = np.searchsorted(units.groups, edges).tolist()
-    job.stage("scoring", 0, len(units))
+    del X_fit, rows
+    job.stage("scoring", 0, n_units)
     shards = [(i, item_edges[i], item_edges[i + 1], edges[i + 1] - edges[i], encoder)
               for i in range(len(edges) - 1)]
     fanout.start(ctx.jobs, job.id, TASK_SCORE_SHARD, shards, TASK_FINISH_SCORING,
@@ -162,8 +166,11 @@ def _finish_scoring(job: JobRun, shards: int, fit_s: float) -> None:
     """Step 3 (reduce): the fitted state from every shard's log-likelihoods, then select
     and write like any select job."""
     run = selection.plan(job)
-    with job.ctx.artifacts.open_read(_units_file(job.id)) as fh:
-        run.use_units(*read_unit_file(fh))
+    # memory-mapped: its columns are the file's pages, not this process's memory
+    units_path = job.ctx.artifacts.local_path(_units_file(job.id))
+    run.use_units(*read_unit_file(units_path))
+    if not job.ctx.artifacts.local:  # a downloaded copy: mapped now, its name can go
+        units_path.unlink(missing_ok=True)
     if not run.restore_scores():  # another job may have scored the same meanwhile
         parts = [_load(job, f"shard-{i:05d}.npz") for i in range(shards)]
         ll = np.concatenate([p["log_likelihood"] for p in parts])

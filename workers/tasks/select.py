@@ -14,6 +14,8 @@ import json
 import time
 from collections.abc import Iterable
 
+import numpy as np
+
 from core.artifacts import Keys
 from core.celery_app import TASK_EMBED_CHUNK, TASK_FINISH_SELECT, TASK_SELECT, celery_app
 from isa.embed.base import complete_embeddings, lookup_embeddings
@@ -25,6 +27,8 @@ from isa.pipeline import (
 from workers import fanout
 from workers.lifecycle import JobRun, run_claimed, run_continuation, run_part
 from workers.tasks import scoring, selection
+
+_INDEX_BLOCK = 1 << 22  # text keys the index is asked about at a time
 
 
 @celery_app.task(name=TASK_SELECT)
@@ -75,14 +79,19 @@ def _start_sharded(job: JobRun, run: SelectionRun) -> None:
     ctx, units = job.ctx, run.units
     keys = units.text_keys
     assert keys is not None
-    first, _ = key_ids(keys)
-    have = ctx.embeddings(job.tenant).contains_many(run.encoder.name, keys[first])
+    first = key_ids(keys)[0]
+    store, name = ctx.embeddings(job.tenant), run.encoder.name
+    have = np.concatenate([  # a block at a time: the index's lookup holds one block
+        store.contains_many(name, keys[first[a:a + _INDEX_BLOCK]])
+        for a in range(0, len(first), _INDEX_BLOCK)])
     missing = first[~have]
-    ctx.metrics.incr("embed_cache_hits", int(have.sum()))
+    cached = int(have.sum())
+    ctx.metrics.incr("embed_cache_hits", cached)
     ctx.metrics.incr("embed_cache_misses", len(missing))
-    ctx.jobs.update(job.id, texts=len(keys), texts_unique=len(first),
-                    texts_cached=int(have.sum()))
+    ctx.jobs.update(job.id, texts=len(keys), texts_unique=len(first), texts_cached=cached)
+    del first, have
     if not len(missing):
+        del units, keys  # fan_out_scoring lets the table go once it is in its files
         scoring.fan_out_scoring(job, run)
     elif units.texts:  # longest first, as the library orders its batches
         _fan_out(job, sorted((units.texts[i] for i in missing), key=len, reverse=True))
