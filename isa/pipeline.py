@@ -221,22 +221,9 @@ def read_units(source: PreferenceFile, *, level: Level = "auto",
         sort_keys=[("r", "ascending"), ("s", "ascending")]).to_numpy()
     row_ids = row_ids.take(pa.array(order))
     sides_np = sides_np[order]
-    # the items of each unit, in unit order
-    per_unit = np.frombuffer(counts, dtype=np.uint8)
-    c = per_unit.astype(np.int64)[order]
-    starts = (np.cumsum(per_unit, dtype=np.int64) - per_unit)[order]
-    del per_unit, counts
-    ends = np.cumsum(c)
-    item_order = np.repeat(starts - (ends - c), c)  # each unit's first item, per item
-    del starts, ends
-    for a in range(0, len(item_order), _KEY_BLOCK):  # + the item's place in its unit
-        item_order[a:a + _KEY_BLOCK] += np.arange(a, min(a + _KEY_BLOCK, len(item_order)))
-    text_keys = _rows_at(keys, np.uint8, item_order, width=16)
-    labels = _rows_at(label_codes, np.int8, item_order)
-    del keys, label_codes
-    if keep_texts:
-        texts = [texts[i] for i in item_order]
-    del item_order
+    # per unit: each column sorted, then its unsorted buffer let go
+    source_rows = _rows_at(rows, np.int64, order)
+    del rows
     meta = {name: np.concatenate([np.frombuffer(values, dtype=np.float64),
                                   np.full(n - len(values), np.nan)])[order]
             for name, values in numeric.items() if name not in non_numeric}
@@ -249,16 +236,45 @@ def read_units(source: PreferenceFile, *, level: Level = "auto",
     prompt_rows = _rows_at(prompts, np.uint8, order, width=16)
     del prompts
     meta[PROMPT_GROUP] = key_ids(prompt_rows)[1].astype(float)
+    prompt_keys = [bytes(k).hex() for k in prompt_rows] if keep_texts else []
+    del prompt_rows
+    # per item: the items of each unit, in unit order
+    per_unit = np.frombuffer(counts, dtype=np.uint8)
+    k = int(per_unit[0])
+    if k and (per_unit == k).all():  # k items a unit (the usual): rows of k keys
+        text_keys = _rows_at(keys, np.uint8, order, width=16 * k).reshape(-1, 16)
+        labels = _rows_at(label_codes, np.int8, order, width=k).reshape(-1)
+        if keep_texts:
+            texts = [texts[k * i + j] for i in order.tolist() for j in range(k)]
+        groups = np.repeat(np.arange(n, dtype=np.int64), k)
+    else:
+        item_order, c = _item_order(per_unit, order)
+        text_keys = _rows_at(keys, np.uint8, item_order, width=16)
+        labels = _rows_at(label_codes, np.int8, item_order)
+        if keep_texts:
+            texts = [texts[i] for i in item_order]
+        del item_order
+        groups = np.repeat(np.arange(n, dtype=np.int64), c)
     table = UnitTable(
         level=resolved, template=template,
         row_ids=StrColumn(row_ids), sides=CodeColumn(sides_np, SIDES),
-        source_rows=_rows_at(rows, np.int64, order),
-        texts=texts, text_labels=CodeColumn(labels, ITEM_LABELS),
-        groups=np.repeat(np.arange(n, dtype=np.int64), c), meta=meta,
-        prompt_keys=[bytes(k).hex() for k in prompt_rows] if keep_texts else [],
-        text_keys=text_keys,
+        source_rows=source_rows, texts=texts, text_labels=CodeColumn(labels, ITEM_LABELS),
+        groups=groups, meta=meta, prompt_keys=prompt_keys, text_keys=text_keys,
     )
     return table, source.report
+
+
+def _item_order(per_unit: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Units of ``per_unit[u]`` items each, gathered in file order, taken in ``order``:
+    per item in the new order, its place in the old; and per unit its item count."""
+    c = per_unit.astype(np.int64)[order]
+    starts = (np.cumsum(per_unit, dtype=np.int64) - per_unit)[order]
+    ends = np.cumsum(c)
+    item_order = np.repeat(starts - (ends - c), c)  # each unit's first item, per item
+    del starts, ends
+    for a in range(0, len(item_order), _KEY_BLOCK):  # + the item's place in its unit
+        item_order[a:a + _KEY_BLOCK] += np.arange(a, min(a + _KEY_BLOCK, len(item_order)))
+    return item_order, c
 
 
 def _rows_at(buffer: array | bytearray, dtype: type, index: np.ndarray, *,

@@ -165,3 +165,16 @@ def test_compact_table_gives_the_plain_subset_and_scores(data, tmp_path, monkeyp
     lines = [json.loads(line) for line in (tmp_path / "scores.jsonl").read_text().splitlines()]
     assert [r["row_id"] for r in lines] == ref["row_ids"]
     assert [r["rank"] for r in lines] == whole["rank"]
+
+
+def test_item_order_of_units_with_varying_item_counts():
+    """The general path (every table read today has the same number of items a unit)."""
+    from isa.pipeline import _item_order
+
+    rng = np.random.default_rng(0)
+    per_unit = rng.integers(0, 4, 200).astype(np.uint8)
+    order = rng.permutation(200)
+    starts = np.concatenate([[0], np.cumsum(per_unit, dtype=np.int64)])
+    want = [i for u in order for i in range(starts[u], starts[u + 1])]
+    item_order, counts = _item_order(per_unit, order)
+    assert item_order.tolist() == want and counts.tolist() == per_unit[order].tolist()
