@@ -30,6 +30,10 @@ class AlignConfig:
     lora_dropout: float = Field(default=0.05, ge=0, lt=1)
     target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], max_length=32)
+    #: recompute activations in the backward pass instead of keeping them: less memory,
+    #: one more forward a step. TRL turns it on by default; a small model on a CPU has the
+    #: memory and not the time (SmolLM2-135M, LoRA, batch 8, 256 tokens: see bench/dpo.py)
+    gradient_checkpointing: bool = False
     logging_steps: int = Field(default=1, ge=1)
     #: held-out pairs the trained policy is scored on (when an evaluation set is given)
     eval_pairs: int = Field(default=200, ge=1, le=100_000)
