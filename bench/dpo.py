@@ -162,8 +162,10 @@ class Yardstick:
         from isa.evaluate.length import balanced_accuracy
 
         kw = dict(max_length=self.args.max_length, batch_size=self.args.eval_batch_size)
-        pc = sequence_logps(policy, tok, self.prompts, self.chosen, **kw)[:, SUM]
-        pr = sequence_logps(policy, tok, self.prompts, self.rejected, **kw)[:, SUM]
+        # one call for both answers: a pair's prompt runs once for the two
+        both = sequence_logps(policy, tok, self.prompts * 2, self.chosen + self.rejected,
+                              **kw)[:, SUM]
+        pc, pr = both[:len(self.held)], both[len(self.held):]
         margin = (pc - self.ref_chosen) - (pr - self.ref_rejected)
         right = margin > 0
         return {"accuracy": float(right.mean()),

@@ -49,6 +49,46 @@ def test_log_probabilities_equal_a_direct_forward_pass(tiny_path):
                                                                           abs=2e-3)
 
 
+def test_completions_sharing_a_prompt_score_as_if_alone(tiny_path):
+    """A pair's two answers run on one pass over their prompt (its cached keys and
+    values): each must score exactly as its own unpadded sequence does, also when the
+    prompt is cut to fit (then the two cut prompts differ and share nothing)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from isa.embed.reference import sequence_logps
+
+    tok = AutoTokenizer.from_pretrained(tiny_path, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(tiny_path, local_files_only=True).eval()
+    rng = random.Random(3)
+    words = ["the", "cat", "sat", "on", "a", "mat", "why", "is", "it", "so", "cold", "in",
+             "north", "today"]
+
+    def text(n: int) -> str:
+        return " ".join(rng.choice(words) for _ in range(n))
+
+    prompts, completions = [], []
+    for n_prompt in (0, 2, 9, 40, 70, 3, 25):
+        prompt = text(n_prompt)
+        for n_answer in rng.sample([1, 3, 12, 30, 55], 3):
+            prompts.append(prompt)
+            completions.append(text(n_answer))
+    order = list(range(len(prompts)))
+    rng.shuffle(order)
+    prompts, completions = [prompts[i] for i in order], [completions[i] for i in order]
+    got = sequence_logps(model, tok, prompts, completions, max_length=64, batch_size=4)
+    for p, c, row in zip(prompts, completions, got, strict=True):
+        ids_p = tok(p)["input_ids"] or [tok.bos_token_id]
+        ids_c = tok(c, add_special_tokens=False)["input_ids"]
+        ids = (ids_p + ids_c)[-64:]
+        n = min(len(ids_c), len(ids) - 1)
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+        want = sum(float(logp[len(ids) - n + k - 1, t]) for k, t in enumerate(ids[-n:]))
+        assert row[TOKENS] == n
+        assert row[SUM] == pytest.approx(want, abs=2e-3)
+
+
 def test_a_second_pass_over_cached_pairs_runs_no_model(tmp_path, alpaca_rows, tiny_path,
                                                        monkeypatch):
     from isa.embed import reference
