@@ -101,8 +101,9 @@ def request_dict(kind: str, dataset_id: str, form: Mapping[str, str]) -> dict[st
         out["select_job_id" if f.get("select_job_id") else "dataset_id"] = (
             f.get("select_job_id") or dataset_id)
         align = {name: f[name] for name in ALIGN_FIELDS if name in f}
-        if "lora" in align:
-            align["lora"] = {"yes": True, "no": False}.get(align["lora"], align["lora"])
+        for name in ("lora", "gradient_checkpointing"):  # the page's yes/no choices
+            if name in align:
+                align[name] = {"yes": True, "no": False}.get(align[name], align[name])
         if "target_modules" in align:
             align["target_modules"] = _items(align["target_modules"])
         out["align"] = align
@@ -215,7 +216,8 @@ def _default(model: Any, name: str) -> Any:
 def placeholders() -> dict[str, str]:
     """What a blank input stands for (the contract's defaults), shown in the inputs."""
     align = dataclasses.asdict(AlignConfig())
-    align["lora"] = "yes" if align["lora"] else "no"
+    for name in ("lora", "gradient_checkpointing"):
+        align[name] = "yes" if align[name] else "no"
     align["target_modules"] = ", ".join(align["target_modules"])
     return {
         **{k: "" if v is None else str(v) for k, v in align.items()},
