@@ -53,9 +53,16 @@ async def get_redis(settings: SettingsDep) -> redis.Redis:
 RedisDep = Annotated[redis.Redis, Depends(get_redis)]
 
 
-async def get_jobs(r: RedisDep, s: SettingsDep) -> JobStore:
-    # a job the gateway ends (a queued job cancelled) announces its webhook like any
-    return JobStore(r, s.key_prefix, on_moved=announce)
+@cache
+def _jobs(url: str, size: int, prefix: str) -> JobStore:
+    # one per process, like the readers below: building a store registers its Lua
+    # scripts (hashing each), a cost the list and every other job route paid per request.
+    # A job the gateway ends (a queued job cancelled) announces its webhook like any
+    return JobStore(_redis(url, size), prefix, on_moved=announce)
+
+
+async def get_jobs(s: SettingsDep) -> JobStore:
+    return _jobs(s.redis_url, s.redis_pool_size, s.key_prefix)
 
 
 @cache
@@ -74,9 +81,14 @@ async def get_webhooks(r: RedisDep, s: SettingsDep) -> WebhookStore:
     return WebhookStore(r, s.key_prefix)
 
 
-async def get_datasets(r: RedisDep, s: SettingsDep) -> DatasetStore:
+@cache
+def _datasets(url: str, size: int, prefix: str) -> DatasetStore:
     # (the gateway changes no data set's status today; if it does, it is announced)
-    return DatasetStore(r, s.key_prefix, on_moved=announce)
+    return DatasetStore(_redis(url, size), prefix, on_moved=announce)
+
+
+async def get_datasets(s: SettingsDep) -> DatasetStore:
+    return _datasets(s.redis_url, s.redis_pool_size, s.key_prefix)
 
 
 async def get_idempotency(r: RedisDep, s: SettingsDep) -> IdempotencyKeys:
