@@ -161,6 +161,7 @@ class Yardstick:
         from isa.embed.reference import SUM, sequence_logps
         from isa.evaluate.length import balanced_accuracy
 
+        t = time.perf_counter()
         kw = dict(max_length=self.args.max_length, batch_size=self.args.eval_batch_size)
         # one call for both answers: a pair's prompt runs once for the two
         both = sequence_logps(policy, tok, self.prompts * 2, self.chosen + self.rejected,
@@ -172,7 +173,8 @@ class Yardstick:
                 "balanced_accuracy": balanced_accuracy(right, self.length_diff)[
                     "balanced_accuracy"],
                 "margin_mean": float(margin.mean()),
-                "outcomes": "".join("1" if x else "0" for x in right)}
+                "outcomes": "".join("1" if x else "0" for x in right),
+                "eval_s": round(time.perf_counter() - t, 1)}
 
     def run_arm(self, spec: str, budget: float, seed: int, out_dir: Path) -> dict[str, Any]:
         from isa import Budget, make_method, run_selection
@@ -193,7 +195,7 @@ class Yardstick:
         r = run_alignment(train, self.model_path, out_dir, cfg, device=self.args.device,
                           evaluate=self.evaluate)
         return {"train_pairs": len(train), "trained": r.examples_trained, "steps": r.steps,
-                "selection_s": round(selected_s, 1),
+                "selection_s": round(selected_s, 1), "train_s": round(r.seconds, 1),
                 "train_eval_s": round(time.perf_counter() - t, 1), **(r.evaluation or {})}
 
     def train_config(self) -> dict[str, Any]:
@@ -224,7 +226,8 @@ def report(runs: list[dict[str, Any]], path: Path, command: str) -> str:
         lines += [f"## {domain}, split {salt!r}, {budget:.1%} of the pool, {model}, "
                   f"{n_eval:,} evaluation pairs", "",
                   "| method | seeds | accuracy | vs random (95% interval) | McNemar p | "
-                  "length-balanced | s per arm |", "|---|---|---|---|---|---|---|"]
+                  "length-balanced | s per arm (training, evaluation) |",
+                  "|---|---|---|---|---|---|---|"]
         base = arms.get("random")
         base_m = _outcomes(base) if base else None
         for method, rs in sorted(arms.items(), key=lambda kv: kv[0] != "random"):
@@ -237,11 +240,15 @@ def report(runs: list[dict[str, Any]], path: Path, command: str) -> str:
                     " **above 0**" if d.above_zero else "")
                 p = f"{mcnemar(m, base_m).p_value:.3g}"
             bal = [r["balanced_accuracy"] for r in rs if r.get("balanced_accuracy") is not None]
-            secs = np.mean([r["selection_s"] + r["train_eval_s"] for r in rs])
+            secs = f"{np.mean([r['selection_s'] + r['train_eval_s'] for r in rs]):,.0f}"
+            split = [r for r in rs if "train_s" in r]  # (arms before these were recorded)
+            if split:
+                secs += (f" ({np.mean([r['train_s'] for r in split]):,.0f}, "
+                         f"{np.mean([r['eval_s'] for r in split]):,.0f})")
             lines.append(f"| {method} | {len(rs)} | {m.mean():.3f} | {diff} | {p} | "
-                         f"{np.mean(bal):.3f} | {secs:,.0f} |" if bal else
+                         f"{np.mean(bal):.3f} | {secs} |" if bal else
                          f"| {method} | {len(rs)} | {m.mean():.3f} | {diff} | {p} | — | "
-                         f"{secs:,.0f} |")
+                         f"{secs} |")
         lines.append("")
     lines += [f"Regenerate (appends what is missing, then writes this table): `{command}`", ""]
     text = "\n".join(lines)
