@@ -215,8 +215,9 @@ def report(runs: list[dict[str, Any]], path: Path, command: str) -> str:
     lines = ["# The DPO yardstick (bench/dpo.py)", "",
              "Each method's policy against random's on the same held-out pairs: accuracy of "
              "the implicit reward, the paired difference to random with its 95% bootstrap "
-             "interval (over evaluation pairs and seeds), McNemar's exact p on seed-majority "
-             "outcomes, and length-balanced accuracy (the mean of the chosen-longer and "
+             "interval (over evaluation pairs and seeds), McNemar's exact p (with several "
+             "seeds, the sign test on each pair's mean outcome over its seeds), and "
+             "length-balanced accuracy (the mean of the chosen-longer and "
              "chosen-shorter accuracies, which 'the longer answer wins' cannot game).", ""]
     groups: dict[tuple, dict[str, list[dict[str, Any]]]] = {}
     for r in runs:

@@ -96,14 +96,16 @@ class McNemar:
 
 
 def mcnemar(a: np.ndarray, b: np.ndarray) -> McNemar:
-    """McNemar's exact two-sided test. With several seeds, a pair counts as right for an
-    arm when most of its seeds got it right (ties: half the seeds, counted wrong)."""
+    """McNemar's exact two-sided test; with several seeds, the sign test on each pair's
+    mean outcome over its seeds (a pair is A's when A's seeds got it right more often than
+    B's, a tie is no one's). With one seed an arm the two are the same test. (A seed
+    majority instead would count a pair half of an even number of seeds got right as
+    wrong: two seeds against one skew the test towards the one.)"""
     a, b = _as_outcomes(a, "a"), _as_outcomes(b, "b")
     if a.shape[1] != b.shape[1]:
         raise ValueError("the arms were scored on different pairs")
-    right_a = a.mean(axis=0) > 0.5
-    right_b = b.mean(axis=0) > 0.5
-    x, y = int((right_a & ~right_b).sum()), int((~right_a & right_b).sum())
+    mean_a, mean_b = a.mean(axis=0), b.mean(axis=0)
+    x, y = int((mean_a > mean_b).sum()), int((mean_a < mean_b).sum())
     return McNemar(a_only=x, b_only=y, p_value=_binomial_two_sided(min(x, y), x + y))
 
 

@@ -68,6 +68,21 @@ def test_mcnemar_exact_p_values():
     assert 0 < big.p_value < 1e-300 or big.p_value == 0.0
 
 
+def test_with_several_seeds_mcnemar_is_the_sign_test_on_pair_means():
+    # two seeds of B that disagree on every pair (each pair half right) and one seed of A
+    # right on half the pairs: as many pairs A's as B's, p = 1 (a seed majority would call
+    # B wrong on every pair and hand A 50 pairs to none)
+    b = np.array([[1, 0] * 50, [0, 1] * 50])
+    a = np.array([[1, 0] * 50])
+    t = mcnemar(a, b)
+    assert (t.a_only, t.b_only, t.p_value) == (50, 50, 1.0)
+    assert mcnemar(b[:1], b[1:]).a_only == 50  # one seed each: McNemar as it was
+    a2 = np.ones((3, 100))
+    a2[0, :30] = 0  # A's mean below B's only where B is right on both seeds
+    t = mcnemar(a2, np.ones((2, 100)))
+    assert (t.a_only, t.b_only) == (0, 30)
+
+
 def test_arms_on_different_pairs_are_refused():
     with pytest.raises(ValueError, match="different pairs"):
         paired_difference(np.ones((2, 10)), np.ones((2, 11)))
