@@ -110,6 +110,15 @@ def _score_whole(model: Any, seqs: list[list[int]], n_comp: list[int], pad: int,
 _PROMPTS_HELD = 256
 
 
+def _cache_arg(decoder: Any) -> str:
+    """The name of a forward's key/value cache argument: ``cache`` in transformers 5
+    (``past_key_values`` is deprecated there, to go in 5.40), ``past_key_values`` before."""
+    import inspect
+
+    params = inspect.signature(type(decoder).forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
 def _score_shared(decoder: Any, head: Any, seqs: list[list[int]], n_comp: list[int],
                   pad: int, batch_size: int, out: np.ndarray) -> None:
     """Rows grouped by their prompt tokens. Per slice of prompts: the prompts in batches
@@ -147,7 +156,8 @@ def _run_prompts(decoder: Any, prompts: list[list[int]], pad: int,
             ids[j, :len(p)] = torch.tensor(p)
             mask[j, :len(p)] = 1
         o = decoder(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=True)
-        layers = [(layer[0], layer[1]) for layer in o.past_key_values]
+        past = o.cache if _cache_arg(decoder) == "cache" else o.past_key_values
+        layers = [(layer[0], layer[1]) for layer in past]
         for j, p in enumerate(batch):
             kept.append(([(k[j, :, :len(p)], v[j, :, :len(p)]) for k, v in layers],
                          o.last_hidden_state[j, len(p) - 1]))
@@ -183,8 +193,8 @@ def _run_completions(decoder: Any, head: Any, rows: list[tuple[int, int]],
         mask[r, width - n:width + len(tail)] = 1
     positions = torch.tensor(lens)[:, None] + torch.arange(c_width)[None, :]
     hidden = decoder(input_ids=ids.to(device), attention_mask=mask.to(device),
-                     position_ids=positions.to(device), past_key_values=cache,
-                     use_cache=True).last_hidden_state
+                     position_ids=positions.to(device), use_cache=True,
+                     **{_cache_arg(decoder): cache}).last_hidden_state
     # the vocabulary projection only where a completion token is predicted
     vectors = torch.cat([torch.cat([prompts[g][1][None], hidden[r, :len(tails[r]) - 1]])
                          for r, (g, _) in enumerate(rows)])
