@@ -77,6 +77,20 @@ def sequence_logps(model: Any, tokenizer: Any, prompts: Sequence[str],
     return out
 
 
+def _right_padded(rows: list[list[int]], pad: int) -> tuple[Any, Any]:
+    """``(ids, mask)`` of token rows right-padded to the longest (a pad never precedes a
+    real token)."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for j, r in enumerate(rows):
+        ids[j, :len(r)] = torch.tensor(r)
+        mask[j, :len(r)] = 1
+    return ids, mask
+
+
 def _store(out: np.ndarray, i: int, logps: Any) -> None:
     total = float(logps.sum())
     out[i] = (total, total / len(logps), len(logps))
@@ -90,12 +104,7 @@ def _score_whole(model: Any, seqs: list[list[int]], n_comp: list[int], pad: int,
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
-        width = len(seqs[rows[0]])
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for j, i in enumerate(rows):
-            ids[j, :len(seqs[i])] = torch.tensor(seqs[i])
-            mask[j, :len(seqs[i])] = 1
+        ids, mask = _right_padded([seqs[i] for i in rows], pad)
         ids, mask = ids.to(device), mask.to(device)
         logits = model(input_ids=ids, attention_mask=mask).logits
         for j, i in enumerate(rows):
@@ -144,17 +153,12 @@ def _run_prompts(decoder: Any, prompts: list[list[int]], pad: int,
                  batch_size: int) -> list[tuple[list[tuple[Any, Any]], Any]]:
     """Per prompt (longest first): its keys and values per layer and its last hidden
     state (which predicts a completion's first token)."""
-    import torch
 
     device = next(decoder.parameters()).device
     kept: list[tuple[list[tuple[Any, Any]], Any]] = []
     for at in range(0, len(prompts), batch_size):
         batch = prompts[at:at + batch_size]
-        ids = torch.full((len(batch), len(batch[0])), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for j, p in enumerate(batch):  # right-padded: a pad never precedes a real token
-            ids[j, :len(p)] = torch.tensor(p)
-            mask[j, :len(p)] = 1
+        ids, mask = _right_padded(batch, pad)
         o = decoder(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=True)
         past = o.cache if _cache_arg(decoder) == "cache" else o.past_key_values
         layers = [(layer[0], layer[1]) for layer in past]
@@ -185,12 +189,12 @@ def _run_completions(decoder: Any, head: Any, rows: list[tuple[int, int]],
         layers.append((torch.stack(ks), torch.stack(vs)))
     cache = DynamicCache(ddp_cache_data=layers)
     tails = [seqs[i][len(seqs[i]) - n_comp[i]:] for _, i in rows]
-    c_width = len(tails[0])
-    ids = torch.full((len(rows), c_width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width + c_width), dtype=torch.long)
-    for r, (tail, n) in enumerate(zip(tails, lens, strict=True)):
-        ids[r, :len(tail)] = torch.tensor(tail)
-        mask[r, width - n:width + len(tail)] = 1
+    ids, c_mask = _right_padded(tails, pad)
+    c_width = ids.shape[1]
+    # each prompt's cache is left-padded to ``width``: its real part ends where the
+    # completion starts
+    p_mask = (torch.arange(width)[None, :] >= width - torch.tensor(lens)[:, None]).long()
+    mask = torch.cat([p_mask, c_mask], dim=1)
     positions = torch.tensor(lens)[:, None] + torch.arange(c_width)[None, :]
     hidden = decoder(input_ids=ids.to(device), attention_mask=mask.to(device),
                      position_ids=positions.to(device), use_cache=True,
