@@ -17,6 +17,7 @@ from app.api.errors import ApiError
 from core.artifacts import ArtifactStore
 from core.presence import AsyncPresence
 from core.records import AsyncJobReader, DatasetStore, IdempotencyKeys, JobStore, Metrics
+from core.redis_pipelined import PipelinedRedis, polling_client
 from core.settings import Settings, get_settings
 from core.webhook_events import announce
 from core.webhooks import WebhookStore
@@ -32,10 +33,9 @@ def _redis(url: str, size: int) -> redis.Redis:
 
 
 @cache
-def _async_redis(url: str, size: int) -> aioredis.Redis:
-    return aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=size, timeout=5, decode_responses=True, socket_timeout=5,
-        socket_connect_timeout=2))
+def _async_redis(url: str, size: int) -> PipelinedRedis | aioredis.Redis:
+    # the polling path's reads: one pipelined connection per event loop (core/redis_pipelined)
+    return polling_client(url, size)
 
 
 async def settings_dep() -> Settings:

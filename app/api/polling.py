@@ -5,7 +5,11 @@ the route and solves its dependencies (settings, key, reader) on every request, 
 60% of a poll's cost in the gateway (profiled: ``bench/gateway.py`` measures the
 difference). So a plain ASGI middleware answers the one request shape that is certainly a
 successful poll: GET, this path, no query string, a valid API key, the caller's own job.
-Everything else (no key or a wrong one, another tenant's or an unknown job, a query
+It sits in front of the whole middleware stack (``app.main.Gateway`` asks it first), so
+such a poll also skips Starlette's and FastAPI's own layers (error handling, telemetry,
+the body limits, each a coroutine frame around every message); it counts itself in the
+HTTP metrics under the route's label. Everything else (no key or a wrong one, another
+tenant's or an unknown job, a query
 string, Redis failing) goes on to the FastAPI route untouched, so every error answer,
 the OpenAPI document and its validation stay in one place: ``app/api/routes/jobs.py``.
 """
@@ -13,17 +17,18 @@ the OpenAPI document and its validation stay in one place: ``app/api/routes/jobs
 from __future__ import annotations
 
 import re
-from types import SimpleNamespace
+import time
 from typing import Any
 
 from app.api.deps import _async_jobs, tenant_of_key
+from app.metrics import LATENCY, REQUESTS
 from core.contract import job_public
 from core.records import AsyncJobReader
 from core.settings import Settings, get_settings
 
 _JOB_PATH = re.compile(r"/v1/jobs/([^/]+)")  # Starlette's str convertor: one segment
-#: what MetricsMiddleware reads as the route's label: the same as the FastAPI route's
-_ROUTE = SimpleNamespace(path="/v1/jobs/{job_id}")
+#: the FastAPI route's label in the HTTP metrics: its answers and these are counted as one
+_ROUTE = "/v1/jobs/{job_id}"
 _HEADERS = [(b"content-type", b"application/json")]
 
 
@@ -64,19 +69,32 @@ class JobPollFastPath:
 
     def __init__(self, app: Any) -> None:
         self.app = app
+        # bound once: a label lookup per request is a dict walk and, in multiprocess
+        # mode, a file-backed value's lookup
+        self._latency = LATENCY.labels("GET", _ROUTE)
+        self._answered = REQUESTS.labels("GET", _ROUTE, "200")
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if (scope["type"] == "http" and scope["method"] == "GET"
+        if not await self.answered(scope, send):
+            await self.app(scope, receive, send)
+
+    async def answered(self, scope: dict, send: Any) -> bool:
+        """True if this was a successful poll and it has been answered; else nothing was
+        sent and the request is the app's."""
+        if not (scope["type"] == "http" and scope["method"] == "GET"
                 and not scope.get("query_string")
                 and (match := _JOB_PATH.fullmatch(scope["path"]))):
-            body = await self._body(scope, match[1])
-            if body is not None:
-                scope["route"] = _ROUTE
-                await send({"type": "http.response.start", "status": 200, "headers": [
-                    *_HEADERS, (b"content-length", str(len(body)).encode())]})
-                await send({"type": "http.response.body", "body": body})
-                return
-        await self.app(scope, receive, send)
+            return False
+        start = time.perf_counter()
+        body = await self._body(scope, match[1])
+        if body is None:
+            return False
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            *_HEADERS, (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+        self._latency.observe(time.perf_counter() - start)
+        self._answered.inc()
+        return True
 
     @staticmethod
     async def _body(scope: dict, job_id: str) -> bytes | None:
