@@ -15,6 +15,7 @@ pages through appear before its position and never shift what it has not seen ye
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -30,6 +31,7 @@ import redis
 
 from core import events
 from core.events import LUA_EVENTS
+from core.redis_pipelined import hgetall_each
 
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelling", "cancelled")
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
@@ -228,6 +230,15 @@ class Page:
     next_after: str | None
 
 
+def cut_page(entries: list[tuple[Any, float]], limit: int
+             ) -> tuple[list[tuple[Any, float]], str | None]:
+    """The first ``limit`` of up to ``limit + 1`` index entries (newest first), and the
+    cursor after them when the one more says another page follows."""
+    more = len(entries) > limit
+    entries = entries[:limit]
+    return entries, encode_cursor(entries[-1][1], entries[-1][0]) if more else None
+
+
 class RecordStore:
     """Common machinery of JobStore and DatasetStore."""
 
@@ -413,13 +424,11 @@ class RecordStore:
         """The page of ``entries`` (record id, index score; up to ``limit + 1``, newest
         first): the first ``limit`` records read in one round trip, and the cursor after
         them when one more entry says another page follows."""
-        more = len(entries) > limit
-        entries = entries[:limit]
+        entries, next_after = cut_page(entries, limit)
         pipe = self.r.pipeline(transaction=False)
         for rid, _ in entries:
             pipe.hgetall(self.key(rid))
         records = [self._decode(raw) for raw in pipe.execute() if raw]
-        next_after = encode_cursor(entries[-1][1], entries[-1][0]) if more else None
         return Page(records, count, next_after)
 
     def delete(self, record_id: str, tenant: str) -> None:
@@ -637,6 +646,18 @@ class AsyncJobReader:
         if not raw or raw.get("tenant") != tenant:
             return None
         return self.store._decode(raw)
+
+    async def page(self, tenant: str, *, limit: int, offset: int = 0,
+                   where: dict[str, Any] | None = None) -> Page:
+        """:meth:`RecordStore.list` without a cursor, on the event loop: the index's
+        entries and size in one round trip, the page's records in a second."""
+        index = self.store.index_key(tenant, where)
+        entries, count = await asyncio.gather(
+            self.r.zrevrange(index, offset, offset + limit, withscores=True),
+            self.r.zcard(index))
+        entries, next_after = cut_page(entries, limit)
+        raws = await hgetall_each(self.r, [self.store.key(rid) for rid, _ in entries])
+        return Page([self.store._decode(raw) for raw in raws if raw], count, next_after)
 
 
 class IdempotencyKeys:

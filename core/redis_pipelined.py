@@ -9,12 +9,12 @@ replies, which Redis sends in order, are handed to their callers in order — 18
 pool on 150 concurrent callers (~100,000 against ~5,500 ``HGETALL``s a second, one core).
 hiredis, redis-py's own C parser, packs the commands and parses the replies.
 
-Only the reads the polling path makes are offered (``hgetall``, ``zrevrange``); every other
-Redis use stays on redis-py. Errors are redis-py's exceptions, so callers handle both
-clients alike: a reply error is the caller's alone (``ResponseError``); a connection that
-closes or a reply later than ``timeout`` fails every command waiting on it
-(``ConnectionError``/``TimeoutError``: past a lost reply, the order that matches replies
-to callers is lost too) and the next command connects again.
+Only the reads the polling path and the job listing make are offered (``hgetall``,
+``zrevrange``, ``zcard``); every other Redis use stays on redis-py. Errors are redis-py's
+exceptions, so callers handle both clients alike: a reply error is the caller's alone
+(``ResponseError``); a connection that closes or a reply later than ``timeout`` fails
+every command waiting on it (``ConnectionError``/``TimeoutError``: past a lost reply, the
+order that matches replies to callers is lost too) and the next command connects again.
 
 :func:`polling_client` gives this client for ``redis://`` and ``unix://`` URLs and redis-py's
 for any other (TLS, say), which is the same to its callers.
@@ -150,6 +150,17 @@ class PipelinedRedis:
         flat = await self.execute("HGETALL", key)
         return dict(zip(flat[::2], flat[1::2], strict=True))
 
+    async def hgetall_many(self, keys: list[str]) -> list[dict[str, str]]:
+        """``hgetall`` of each key, sent together: one coroutine, not one task a key."""
+        connection = self._connections.get(asyncio.get_running_loop())
+        if connection is None or connection.closed:
+            connection = await self._connect()
+        flats = await asyncio.gather(*(connection.send(("HGETALL", key)) for key in keys))
+        return [dict(zip(flat[::2], flat[1::2], strict=True)) for flat in flats]
+
+    async def zcard(self, key: str) -> int:
+        return await self.execute("ZCARD", key)
+
     async def zrevrange(self, key: str, start: int, end: int,
                         withscores: bool = False) -> list[Any]:
         if not withscores:
@@ -198,6 +209,17 @@ class PipelinedRedis:
             raise
         self._connections[loop] = connection
         return connection
+
+
+async def hgetall_each(client: PipelinedRedis | aioredis.Redis,
+                       keys: list[str]) -> list[dict[str, str]]:
+    """``HGETALL`` of each key in one round trip, with either client."""
+    if isinstance(client, PipelinedRedis):
+        return await client.hgetall_many(keys)
+    async with client.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.hgetall(key)
+        return await pipe.execute()
 
 
 def polling_client(url: str, pool_size: int) -> PipelinedRedis | aioredis.Redis:

@@ -43,6 +43,10 @@ def jobs(monkeypatch) -> tuple[str, str, str]:
     get_settings.cache_clear()
 
 
+def _store(prefix: str) -> JobStore:
+    return JobStore(redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True), prefix)
+
+
 def test_the_api_key_is_read_as_the_route_reads_it():
     assert api_key_of([(b"x-api-key", b"k1"), (b"authorization", b"Bearer k2")]) == "k1"
     assert api_key_of([(b"x-api-key", b""), (b"authorization", b"bearer  k2 ")]) == "k2"
@@ -110,6 +114,30 @@ def test_everything_else_goes_on_to_the_route(jobs, case):
     assert not sent and len(passed) == 1
 
 
+@pytest.mark.parametrize("query", [b"", b"limit=1", b"limit=500", b"offset=1",
+                                   b"limit=2&offset=1", b"offset=0&limit=20"])
+def test_a_plain_list_page_is_answered_without_the_route(jobs, query):
+    prefix, queued, done = jobs
+    sent, passed = asyncio.run(_call("/v1/jobs", [(b"x-api-key", b"key-a")], query))
+    assert not passed and sent[0]["status"] == 200
+    body = json.loads(sent[1]["body"])
+    params = dict(x.split("=") for x in query.decode().split("&") if x)
+    limit, offset = int(params.get("limit", 50)), int(params.get("offset", 0))
+    newest_first = [d["id"] for d in _store(prefix).list("tenant-a", limit=10).records]
+    assert sorted(newest_first) == sorted([queued, done])
+    assert [j["id"] for j in body["data"]] == newest_first[offset:offset + limit]
+    assert body["count"] == 2 and body["has_more"] is (offset + limit < 2)
+
+
+@pytest.mark.parametrize("query", [b"limit=0", b"limit=501", b"limit=05", b"limit=+5",
+                                   b"offset=1000001", b"limit=1&limit=2", b"limit=1&",
+                                   b"status=queued", b"limit=1&status=queued", b"after=x",
+                                   b"limit=%32"])
+def test_any_other_list_query_goes_on_to_the_route(jobs, query):
+    sent, passed = asyncio.run(_call("/v1/jobs", [(b"x-api-key", b"key-a")], query))
+    assert not sent and len(passed) == 1
+
+
 def test_redis_failing_goes_on_to_the_route(jobs, monkeypatch):
     _, queued, _ = jobs
     monkeypatch.setenv("ISA_REDIS_URL", "redis://127.0.0.1:1/0")  # nothing listens there
@@ -135,8 +163,13 @@ def test_the_gateway_answers_the_same_with_and_without_it(jobs, monkeypatch):
                 (f"/v1/jobs/{done}", {"X-API-Key": "key-b"}),
                 ("/v1/jobs/job_nothere", {"X-API-Key": "key-a"}),
                 (f"/v1/jobs/{done}", {}),
-                (f"/v1/jobs/{done}?bogus=1", {"X-API-Key": "key-a"})]
+                (f"/v1/jobs/{done}?bogus=1", {"X-API-Key": "key-a"}),
+                ("/v1/jobs?limit=1&offset=1", {"X-API-Key": "key-a"}),
+                ("/v1/jobs", {"X-API-Key": "key-b"}),
+                ("/v1/jobs?limit=0", {"X-API-Key": "key-a"}),
+                ("/v1/jobs?limit=1", {})]
     label = ("GET", "/v1/jobs/{job_id}", "200")
+    list_label = ("GET", "/v1/jobs", "200")
 
     async def answers(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
@@ -147,8 +180,13 @@ def test_the_gateway_answers_the_same_with_and_without_it(jobs, monkeypatch):
     async def on_and_off():
         return await answers(apps[True]), await answers(apps[False])
 
-    before = REQUESTS.labels(*label)._value.get()
+    before = REQUESTS.labels(*label)._value.get(), REQUESTS.labels(*list_label)._value.get()
     on, off = asyncio.run(on_and_off())
-    assert [s for s, _ in on] == [200, 200, 404, 404, 401, 422]  # 422: unknown parameter
+    # 422: an unknown parameter, a limit out of bounds
+    assert [s for s, _ in on] == [200, 200, 404, 404, 401, 422, 200, 200, 422, 401]
     assert on == off
-    assert REQUESTS.labels(*label)._value.get() - before == 4  # 2 polls, each app
+    second = _store(jobs[0]).list("tenant-a", limit=2).records[1]["id"]
+    assert on[6][1]["data"][0]["id"] == second and on[7][1]["count"] == 0
+    # 2 polls and 2 list pages, each app
+    assert REQUESTS.labels(*label)._value.get() - before[0] == 4
+    assert REQUESTS.labels(*list_label)._value.get() - before[1] == 4

@@ -130,3 +130,35 @@ def test_indexes_are_built_for_records_written_before_them(client):
     assert jobs.list("t", where={"type": "select"}).count == 3
     assert jobs.live_count("t") == 1
     assert jobs.ensure_indexes() == 0  # once
+
+
+def test_the_event_loops_page_is_the_stores(client):
+    """AsyncJobReader.page (the listing route's read for an offset, on the pipelined
+    client) gives RecordStore.list's page: records, count and cursor, filtered or not, at
+    every offset, and an empty page past the end."""
+    import asyncio
+
+    from core.records import AsyncJobReader
+    from core.redis_pipelined import PipelinedRedis
+
+    r, prefix = client
+    jobs = JobStore(r, prefix)
+    for i in range(23):
+        jobs.create("t", f"j{i:02d}", "queued", {"type": ("select", "curve")[i % 2],
+                                                 "request": {"n": i},
+                                                 "metadata": {"team": f"t{i % 3}"}})
+        if i % 3 == 0:
+            jobs.transition(f"j{i:02d}", "running")
+    reader = AsyncJobReader(PipelinedRedis(TEST_REDIS_URL), jobs)
+    cases = [(limit, offset, where) for limit in (1, 5, 23, 50) for offset in (0, 4, 22, 30)
+             for where in ({}, {"status": "running"}, {"type": "curve", "status": "queued"},
+                           {"metadata": ("team", "t1")})]
+
+    async def pages():
+        return [await reader.page("t", limit=limit, offset=offset, where=where)
+                for limit, offset, where in cases]
+
+    for (limit, offset, where), got in zip(cases, asyncio.run(pages()), strict=True):
+        want = jobs.list("t", limit=limit, offset=offset, where=where)
+        assert got == want, (limit, offset, where)
+    assert sum(bool(p.records) for p in asyncio.run(pages())) > len(cases) // 2

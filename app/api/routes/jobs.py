@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Response, status
 from fastapi.responses import StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import (
     Artifacts,
@@ -20,8 +19,15 @@ from app.api.deps import (
 )
 from app.api.errors import ApiError, error_responses, not_found
 from app.api.idempotency import claim_or_replay, released_on_failure
-from app.api.pagination import After, Limit, MetadataFilter, Offset, metadata_pair, read_page
-from app.api.polling import job_status_body
+from app.api.pagination import (
+    After,
+    Limit,
+    MetadataFilter,
+    Offset,
+    metadata_pair,
+    read_job_page,
+)
+from app.api.polling import job_status_body, jobs_page_body
 from app.api.ranges import RANGE_RESPONSES, file_response
 from app.api.schemas import JobEvents, JobPublic, JobsPublic
 from core.artifacts import SCORES, ArtifactStore, Keys, ResultFormat, result_format
@@ -145,7 +151,7 @@ def _check_align(body: AlignJob, tenant: str, jobs: Jobs, settings: SettingsDep)
 
 @router.get("", response_model=JobsPublic, responses=error_responses(400),
             operation_id="list_jobs")
-async def list_jobs(tenant: CurrentTenant, jobs: Jobs,
+async def list_jobs(tenant: CurrentTenant, jobs: AsyncJobs,
                     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
                     type_: Annotated[JobType | None, Query(alias="type")] = None,
                     metadata: MetadataFilter = None,
@@ -153,18 +159,12 @@ async def list_jobs(tenant: CurrentTenant, jobs: Jobs,
     """The tenant's jobs, newest first, optionally of one status and/or type, or those
     carrying one metadata pair (``metadata=key:value``, alone)."""
 
-    def page_json() -> bytes:
-        page = read_page(jobs, tenant, limit=limit, after=after, offset=offset,
-                         where={"status": status_, "type": type_,
-                                "metadata": metadata_pair(metadata)})
-        return JobsPublic(data=[job_public(d) for d in page.records], count=page.count,
-                          next_after=page.next_after, has_more=page.next_after is not None
-                          ).model_dump_json().encode()
-
-    # one hop to a thread for the (blocking) Redis reads and the serialising, and the page
-    # serialised once: a sync route also validated it again against response_model and
-    # serialised it in a second hop (bench/gateway.py: the list at 300 connections)
-    return Response(await run_in_threadpool(page_json), media_type="application/json")
+    page = await read_job_page(jobs, tenant, limit=limit, after=after, offset=offset,
+                               where={"status": status_, "type": type_,
+                                      "metadata": metadata_pair(metadata)})
+    # a page by limit and offset alone is usually answered by app.api.polling before it
+    # gets here; serialised once (response_model would validate the page again)
+    return Response(jobs_page_body(page), media_type="application/json")
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=error_responses(404),
