@@ -141,8 +141,11 @@ def main() -> None:
              f"`python -m app.serve --workers N` on {os.cpu_count()} CPUs, wrk (2 threads) on "
              f"the same machine, {args.seconds:.0f} s per row after a 2 s warm-up; job records "
              "in Redis, no worker. Fast path: `ISA_API_POLL_FAST_PATH` (a successful "
-             "`GET /v1/jobs/{id}` answered before FastAPI's routing, `app/api/polling.py`). "
-             "Ratio: req/s against the first configuration, same row.",
+             "`GET /v1/jobs/{id}`, and `GET /v1/jobs` by limit and offset, answered before "
+             "FastAPI's routing, `app/api/polling.py`); either way both read Redis on the "
+             "event loop over one pipelined connection per process "
+             "(`core/redis_pipelined.py`). Ratio: req/s against the first configuration, "
+             "same row.",
              "", "| processes | fast path | load | connections | req/s | × first | p50 | p99 "
              "| errors |", "|---|---|---|---|---|---|---|---|---|"]
     for c in configs:
