@@ -96,24 +96,37 @@ def reading(data: Path, work: Path) -> dict:
     from isa.unit_files import write_unit_file
 
     base = _anon()
+    steps: dict[str, float] = {}  # each step's own peak, MB
+
+    def step(name: str) -> _Peak:
+        peak = _Peak()
+        peak.name = name  # type: ignore[attr-defined]
+        return peak
+
+    t = time.perf_counter()
     with _Peak() as peak:
-        t = time.perf_counter()
-        units, report = read_units(PreferenceFile(data, id_field="id"), keep_texts=False)
+        with step("read_units") as p:
+            units, report = read_units(PreferenceFile(data, id_field="id"), keep_texts=False)
+        steps[p.name] = p.peak / 2**20  # type: ignore[attr-defined]
         read_s = time.perf_counter() - t
         cols = _column_bytes(units)
-        first = key_ids(units.text_keys)[0]
-        del first
-        with (work / "items.npy").open("wb") as fh:
-            np.save(fh, units.text_keys, allow_pickle=False)
-        with (work / "units.arrow").open("wb") as fh:
-            write_unit_file(units, report, fh)
-        sample = ISA().fit_sample(units.n_items)
-        rows = units.text_keys[sample]
-        del units, rows
+        with step("key_ids") as p:
+            first = key_ids(units.text_keys)[0]
+            del first
+        steps[p.name] = p.peak / 2**20  # type: ignore[attr-defined]
+        with step("keys and unit files") as p:
+            with (work / "items.npy").open("wb") as fh:
+                np.save(fh, units.text_keys, allow_pickle=False)
+            with (work / "units.arrow").open("wb") as fh:
+                write_unit_file(units, report, fh)
+            sample = ISA().fit_sample(units.n_items)
+            rows = units.text_keys[sample]
+            del units, rows
+        steps[p.name] = p.peak / 2**20  # type: ignore[attr-defined]
     return {"task": "reading", "s": time.perf_counter() - t, "read_s": read_s,
             "units": report.examples, "column_bytes_per_unit": cols,
-            "peak_anon_mb": peak.peak / 2**20,
-            "base_anon_mb": base / 2**20}
+            "peak_anon_mb": peak.peak / 2**20, "step_peak_anon_mb": steps,
+            "after_anon_mb": _anon() / 2**20, "base_anon_mb": base / 2**20}
 
 
 def reduce(data: Path, work: Path, shard_units: int) -> dict:

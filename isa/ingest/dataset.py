@@ -21,6 +21,7 @@ from .readers import (
     iter_raw_records,
 )
 from .records import Example
+from .seen_ids import SeenIds
 from .shapes import (
     CANONICAL_FIELDS,
     PAIRINGS,
@@ -164,7 +165,7 @@ class PreferenceFile:
         report = IngestReport(file=str(self.path), file_format=fmt, shape=self.shape)
         self.report = report  # live: a reader stopped early (a time budget) can say where
         shape = self.shape
-        seen_ids: dict[str, int] = {}
+        seen_ids = SeenIds()
         budget = self.time_budget_s
         deadline = None if budget is None else time.monotonic() + budget
         for rec in iter_raw_records(self.path, file_format=fmt,
@@ -214,7 +215,7 @@ class PreferenceFile:
         self.report = report
 
     def _parse(self, shape: str, rec: Any, mapped: dict[str, Any],
-               seen_ids: dict[str, int]) -> list[Example]:
+               seen_ids: SeenIds) -> list[Example]:
         row_id = self._row_id(rec.data, seen_ids, rec)
         used = set(consumed_fields(shape))
         # columns the shape does not read travel along, under their mapped names
@@ -264,24 +265,22 @@ class PreferenceFile:
             mapped[target] = mapped.pop(source)
         return mapped
 
-    def _row_id(self, data: dict[str, Any], seen: dict[str, int], rec: Any) -> str:
+    def _row_id(self, data: dict[str, Any], seen: SeenIds, rec: Any) -> str:
         if self.id_field is not None:
             if data.get(self.id_field) in (None, ""):
                 raise ShapeViolation("missing_id", "the id field is missing or empty",
                                      self.id_field)
             row_id = str(data[self.id_field])
-            if row_id in seen:
+            if (first := seen.first_row(row_id, rec.row)) is not None:
                 raise ShapeViolation("duplicate_id",
-                                     f"id {row_id!r} already used by row {seen[row_id]}",
+                                     f"id {row_id!r} already used by row {first}",
                                      self.id_field)
-            seen[row_id] = rec.row
             return row_id
         # Content-addressed default: the same row keeps its id when the file is
         # reordered or appended to. Exact duplicate rows are numbered in file order.
         digest = hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS,
                                              default=str)).hexdigest()[:16]
-        n = seen.get(digest, 0) + 1
-        seen[digest] = n
+        n = seen.occurrence(digest)
         return digest if n == 1 else f"{digest}-{n}"
 
 
