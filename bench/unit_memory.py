@@ -111,7 +111,7 @@ def reading(data: Path, work: Path) -> dict:
         read_s = time.perf_counter() - t
         cols = _column_bytes(units)
         with step("key_ids") as p:
-            first = key_ids(units.text_keys)[0]
+            first = key_ids(units.text_keys, inverse=False)[0]
             del first
         steps[p.name] = p.peak / 2**20  # type: ignore[attr-defined]
         with step("keys and unit files") as p:

@@ -204,3 +204,6 @@ def test_key_ids_number_distinct_keys_by_first_appearance():
     expect = [seen.setdefault(bytes(distinct[r]), len(seen)) for r in rows]
     assert inverse.tolist() == expect
     assert [bytes(distinct[rows][i]) for i in first] == list(seen)
+    alone, none = key_ids(distinct[rows], inverse=False)
+    assert none is None and alone.tolist() == first.tolist()
+    assert first.dtype == inverse.dtype == alone.dtype == np.int64

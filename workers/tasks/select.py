@@ -79,7 +79,7 @@ def _start_sharded(job: JobRun, run: SelectionRun) -> None:
     ctx, units = job.ctx, run.units
     keys = units.text_keys
     assert keys is not None
-    first = key_ids(keys)[0]
+    first = key_ids(keys, inverse=False)[0]
     store, name = ctx.embeddings(job.tenant), run.encoder.name
     have = np.concatenate([  # a block at a time: the index's lookup holds one block
         store.contains_many(name, keys[first[a:a + _INDEX_BLOCK]])
