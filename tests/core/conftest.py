@@ -1,4 +1,5 @@
-"""A job store on the real Redis under a key prefix of its own, removed after the test."""
+"""A key prefix of the test's own on the real Redis (and a job store under one), its keys
+removed after the test."""
 
 from __future__ import annotations
 
@@ -13,9 +14,14 @@ from tests.conftest import TEST_REDIS_URL
 
 
 @pytest.fixture()
-def jobs() -> Iterator[JobStore]:
-    client = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
-    prefix = f"isa-unit-{uuid.uuid4().hex[:8]}:"
-    yield JobStore(client, prefix)
-    for key in client.scan_iter(f"{prefix}*"):
+def prefix() -> Iterator[str]:
+    p = f"isa-unit-{uuid.uuid4().hex[:8]}:"
+    yield p
+    client = redis.Redis.from_url(TEST_REDIS_URL)
+    for key in client.scan_iter(f"{p}*"):
         client.delete(key)
+
+
+@pytest.fixture()
+def jobs(prefix: str) -> JobStore:
+    return JobStore(redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True), prefix)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 
 import pytest
 import redis
@@ -13,15 +12,6 @@ import redis.asyncio as aioredis
 
 from core import presence
 from tests.conftest import TEST_REDIS_URL
-
-
-@pytest.fixture()
-def prefix():
-    p = f"isa-presence-{uuid.uuid4().hex[:8]}:"
-    yield p
-    client = redis.Redis.from_url(TEST_REDIS_URL)
-    for key in client.scan_iter(f"{p}*"):
-        client.delete(key)
 
 
 def _job(status: str, queue: str | None = "cpu") -> dict:

@@ -7,7 +7,6 @@ import asyncio
 import socket
 import threading
 import time
-import uuid
 
 import pytest
 import redis
@@ -20,52 +19,42 @@ from tests.conftest import TEST_REDIS_URL
 from tests.service.harness import RedisServer
 
 
-@pytest.fixture
-def keys():
-    """A key prefix of the test's own on the test Redis, removed after it."""
-    prefix = f"test-pipe-{uuid.uuid4().hex[:8]}:"
-    yield prefix
-    r = redis.Redis.from_url(TEST_REDIS_URL)
-    for key in r.scan_iter(f"{prefix}*"):
-        r.delete(key)
-
-
-def test_concurrent_callers_each_get_their_own_reply(keys):
+def test_concurrent_callers_each_get_their_own_reply(prefix):
     """2,000 commands in flight at once on one connection, in one write per loop turn:
     every caller gets the reply to its own command, equal to redis-py's."""
     r = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
     for i in range(200):
-        r.hset(f"{keys}h{i}", mapping={"i": str(i), "name": f"job {i}", "empty": ""})
-        r.zadd(f"{keys}z{i}", {f"node-{i}": 1000.0 + i, "old": 1.5})
+        r.hset(f"{prefix}h{i}", mapping={"i": str(i), "name": f"job {i}", "empty": ""})
+        r.zadd(f"{prefix}z{i}", {f"node-{i}": 1000.0 + i, "old": 1.5})
     client = PipelinedRedis(TEST_REDIS_URL)
 
     async def calls():
-        hashes = [client.hgetall(f"{keys}h{i % 200}") for i in range(1000)]
-        ranges = [client.zrevrange(f"{keys}z{i % 200}", 0, 0, withscores=True)
+        hashes = [client.hgetall(f"{prefix}h{i % 200}") for i in range(1000)]
+        ranges = [client.zrevrange(f"{prefix}z{i % 200}", 0, 0, withscores=True)
                   for i in range(1000)]
-        return await asyncio.gather(*hashes, *ranges, client.hgetall(f"{keys}none"),
-                                    client.zrevrange(f"{keys}z0", 0, -1))
+        return await asyncio.gather(*hashes, *ranges, client.hgetall(f"{prefix}none"),
+                                    client.zrevrange(f"{prefix}z0", 0, -1))
 
     out = asyncio.run(calls())
     for i in range(1000):
-        assert out[i] == r.hgetall(f"{keys}h{i % 200}")
-        assert out[1000 + i] == r.zrevrange(f"{keys}z{i % 200}", 0, 0, withscores=True)
+        assert out[i] == r.hgetall(f"{prefix}h{i % 200}")
+        assert out[1000 + i] == r.zrevrange(f"{prefix}z{i % 200}", 0, 0, withscores=True)
         assert out[1000 + i] == [(f"node-{i % 200}", 1000.0 + i % 200)]
     assert out[2000] == {}
     assert out[2001] == ["node-0", "old"]
 
 
-def test_a_reply_error_is_its_callers_alone(keys):
+def test_a_reply_error_is_its_callers_alone(prefix):
     """HGETALL of a sorted set is WRONGTYPE: that caller gets redis-py's ResponseError, the
     commands around it their replies, on the same connection."""
     r = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
-    r.hset(f"{keys}h", "a", "1")
-    r.zadd(f"{keys}z", {"m": 1})
+    r.hset(f"{prefix}h", "a", "1")
+    r.zadd(f"{prefix}z", {"m": 1})
     client = PipelinedRedis(TEST_REDIS_URL)
 
     async def calls():
-        return await asyncio.gather(client.hgetall(f"{keys}h"), client.hgetall(f"{keys}z"),
-                                    client.hgetall(f"{keys}h"), return_exceptions=True)
+        return await asyncio.gather(client.hgetall(f"{prefix}h"), client.hgetall(f"{prefix}z"),
+                                    client.hgetall(f"{prefix}h"), return_exceptions=True)
 
     before, wrong, after = asyncio.run(calls())
     assert before == after == {"a": "1"}
