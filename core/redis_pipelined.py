@@ -60,6 +60,8 @@ class _Connection(asyncio.Protocol):
             except hiredis.ProtocolError as exc:
                 self._fail(RedisConnectionError(f"Redis sent what is not RESP: {exc}"))
                 return
+            except UnicodeDecodeError as exc:  # a value not UTF-8: its reply, consumed
+                reply = exc
             if reply is False:
                 return
             if not self.waiting:  # a reply nobody asked for: the order is lost
@@ -70,6 +72,8 @@ class _Connection(asyncio.Protocol):
                 continue
             if isinstance(reply, hiredis.ReplyError):
                 future.set_exception(ResponseError(str(reply)))
+            elif isinstance(reply, UnicodeDecodeError):  # as redis-py's decoding raises
+                future.set_exception(reply)
             else:
                 future.set_result(reply)
 

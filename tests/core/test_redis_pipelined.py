@@ -61,6 +61,24 @@ def test_a_reply_error_is_its_callers_alone(prefix):
     assert isinstance(wrong, ResponseError) and "WRONGTYPE" in str(wrong)
 
 
+def test_a_value_that_is_not_utf8_fails_its_caller_alone(prefix):
+    """A hash with a value that is not UTF-8: that caller gets UnicodeDecodeError (as
+    redis-py's decoding raises), and the replies after it still reach their callers."""
+    r = redis.Redis.from_url(TEST_REDIS_URL)
+    r.hset(f"{prefix}bad", "v", b"\xff\xfe")
+    r.hset(f"{prefix}ok", "v", "fine")
+    client = PipelinedRedis(TEST_REDIS_URL)
+
+    async def calls():
+        return await asyncio.gather(client.hgetall(f"{prefix}bad"),
+                                    client.hgetall(f"{prefix}ok"),
+                                    client.zcard(f"{prefix}none"), return_exceptions=True)
+
+    bad, ok, count = asyncio.run(calls())
+    assert isinstance(bad, UnicodeDecodeError)
+    assert ok == {"v": "fine"} and count == 0
+
+
 def test_the_url_picks_database_and_password(tmp_path):
     """AUTH and SELECT from the URL, on connect; a wrong password fails the command as
     redis-py would (ResponseError), and the client is usable with the right one."""
