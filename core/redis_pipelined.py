@@ -145,10 +145,14 @@ class PipelinedRedis:
             weakref.WeakKeyDictionary())
 
     async def execute(self, *args: Any) -> Any:
+        return await (await self._ready()).send(args)
+
+    async def _ready(self) -> _Connection:
+        """This loop's open connection, connecting first when there is none."""
         connection = self._connections.get(asyncio.get_running_loop())
         if connection is None or connection.closed:
             connection = await self._connect()
-        return await connection.send(args)
+        return connection
 
     async def hgetall(self, key: str) -> dict[str, str]:
         flat = await self.execute("HGETALL", key)
@@ -156,9 +160,7 @@ class PipelinedRedis:
 
     async def hgetall_many(self, keys: list[str]) -> list[dict[str, str]]:
         """``hgetall`` of each key, sent together: one coroutine, not one task a key."""
-        connection = self._connections.get(asyncio.get_running_loop())
-        if connection is None or connection.closed:
-            connection = await self._connect()
+        connection = await self._ready()
         flats = await asyncio.gather(*(connection.send(("HGETALL", key)) for key in keys))
         return [dict(zip(flat[::2], flat[1::2], strict=True)) for flat in flats]
 
